@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Install everything the test suite and benchmarks need, skipping what is
+# already present. Idempotent; meant for a Debian 12 machine as root (CI), but
+# also works with sudo for a developer.
+#
+#   Debian packages: swaks libnet-ssleay-perl postfix dovecot-core
+#                    dovecot-imapd dovecot-pop3d (no daemon is started)
+#   Python:          pytest (requirements-test.txt)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+log() { printf '[install-test-deps] %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    fi
+fi
+
+# ---- Debian packages --------------------------------------------------------
+APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+    if ! dpkg -s "$p" >/dev/null 2>&1 \
+        || ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+        missing+=("$p")
+    fi
+done
+# Belt and braces: the binaries we actually call.
+for bin in swaks /usr/sbin/postfix /usr/sbin/smtp-source /usr/sbin/dovecot; do
+    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
+        case "$bin" in
+            swaks) missing+=(swaks) ;;
+            */postfix|*/smtp-source) missing+=(postfix) ;;
+            */dovecot) missing+=(dovecot-core) ;;
+        esac
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    # de-duplicate
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing packages ${missing[*]} and no apt-get: install them by hand"
+        exit 1
+    fi
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    echo 'postfix postfix/main_mailer_type select No configuration' \
+        | $SUDO debconf-set-selections
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends "${missing[@]}" </dev/null
+else
+    log "Debian packages already installed"
+fi
+
+# ---- Python -----------------------------------------------------------------
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1; then
+    log "python3 not found"
+    exit 1
+fi
+if "$PY" -c 'import pytest, pytest_timeout' >/dev/null 2>&1; then
+    log "pytest already installed ($("$PY" -m pytest --version 2>&1 | head -1))"
+else
+    log "installing Python test requirements"
+    if ! "$PY" -m pip --version >/dev/null 2>&1; then
+        # Debian's python3 ships without pip.
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends python3-pip </dev/null \
+            || { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y -q --no-install-recommends python3-pip </dev/null; }
+    fi
+    pip_args=(install --disable-pip-version-check --root-user-action=ignore -q -r requirements-test.txt)
+    if ! "$PY" -m pip "${pip_args[@]}"; then
+        log "pip refused (PEP 668?); retrying with --break-system-packages"
+        "$PY" -m pip "${pip_args[@]}" --break-system-packages
+    fi
+fi
+
+log "done"

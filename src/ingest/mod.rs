@@ -1,0 +1,290 @@
+//! Ingest: cap -> parse -> classify -> route -> thread -> commit, one way.
+//!
+//! Every input ends as a ticket message, a rejection record, or an error the
+//! caller turns into a 4xx (so the sender retries): nothing is dropped.
+//! Threading and dedup run inside the commit transaction (see
+//! [`crate::store::commit`]); this module prepares what to commit and reports
+//! what happened (metrics, one log line per outcome).
+
+pub mod classify;
+pub mod parse;
+pub mod reason;
+pub mod route;
+pub mod tag;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
+use crate::store::StoreError;
+use crate::store::commit::{CommitRequest, Committer, Item, MailboxRef, Origin};
+use crate::store::model::{Earlier, Outcome};
+use reason::RejectReason;
+use route::Router;
+
+/// One received message, before parsing.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub origin: Origin,
+    pub raw: Bytes,
+    /// The SMTP reverse-path ("" for `<>`); None when not known (pulled mail
+    /// without a Return-Path).
+    pub return_path: Option<String>,
+    /// Target mailboxes by name, duplicates allowed (they are merged).
+    pub mailboxes: Vec<String>,
+}
+
+/// What an oversize message left behind: enough to tell the operator.
+#[derive(Debug, Clone)]
+pub struct OversizeNotice {
+    pub origin: Origin,
+    pub size: u64,
+    /// The header block as received (bounded), parsed for Message-ID/From/Subject.
+    pub head: Vec<u8>,
+    pub mailboxes: Vec<String>,
+    pub limit: usize,
+}
+
+#[derive(Clone)]
+pub struct Ingestor {
+    committer: Committer,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingestor {
+    pub fn new(committer: Committer, router: Arc<Router>, metrics: Arc<Metrics>) -> Ingestor {
+        Ingestor {
+            committer,
+            router,
+            metrics,
+        }
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Parses, classifies and durably commits one message for its mailboxes.
+    pub async fn ingest(&self, inbound: Inbound) -> Result<Vec<Outcome>, StoreError> {
+        let mailboxes = self.resolve(&inbound.mailboxes);
+        let raw = inbound.raw.clone();
+        // Parsing a large message takes a while: keep it off the I/O threads.
+        // A panic inside the parser becomes an "unparseable" record, not a crash.
+        let parsed = tokio::task::spawn_blocking(move || parse::parse(&raw))
+            .await
+            .unwrap_or_else(|_| {
+                Err(parse::Unusable {
+                    reason: RejectReason::Unparseable,
+                    detail: "the MIME parser failed on this message".into(),
+                    message_id: None,
+                    from: None,
+                    subject: None,
+                })
+            });
+        let items = match parsed {
+            Ok(mail) => {
+                let router = &self.router;
+                let automatic = classify::classify(&mail, inbound.return_path.as_deref(), &|a| {
+                    router.is_own_address(a)
+                });
+                let mail = Arc::new(mail);
+                mailboxes
+                    .iter()
+                    .map(|m| Item::Message {
+                        mailbox: m.clone(),
+                        mail: mail.clone(),
+                        automatic: automatic.clone(),
+                    })
+                    .collect()
+            }
+            Err(unusable) => mailboxes
+                .iter()
+                .map(|m| Item::Reject {
+                    mailbox: Some(m.name.clone()),
+                    reason: unusable.reason,
+                    detail: unusable.detail.clone(),
+                    message_id: unusable.message_id.clone(),
+                    from: unusable.from.clone(),
+                    subject: unusable.subject.clone(),
+                    keep_raw: true,
+                })
+                .collect(),
+        };
+        let size = inbound.raw.len() as u64;
+        let request = CommitRequest {
+            origin: inbound.origin,
+            raw: inbound.raw,
+            size,
+            items,
+        };
+        self.commit_and_report(request, &mailboxes).await
+    }
+
+    /// Records a message refused for its size (metadata and headers only).
+    pub async fn record_oversize(
+        &self,
+        notice: OversizeNotice,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mailboxes = self.resolve(&notice.mailboxes);
+        let head = mail_parser::MessageParser::default().parse_headers(&notice.head);
+        let field = |f: fn(&mail_parser::Message<'_>) -> Option<String>| head.as_ref().and_then(f);
+        let message_id = field(|m| m.message_id().map(str::to_string));
+        let from = field(|m| {
+            m.from()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .map(str::to_string)
+        });
+        let subject = field(|m| m.subject().map(str::to_string));
+        let detail = format!(
+            "message of at least {} bytes exceeds the limit of {} bytes; not kept",
+            notice.size, notice.limit
+        );
+        let targets: Vec<Option<String>> = if mailboxes.is_empty() {
+            vec![None]
+        } else {
+            mailboxes.iter().map(|m| Some(m.name.clone())).collect()
+        };
+        let items = targets
+            .into_iter()
+            .map(|mailbox| Item::Reject {
+                mailbox,
+                reason: RejectReason::Oversize,
+                detail: detail.clone(),
+                message_id: message_id.clone(),
+                from: from.clone(),
+                subject: subject.clone(),
+                keep_raw: false,
+            })
+            .collect();
+        let request = CommitRequest {
+            origin: notice.origin,
+            raw: Bytes::new(),
+            size: notice.size,
+            items,
+        };
+        self.commit_and_report(request, &mailboxes).await
+    }
+
+    fn resolve(&self, names: &[String]) -> Vec<MailboxRef> {
+        let mut out: Vec<MailboxRef> = Vec::new();
+        for name in names {
+            if out.iter().any(|m| &m.name == name) {
+                continue;
+            }
+            match self.router.mailbox(name) {
+                Some(m) => out.push(m.clone()),
+                None => {
+                    tracing::error!(mailbox = %name, "message routed to a mailbox that is not configured")
+                }
+            }
+        }
+        out
+    }
+
+    async fn commit_and_report(
+        &self,
+        request: CommitRequest,
+        mailboxes: &[MailboxRef],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let source = request.origin.source.clone();
+        let origin = request.origin.clone();
+        let result = self.committer.commit(request).await;
+        let outcomes = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(source = %source, from = %origin.envelope.mail_from, error = %e, "message not stored");
+                return Err(e);
+            }
+        };
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let mailbox = mailboxes.get(i).map(|m| m.name.as_str()).unwrap_or("");
+            self.report(&source, mailbox, &origin, outcome);
+        }
+        Ok(outcomes)
+    }
+
+    fn report(&self, source: &str, mailbox: &str, origin: &Origin, outcome: &Outcome) {
+        let m = &self.metrics;
+        m.count_received(source, mailbox);
+        match outcome {
+            Outcome::Stored {
+                message_id,
+                ticket_number,
+                new_ticket,
+                ..
+            } => {
+                if *new_ticket {
+                    m.tickets_created
+                        .get_or_create(&MailboxLabel {
+                            mailbox: mailbox.into(),
+                        })
+                        .inc();
+                }
+                tracing::info!(
+                    message = message_id,
+                    ticket = ticket_number,
+                    new_ticket,
+                    mailbox,
+                    source,
+                    from = %origin.envelope.mail_from,
+                    client = %origin.envelope.client,
+                    "message accepted"
+                );
+            }
+            Outcome::Rejected {
+                rejection_id,
+                reason,
+            } => {
+                m.count_rejected(source, reason);
+                tracing::warn!(
+                    rejection = rejection_id,
+                    reason = %reason,
+                    mailbox,
+                    source,
+                    from = %origin.envelope.mail_from,
+                    client = %origin.envelope.client,
+                    "message rejected"
+                );
+            }
+            Outcome::Duplicate(earlier) => {
+                m.duplicates
+                    .get_or_create(&SourceMailbox {
+                        source: source.into(),
+                        mailbox: mailbox.into(),
+                    })
+                    .inc();
+                tracing::info!(of = %describe_earlier(earlier), mailbox, source, "message duplicate, nothing stored");
+            }
+        }
+    }
+}
+
+fn describe_earlier(earlier: &Earlier) -> String {
+    match earlier {
+        Earlier::Message(id) => format!("message {id}"),
+        Earlier::Rejection(id) => format!("rejection {id}"),
+    }
+}
+
+/// The text after "250 2.0.0 Ok: " telling the client what became of its message.
+pub fn describe_outcomes(outcomes: &[Outcome]) -> String {
+    let parts: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Stored {
+                message_id,
+                ticket_number,
+                ..
+            } => format!("message {message_id} in ticket {ticket_number}"),
+            Outcome::Rejected {
+                rejection_id,
+                reason,
+            } => format!("recorded as rejection {rejection_id} ({reason})"),
+            Outcome::Duplicate(e) => format!("duplicate of {}", describe_earlier(e)),
+        })
+        .collect();
+    parts.join("; ")
+}

@@ -1,0 +1,60 @@
+//! Why a message did not become a ticket message: machine-readable reasons,
+//! used as the `reason` of rejection records and as a metrics label.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// No From header, or no parseable address in it.
+    NoSender,
+    /// Not an RFC 5322 message at all (no header block, empty).
+    Unparseable,
+    /// `Auto-Submitted` other than `no` (RFC 3834).
+    AutoSubmitted,
+    /// `Precedence: bulk | junk | list`.
+    Bulk,
+    /// Vendor auto-reply markers (X-Autoreply, X-Autorespond, X-Auto-Response-Suppress).
+    AutoReply,
+    /// Delivery status notification or bounce (null sender, multipart/report, MAILER-DAEMON).
+    Bounce,
+    /// Sent from one of our own mailbox addresses: answering it would loop.
+    Loop,
+    /// Over the configured maximum message size.
+    Oversize,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::NoSender,
+        RejectReason::Unparseable,
+        RejectReason::AutoSubmitted,
+        RejectReason::Bulk,
+        RejectReason::AutoReply,
+        RejectReason::Bounce,
+        RejectReason::Loop,
+        RejectReason::Oversize,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NoSender => "no_sender",
+            RejectReason::Unparseable => "unparseable",
+            RejectReason::AutoSubmitted => "auto_submitted",
+            RejectReason::Bulk => "bulk",
+            RejectReason::AutoReply => "auto_reply",
+            RejectReason::Bounce => "bounce",
+            RejectReason::Loop => "loop",
+            RejectReason::Oversize => "oversize",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RejectReason> {
+        RejectReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

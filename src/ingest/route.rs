@@ -1,0 +1,104 @@
+//! Recipient address -> mailbox, from the config: the gateway's answer to
+//! "do we take mail for this address?" (no open relay).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::Config;
+use crate::store::commit::MailboxRef;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// The domain is not one we serve: relaying denied.
+    NotServed,
+    /// A served domain, but no mailbox has the address and there is no default.
+    UnknownUser,
+}
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    domains: HashSet<String>,
+    by_address: HashMap<String, String>,
+    mailboxes: HashMap<String, MailboxRef>,
+    default: Option<String>,
+}
+
+impl Router {
+    pub fn new(config: &Config) -> Router {
+        let mut by_address = HashMap::new();
+        let mut mailboxes = HashMap::new();
+        for m in &config.mailboxes {
+            for a in &m.addresses {
+                by_address.insert(a.clone(), m.name.clone());
+            }
+            mailboxes.insert(
+                m.name.clone(),
+                MailboxRef {
+                    name: m.name.clone(),
+                    queue: m.queue.clone(),
+                },
+            );
+        }
+        Router {
+            domains: config.server.domains.iter().cloned().collect(),
+            by_address,
+            mailboxes,
+            default: config.default_mailbox().map(|m| m.name.clone()),
+        }
+    }
+
+    /// The mailbox name for a recipient address.
+    pub fn route(&self, address: &str) -> Result<&str, RouteError> {
+        let address = address.trim().to_lowercase();
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            // RFC 5321 4.5.1: the bare "postmaster" must be accepted.
+            if address == "postmaster" {
+                return self.default.as_deref().ok_or(RouteError::UnknownUser);
+            }
+            return Err(RouteError::NotServed);
+        };
+        if local.is_empty() || !self.domains.contains(domain.trim_end_matches('.')) {
+            return Err(RouteError::NotServed);
+        }
+        let address = format!("{local}@{}", domain.trim_end_matches('.'));
+        match self.by_address.get(&address) {
+            Some(name) => Ok(name),
+            None => self.default.as_deref().ok_or(RouteError::UnknownUser),
+        }
+    }
+
+    pub fn mailbox(&self, name: &str) -> Option<&MailboxRef> {
+        self.mailboxes.get(name)
+    }
+
+    /// Is this (lower-cased) address one of our mailboxes' own?
+    pub fn is_own_address(&self, address: &str) -> bool {
+        self.by_address.contains_key(address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(default: bool) -> Router {
+        let text = format!(
+            "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\ndefault={default}\n[[mailbox]]\nname=\"sales\"\naddresses=[\"sales@example.test\"]\n"
+        );
+        Router::new(&Config::parse(&text).unwrap())
+    }
+
+    #[test]
+    fn routes_known_unknown_and_foreign() {
+        let r = router(true);
+        assert_eq!(r.route("Sales@Example.TEST"), Ok("sales"));
+        assert_eq!(r.route("whoever@example.test"), Ok("support"));
+        assert_eq!(r.route("x@other.test"), Err(RouteError::NotServed));
+        assert_eq!(r.route("postmaster"), Ok("support"));
+        let r = router(false);
+        assert_eq!(
+            r.route("whoever@example.test"),
+            Err(RouteError::UnknownUser)
+        );
+        assert!(r.is_own_address("sales@example.test"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Prometheus metrics: what operators graph and alert on.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceMailbox {
+    pub source: String,
+    pub mailbox: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceReason {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailboxLabel {
+    pub mailbox: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub received: Family<SourceMailbox, Counter>,
+    pub rejected: Family<SourceReason, Counter>,
+    pub duplicates: Family<SourceMailbox, Counter>,
+    pub tickets_created: Family<MailboxLabel, Counter>,
+    pub smtp_sessions_active: Gauge,
+    pub smtp_connections: Family<OutcomeLabel, Counter>,
+    pub commit_seconds: Histogram,
+    pub commit_batch_size: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let received = Family::<SourceMailbox, Counter>::default();
+        registry.register(
+            "mailgate_messages_received",
+            "Messages received, per source and target mailbox",
+            received.clone(),
+        );
+        let rejected = Family::<SourceReason, Counter>::default();
+        registry.register(
+            "mailgate_messages_rejected",
+            "Messages recorded as rejections (or refused at SMTP time), per reason",
+            rejected.clone(),
+        );
+        let duplicates = Family::<SourceMailbox, Counter>::default();
+        registry.register(
+            "mailgate_messages_duplicate",
+            "Messages seen before for the same mailbox; nothing new stored",
+            duplicates.clone(),
+        );
+        let tickets_created = Family::<MailboxLabel, Counter>::default();
+        registry.register(
+            "mailgate_tickets_created",
+            "Tickets opened",
+            tickets_created.clone(),
+        );
+        let smtp_sessions_active = Gauge::default();
+        registry.register(
+            "mailgate_smtp_sessions_active",
+            "SMTP sessions currently open",
+            smtp_sessions_active.clone(),
+        );
+        let smtp_connections = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "mailgate_smtp_connections",
+            "SMTP connections by outcome (accepted, refused_limit, refused_rate)",
+            smtp_connections.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "mailgate_store_commit_seconds",
+            "Duration of one durable store transaction (group commit)",
+            commit_seconds.clone(),
+        );
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "mailgate_store_commit_batch_size",
+            "Requests committed together in one transaction",
+            commit_batch_size.clone(),
+        );
+        Metrics {
+            registry,
+            received,
+            rejected,
+            duplicates,
+            tickets_created,
+            smtp_sessions_active,
+            smtp_connections,
+            commit_seconds,
+            commit_batch_size,
+        }
+    }
+
+    /// Makes the per-mailbox and per-reason series exist at zero, so that
+    /// dashboards and alerts see them before the first message.
+    pub fn init_series(&self, source: &str, mailboxes: &[String], reasons: &[&str]) {
+        for m in mailboxes {
+            let labels = SourceMailbox {
+                source: source.into(),
+                mailbox: m.clone(),
+            };
+            self.received.get_or_create(&labels);
+            self.duplicates.get_or_create(&labels);
+            self.tickets_created
+                .get_or_create(&MailboxLabel { mailbox: m.clone() });
+        }
+        for r in reasons {
+            self.rejected.get_or_create(&SourceReason {
+                source: source.into(),
+                reason: (*r).into(),
+            });
+        }
+    }
+
+    /// Prometheus/OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn count_received(&self, source: &str, mailbox: &str) {
+        self.received
+            .get_or_create(&SourceMailbox {
+                source: source.into(),
+                mailbox: mailbox.into(),
+            })
+            .inc();
+    }
+
+    pub fn count_rejected(&self, source: &str, reason: &str) {
+        self.rejected
+            .get_or_create(&SourceReason {
+                source: source.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn count_connection(&self, outcome: &str) {
+        self.smtp_connections
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,495 @@
+//! Group commit: one writer thread, many waiting messages, one fsync.
+//!
+//! Each SMTP session (or fetcher) sends a [`CommitRequest`] and waits for
+//! its outcome; the writer takes every request queued at that moment, applies
+//! them in one redb write transaction with immediate durability, commits, and
+//! only then answers them all. Durable throughput then grows with concurrency
+//! instead of paying one fsync per message. Dedup and threading are decided
+//! inside that transaction, so two copies of a message in the same batch
+//! still make one ticket message.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::{Earlier, EnvelopeInfo, Outcome, Rejection, StoredMessage, Ticket};
+use super::schema::*;
+use super::{Store, StoreError, decode, encode};
+use crate::ingest::parse::ParsedMail;
+use crate::ingest::reason::RejectReason;
+use crate::ingest::tag::TagFormat;
+
+/// Where a message came from, shared by all its items.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// "smtp", "imap", "pop3", ...
+    pub source: String,
+    pub envelope: EnvelopeInfo,
+    /// RFC 3339, when the gateway received it.
+    pub received_at: String,
+}
+
+/// The mailbox an item is for.
+#[derive(Debug, Clone)]
+pub struct MailboxRef {
+    pub name: String,
+    pub queue: String,
+}
+
+/// What to record for one mailbox.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A readable message: becomes a ticket message, unless it is automatic
+    /// and threads nowhere, then a rejection with that reason.
+    Message {
+        mailbox: MailboxRef,
+        mail: Arc<ParsedMail>,
+        automatic: Option<(RejectReason, String)>,
+    },
+    /// A message refused before routing (unparseable, no sender, oversize).
+    Reject {
+        mailbox: Option<String>,
+        reason: RejectReason,
+        detail: String,
+        message_id: Option<String>,
+        from: Option<String>,
+        subject: Option<String>,
+        /// Keep the raw bytes with the record (false for oversize).
+        keep_raw: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub origin: Origin,
+    /// The original bytes (empty when not kept, e.g. oversize).
+    pub raw: Bytes,
+    /// Size of the message as received (may exceed raw.len() for oversize).
+    pub size: u64,
+    pub items: Vec<Item>,
+}
+
+/// Ticket numbering and tags, fixed at start.
+#[derive(Debug, Clone)]
+pub struct TicketSettings {
+    pub tag: TagFormat,
+    pub first_number: u64,
+}
+
+/// Called after each transaction with its duration and request count.
+pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
+struct Job {
+    request: CommitRequest,
+    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+}
+
+/// Handle on the writer thread; clone freely.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Most requests one transaction takes; the rest wait for the next.
+const MAX_BATCH: usize = 512;
+/// Most raw bytes one transaction takes (one oversized request still goes alone).
+const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+impl Committer {
+    /// Starts the writer thread. It ends when every handle is dropped.
+    pub fn start(store: &Store, settings: TicketSettings, observer: CommitObserver) -> Committer {
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let db = store.db().clone();
+        std::thread::Builder::new()
+            .name("mailgate-commit".into())
+            .spawn(move || writer_loop(db, settings, observer, rx))
+            .expect("spawning the commit thread");
+        Committer { tx }
+    }
+
+    /// Commits durably and returns one outcome per item, in order.
+    pub async fn commit(&self, request: CommitRequest) -> Result<Vec<Outcome>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(message)) => Err(StoreError::Failed(message)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+fn writer_loop(
+    db: Arc<Database>,
+    settings: TicketSettings,
+    observer: CommitObserver,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut bytes = first.request.raw.len();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.request.raw.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let result = apply_batch(&db, &settings, &jobs);
+        observer(started.elapsed(), jobs.len());
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = jobs.len(), "store commit failed; answering with a temporary failure");
+                let message = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn apply_batch(
+    db: &Database,
+    settings: &TicketSettings,
+    jobs: &[Job],
+) -> Result<Vec<Vec<Outcome>>, StoreError> {
+    let txn = db.begin_write()?;
+    let mut all = Vec::with_capacity(jobs.len());
+    {
+        let mut w = Writer::open(&txn, settings)?;
+        for job in jobs {
+            all.push(w.apply(&job.request)?);
+        }
+    }
+    txn.commit()?;
+    Ok(all)
+}
+
+/// The open tables of one write transaction.
+struct Writer<'t> {
+    settings: &'t TicketSettings,
+    counters: Table<'t, &'static str, u64>,
+    tickets: Table<'t, u64, &'static [u8]>,
+    numbers: Table<'t, u64, u64>,
+    by_mailbox: Table<'t, (&'static str, u64), ()>,
+    messages: Table<'t, u64, &'static [u8]>,
+    message_raw: Table<'t, u64, &'static [u8]>,
+    attachments: Table<'t, (u64, u32), &'static [u8]>,
+    ticket_messages: Table<'t, (u64, u64), ()>,
+    message_ids: Table<'t, (&'static str, &'static str), (u64, u64)>,
+    dedup: Table<'t, (&'static str, &'static str), &'static str>,
+    rejections: Table<'t, u64, &'static [u8]>,
+    rejection_raw: Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction, settings: &'t TicketSettings) -> Result<Self, StoreError> {
+        Ok(Writer {
+            settings,
+            counters: txn.open_table(COUNTERS)?,
+            tickets: txn.open_table(TICKETS)?,
+            numbers: txn.open_table(TICKET_NUMBERS)?,
+            by_mailbox: txn.open_table(TICKETS_BY_MAILBOX)?,
+            messages: txn.open_table(MESSAGES)?,
+            message_raw: txn.open_table(MESSAGE_RAW)?,
+            attachments: txn.open_table(ATTACHMENTS)?,
+            ticket_messages: txn.open_table(TICKET_MESSAGES)?,
+            message_ids: txn.open_table(MESSAGE_IDS)?,
+            dedup: txn.open_table(DEDUP)?,
+            rejections: txn.open_table(REJECTIONS)?,
+            rejection_raw: txn.open_table(REJECTION_RAW)?,
+        })
+    }
+
+    fn apply(&mut self, request: &CommitRequest) -> Result<Vec<Outcome>, StoreError> {
+        let mut hash: Option<String> = None;
+        let mut content_key = |raw: &Bytes| -> String {
+            hash.get_or_insert_with(|| format!("sha256:{:x}", Sha256::digest(raw)))
+                .clone()
+        };
+        let mut outcomes = Vec::with_capacity(request.items.len());
+        for item in &request.items {
+            let outcome = match item {
+                Item::Message {
+                    mailbox,
+                    mail,
+                    automatic,
+                } => {
+                    let key = match &mail.message_id {
+                        Some(id) => format!("id:{id}"),
+                        None => content_key(&request.raw),
+                    };
+                    if let Some(earlier) = self.earlier(&mailbox.name, &key)? {
+                        Outcome::Duplicate(earlier)
+                    } else {
+                        let outcome =
+                            self.store_message(request, mailbox, mail, automatic.as_ref())?;
+                        let earlier = match &outcome {
+                            Outcome::Stored { message_id, .. } => Earlier::Message(*message_id),
+                            Outcome::Rejected { rejection_id, .. } => {
+                                Earlier::Rejection(*rejection_id)
+                            }
+                            Outcome::Duplicate(e) => *e,
+                        };
+                        self.remember(&mailbox.name, &key, earlier)?;
+                        outcome
+                    }
+                }
+                Item::Reject {
+                    mailbox,
+                    reason,
+                    detail,
+                    message_id,
+                    from,
+                    subject,
+                    keep_raw,
+                } => {
+                    // Oversize mail is not kept, so it cannot be compared: never deduplicated.
+                    let key = (*keep_raw).then(|| match message_id {
+                        Some(id) => format!("id:{id}"),
+                        None => content_key(&request.raw),
+                    });
+                    let scope = mailbox.as_deref().unwrap_or("");
+                    let earlier = match &key {
+                        Some(k) => self.earlier(scope, k)?,
+                        None => None,
+                    };
+                    match earlier {
+                        Some(e) => Outcome::Duplicate(e),
+                        None => {
+                            let rejection = Rejection {
+                                id: self.next("rejection")?,
+                                reason: reason.as_str().to_string(),
+                                detail: detail.clone(),
+                                source: request.origin.source.clone(),
+                                mailbox: mailbox.clone(),
+                                envelope: request.origin.envelope.clone(),
+                                message_id: message_id.clone(),
+                                from: from.clone(),
+                                subject: subject.clone(),
+                                size: request.size,
+                                received_at: request.origin.received_at.clone(),
+                                raw_available: *keep_raw,
+                            };
+                            let id = self
+                                .insert_rejection(&rejection, keep_raw.then_some(&request.raw))?;
+                            if let Some(k) = &key {
+                                self.remember(scope, k, Earlier::Rejection(id))?;
+                            }
+                            Outcome::Rejected {
+                                rejection_id: id,
+                                reason: rejection.reason,
+                            }
+                        }
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    fn earlier(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, StoreError> {
+        let Some(v) = self.dedup.get((mailbox, key))? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        let parsed = v
+            .split_once(':')
+            .and_then(|(kind, id)| Some((kind, id.parse::<u64>().ok()?)));
+        Ok(match parsed {
+            Some(("m", id)) => Some(Earlier::Message(id)),
+            Some(("r", id)) => Some(Earlier::Rejection(id)),
+            _ => None,
+        })
+    }
+
+    fn remember(&mut self, mailbox: &str, key: &str, earlier: Earlier) -> Result<(), StoreError> {
+        let value = match earlier {
+            Earlier::Message(id) => format!("m:{id}"),
+            Earlier::Rejection(id) => format!("r:{id}"),
+        };
+        self.dedup.insert((mailbox, key), value.as_str())?;
+        Ok(())
+    }
+
+    fn next(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let current = self.counters.get(counter)?.map(|v| v.value()).unwrap_or(0);
+        let next = current + 1;
+        self.counters.insert(counter, next)?;
+        Ok(next)
+    }
+
+    fn next_number(&mut self) -> Result<u64, StoreError> {
+        let last = self.counters.get("number")?.map(|v| v.value());
+        let next = match last {
+            Some(n) => (n + 1).max(self.settings.first_number),
+            None => self.settings.first_number,
+        };
+        self.counters.insert("number", next)?;
+        Ok(next)
+    }
+
+    /// The ticket this message continues: by In-Reply-To / References (the
+    /// newest reference first), then by a tag in the subject; same mailbox only.
+    fn find_ticket(&self, mailbox: &str, mail: &ParsedMail) -> Result<Option<Ticket>, StoreError> {
+        let referenced = mail.in_reply_to.iter().chain(mail.references.iter().rev());
+        for id in referenced {
+            if let Some(hit) = self.message_ids.get((mailbox, id.as_str()))? {
+                let (_, ticket_id) = hit.value();
+                if let Some(ticket) = self.ticket(ticket_id)? {
+                    return Ok(Some(ticket));
+                }
+            }
+        }
+        for number in self.settings.tag.find_all(&mail.subject) {
+            if let Some(id) = self.numbers.get(number)?.map(|v| v.value())
+                && let Some(ticket) = self.ticket(id)?
+                && ticket.mailbox == mailbox
+            {
+                return Ok(Some(ticket));
+            }
+        }
+        Ok(None)
+    }
+
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>, StoreError> {
+        match self.tickets.get(id)? {
+            Some(v) => Ok(Some(decode("tickets", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn store_message(
+        &mut self,
+        request: &CommitRequest,
+        mailbox: &MailboxRef,
+        mail: &ParsedMail,
+        automatic: Option<&(RejectReason, String)>,
+    ) -> Result<Outcome, StoreError> {
+        let now = &request.origin.received_at;
+        let existing = self.find_ticket(&mailbox.name, mail)?;
+        if existing.is_none()
+            && let Some((reason, detail)) = automatic
+        {
+            let rejection = Rejection {
+                id: self.next("rejection")?,
+                reason: reason.as_str().to_string(),
+                detail: detail.clone(),
+                source: request.origin.source.clone(),
+                mailbox: Some(mailbox.name.clone()),
+                envelope: request.origin.envelope.clone(),
+                message_id: mail.message_id.clone(),
+                from: Some(mail.from.address.clone()),
+                subject: Some(mail.subject.clone()),
+                size: request.size,
+                received_at: now.clone(),
+                raw_available: true,
+            };
+            let id = self.insert_rejection(&rejection, Some(&request.raw))?;
+            return Ok(Outcome::Rejected {
+                rejection_id: id,
+                reason: rejection.reason,
+            });
+        }
+        let new_ticket = existing.is_none();
+        let mut ticket = match existing {
+            Some(t) => t,
+            None => {
+                let id = self.next("ticket")?;
+                let number = self.next_number()?;
+                self.numbers.insert(number, id)?;
+                self.by_mailbox.insert((mailbox.name.as_str(), id), ())?;
+                Ticket {
+                    id,
+                    number,
+                    tag: self.settings.tag.format(number),
+                    mailbox: mailbox.name.clone(),
+                    queue: mailbox.queue.clone(),
+                    status: "open".into(),
+                    subject: mail.subject.clone(),
+                    requester: mail.from.clone(),
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                    message_count: 0,
+                }
+            }
+        };
+        let id = self.next("message")?;
+        // Every message gets a Message-ID to thread on; ours when it had none.
+        let message_id = mail
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
+        let stored = StoredMessage {
+            id,
+            ticket_id: ticket.id,
+            direction: "inbound".into(),
+            message_id: message_id.clone(),
+            in_reply_to: mail.in_reply_to.clone(),
+            references: mail.references.clone(),
+            from: mail.from.clone(),
+            to: mail.to.clone(),
+            cc: mail.cc.clone(),
+            date: mail.date.clone(),
+            subject: mail.subject.clone(),
+            text: mail.text.clone(),
+            html: mail.html.clone(),
+            attachments: mail.attachments.iter().map(|a| a.meta.clone()).collect(),
+            auto_submitted: automatic.is_some(),
+            source: request.origin.source.clone(),
+            envelope: request.origin.envelope.clone(),
+            received_at: now.clone(),
+            size: request.size,
+        };
+        self.messages.insert(id, encode(&stored).as_slice())?;
+        self.message_raw.insert(id, request.raw.as_ref())?;
+        for a in &mail.attachments {
+            self.attachments
+                .insert((id, a.meta.index), a.bytes.as_slice())?;
+        }
+        self.ticket_messages.insert((ticket.id, id), ())?;
+        self.message_ids.insert(
+            (mailbox.name.as_str(), message_id.as_str()),
+            (id, ticket.id),
+        )?;
+        ticket.message_count += 1;
+        ticket.updated_at = now.clone();
+        self.tickets.insert(ticket.id, encode(&ticket).as_slice())?;
+        Ok(Outcome::Stored {
+            message_id: id,
+            ticket_id: ticket.id,
+            ticket_number: ticket.number,
+            new_ticket,
+        })
+    }
+
+    fn insert_rejection(
+        &mut self,
+        rejection: &Rejection,
+        raw: Option<&Bytes>,
+    ) -> Result<u64, StoreError> {
+        self.rejections
+            .insert(rejection.id, encode(rejection).as_slice())?;
+        if let Some(raw) = raw {
+            self.rejection_raw.insert(rejection.id, raw.as_ref())?;
+        }
+        Ok(rejection.id)
+    }
+}

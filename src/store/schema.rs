@@ -1,0 +1,34 @@
+//! The redb tables. Records are JSON (readable with any redb tool, and the
+//! API serves them as they are); raw mail and attachments are bytes.
+
+use redb::TableDefinition;
+
+/// Id and number sequences: "ticket", "number", "message", "rejection".
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Ticket id -> Ticket JSON.
+pub const TICKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tickets");
+/// Ticket number -> ticket id (the subject tag names numbers).
+pub const TICKET_NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("ticket_numbers");
+/// (mailbox, ticket id): lists a mailbox's tickets without a scan.
+pub const TICKETS_BY_MAILBOX: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("tickets_by_mailbox");
+/// Message id -> StoredMessage JSON.
+pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Message id -> the original bytes.
+pub const MESSAGE_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("message_raw");
+/// (message id, attachment index) -> decoded attachment bytes.
+pub const ATTACHMENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("attachments");
+/// (ticket id, message id): a ticket's messages in order.
+pub const TICKET_MESSAGES: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("ticket_messages");
+/// (mailbox, Message-ID) -> (message id, ticket id): threading by
+/// In-Reply-To / References, inbound and outbound alike.
+pub const MESSAGE_IDS: TableDefinition<(&str, &str), (u64, u64)> =
+    TableDefinition::new("message_ids");
+/// (mailbox, dedup key) -> earlier record: "m:ID" or "r:ID". The key is
+/// "id:<Message-ID>" or "sha256:<hex of the raw bytes>".
+pub const DEDUP: TableDefinition<(&str, &str), &str> = TableDefinition::new("dedup");
+/// Rejection id -> Rejection JSON.
+pub const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
+/// Rejection id -> the original bytes, when kept.
+pub const REJECTION_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("rejection_raw");
