@@ -119,13 +119,14 @@ impl Metrics {
                 source: source.into(),
                 mailbox: m.clone(),
             };
-            self.received.get_or_create(&labels);
-            self.duplicates.get_or_create(&labels);
-            self.tickets_created
+            let _ = self.received.get_or_create(&labels);
+            let _ = self.duplicates.get_or_create(&labels);
+            let _ = self
+                .tickets_created
                 .get_or_create(&MailboxLabel { mailbox: m.clone() });
         }
         for r in reasons {
-            self.rejected.get_or_create(&SourceReason {
+            let _ = self.rejected.get_or_create(&SourceReason {
                 source: source.into(),
                 reason: (*r).into(),
             });

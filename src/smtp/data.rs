@@ -14,7 +14,7 @@
 //! nothing more is stored except the first header block (≤ 64 KiB), so a
 //! 10 GB stream costs no more memory than the cap.
 
-use memchr::{memchr, memmem};
+use memchr::{memchr_iter, memmem};
 
 /// How a bare `<LF>` (not preceded by `<CR>`) is treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,24 +242,7 @@ impl DataDecoder {
     /// that needs the state machine (a bare LF, a line starting with `.`, or
     /// the end of input). Returns the bytes consumed (at least one).
     fn copy_run(&mut self, rest: &[u8]) -> usize {
-        let mut search = 0;
-        loop {
-            let Some(lf) = rest
-                .get(search..)
-                .and_then(|r| memchr(b'\n', r))
-                .map(|p| p + search)
-            else {
-                // No line end in sight: keep a trailing CR pending.
-                return if rest.last() == Some(&b'\r') {
-                    let n = rest.len() - 1;
-                    self.emit(rest.get(..n).unwrap_or_default());
-                    self.state = State::MidCr;
-                    rest.len()
-                } else {
-                    self.emit(rest);
-                    rest.len()
-                };
-            };
+        for lf in memchr_iter(b'\n', rest) {
             let crlf = lf > 0 && rest.get(lf - 1) == Some(&b'\r');
             if !crlf {
                 // Bare LF. (lf == 0 cannot follow a CR: that would be MidCr.)
@@ -267,15 +250,20 @@ impl DataDecoder {
                 self.bare_lf();
                 return lf + 1;
             }
-            match rest.get(lf + 1) {
-                Some(b'.') | None => {
-                    self.emit(rest.get(..=lf).unwrap_or_default());
-                    self.state = State::LineStart { eligible: true };
-                    return lf + 1;
-                }
-                Some(_) => search = lf + 1,
+            if matches!(rest.get(lf + 1), Some(b'.') | None) {
+                self.emit(rest.get(..=lf).unwrap_or_default());
+                self.state = State::LineStart { eligible: true };
+                return lf + 1;
             }
         }
+        // No line end left: keep a trailing CR pending.
+        if let Some((b'\r', body)) = rest.split_last() {
+            self.emit(body);
+            self.state = State::MidCr;
+        } else {
+            self.emit(rest);
+        }
+        rest.len()
     }
 
     fn bare_lf(&mut self) {

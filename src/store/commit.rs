@@ -493,3 +493,236 @@ impl<'t> Writer<'t> {
         Ok(rejection.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::parse::parse;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        committer: Committer,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let committer = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        Fixture {
+            _dir: dir,
+            store,
+            committer,
+        }
+    }
+
+    fn settings() -> TicketSettings {
+        TicketSettings {
+            tag: TagFormat::parse("[MG#{number}]").unwrap(),
+            first_number: 1000,
+        }
+    }
+
+    fn mailbox(name: &str) -> MailboxRef {
+        MailboxRef {
+            name: name.into(),
+            queue: name.to_uppercase(),
+        }
+    }
+
+    fn request(raw: &str, mailboxes: &[&str], automatic: bool) -> CommitRequest {
+        let raw = Bytes::from(raw.as_bytes().to_vec());
+        let mail = Arc::new(parse(&raw).unwrap());
+        CommitRequest {
+            origin: Origin {
+                source: "test".into(),
+                envelope: EnvelopeInfo::default(),
+                received_at: "2026-01-01T00:00:00Z".into(),
+            },
+            size: raw.len() as u64,
+            raw,
+            items: mailboxes
+                .iter()
+                .map(|m| Item::Message {
+                    mailbox: mailbox(m),
+                    mail: mail.clone(),
+                    automatic: automatic.then(|| (RejectReason::AutoSubmitted, "test".into())),
+                })
+                .collect(),
+        }
+    }
+
+    async fn one(f: &Fixture, raw: &str, automatic: bool) -> Outcome {
+        f.committer
+            .commit(request(raw, &["support"], automatic))
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    fn stored(o: &Outcome) -> (u64, u64, bool) {
+        match o {
+            Outcome::Stored {
+                message_id,
+                ticket_number,
+                new_ticket,
+                ..
+            } => (*message_id, *ticket_number, *new_ticket),
+            other => panic!("expected a stored message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn threads_by_references_in_reply_to_and_tag() {
+        let f = fixture();
+        let first = one(
+            &f,
+            "From: a@x.test\r\nMessage-ID: <1@x>\r\nSubject: Help\r\n\r\nhi\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(stored(&first), (1, 1000, true));
+        let by_refs = one(&f, "From: a@x.test\r\nMessage-ID: <2@x>\r\nReferences: <unknown@x> <1@x>\r\nSubject: Re: Help\r\n\r\nmore\r\n", false).await;
+        assert_eq!(stored(&by_refs), (2, 1000, false));
+        let by_irt = one(&f, "From: a@x.test\r\nMessage-ID: <3@x>\r\nIn-Reply-To: <2@x>\r\nSubject: x\r\n\r\nmore\r\n", false).await;
+        assert_eq!(stored(&by_irt).1, 1000);
+        let by_tag = one(
+            &f,
+            "From: b@x.test\r\nMessage-ID: <4@x>\r\nSubject: Re: [MG#1000] Help\r\n\r\nmore\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(stored(&by_tag).1, 1000);
+        let unknown_tag = one(
+            &f,
+            "From: b@x.test\r\nMessage-ID: <5@x>\r\nSubject: Re: [MG#4242] Help\r\n\r\nnew\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(stored(&unknown_tag), (5, 1001, true));
+        let ticket = f.store.ticket(1).unwrap().unwrap();
+        assert_eq!(ticket.message_count, 4);
+        assert_eq!(ticket.tag, "[MG#1000]");
+        let ids: Vec<u64> = f
+            .store
+            .ticket_messages(1)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn duplicates_by_message_id_and_by_content() {
+        let f = fixture();
+        let mail = "From: a@x.test\r\nMessage-ID: <d@x>\r\nSubject: s\r\n\r\nbody\r\n";
+        stored(&one(&f, mail, false).await);
+        assert_eq!(
+            one(&f, mail, false).await,
+            Outcome::Duplicate(Earlier::Message(1))
+        );
+        let no_id = "From: a@x.test\r\nSubject: s\r\n\r\nno id\r\n";
+        let (id, _, _) = stored(&one(&f, no_id, false).await);
+        assert_eq!(
+            one(&f, no_id, false).await,
+            Outcome::Duplicate(Earlier::Message(id))
+        );
+        // Another mailbox is another scope.
+        let other = f
+            .committer
+            .commit(request(mail, &["sales"], false))
+            .await
+            .unwrap();
+        assert!(matches!(
+            other[0],
+            Outcome::Stored {
+                new_ticket: true,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn duplicates_inside_one_batch_are_caught() {
+        let f = fixture();
+        let mail = "From: a@x.test\r\nMessage-ID: <same@x>\r\nSubject: s\r\n\r\nbody\r\n";
+        let (a, b) = tokio::join!(
+            f.committer.commit(request(mail, &["support"], false)),
+            f.committer.commit(request(mail, &["support"], false))
+        );
+        let mut outcomes = vec![a.unwrap().remove(0), b.unwrap().remove(0)];
+        outcomes.sort_by_key(|o| matches!(o, Outcome::Duplicate(_)));
+        assert!(matches!(outcomes[0], Outcome::Stored { .. }));
+        assert!(matches!(outcomes[1], Outcome::Duplicate(_)));
+    }
+
+    #[tokio::test]
+    async fn automatic_mail_threads_or_is_rejected() {
+        let f = fixture();
+        stored(
+            &one(
+                &f,
+                "From: a@x.test\r\nMessage-ID: <t@x>\r\nSubject: s\r\n\r\nx\r\n",
+                false,
+            )
+            .await,
+        );
+        let threaded = one(&f, "From: a@x.test\r\nMessage-ID: <ar1@x>\r\nIn-Reply-To: <t@x>\r\nSubject: Out of office\r\n\r\nx\r\n", true).await;
+        assert_eq!(stored(&threaded).1, 1000);
+        assert!(f.store.message(2).unwrap().unwrap().auto_submitted);
+        let alone = one(
+            &f,
+            "From: a@x.test\r\nMessage-ID: <ar2@x>\r\nSubject: Out of office\r\n\r\nx\r\n",
+            true,
+        )
+        .await;
+        assert_eq!(
+            alone,
+            Outcome::Rejected {
+                rejection_id: 1,
+                reason: "auto_submitted".into()
+            }
+        );
+        assert!(f.store.rejection_raw(1).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let c = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+            c.commit(request(
+                "From: a@x.test\r\nMessage-ID: <p@x>\r\n\r\nx\r\n",
+                &["support"],
+                false,
+            ))
+            .await
+            .unwrap();
+        }
+        // The writer thread holds the database until its channel closes.
+        let store = loop {
+            match Store::open(&path) {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!(store.ticket(1).unwrap().unwrap().number, 1000);
+        assert_eq!(
+            store.message_raw(1).unwrap().unwrap(),
+            b"From: a@x.test\r\nMessage-ID: <p@x>\r\n\r\nx\r\n"
+        );
+        let c = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        let again = c
+            .commit(request(
+                "From: a@x.test\r\nMessage-ID: <p@x>\r\n\r\nx\r\n",
+                &["support"],
+                false,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again[0], Outcome::Duplicate(Earlier::Message(1)));
+    }
+}
