@@ -4,6 +4,7 @@
 //! without sockets; `main.rs` is only the command line around it.
 
 pub mod config;
+pub mod fetch;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -1,0 +1,4 @@
+//! Pulling mail from upstream mailboxes (IMAP, POP3) into ingest.
+
+pub mod upstream;
+pub mod tls;
