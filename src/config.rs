@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::smtp::session::BareLf;
 
+pub mod upstream;
+use upstream::{RawUpstream, UpstreamConfig};
+
 /// The example config, compiled in: `serve` falls back to it when the
 /// default path does not exist.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/mailgate.toml");
@@ -103,6 +106,8 @@ pub struct MailboxConfig {
     pub addresses: Vec<String>,
     pub queue: String,
     pub default: bool,
+    /// The upstream mailbox to pull from, if any.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 // ---- raw shape, as written in TOML ----
@@ -238,12 +243,13 @@ struct RawMailbox {
     addresses: Vec<String>,
     queue: Option<String>,
     default: bool,
+    upstream: Option<RawUpstream>,
 }
 
 /// A size or duration: a plain number or a string with a unit.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-enum Quantity {
+pub(crate) enum Quantity {
     Number(i64),
     Text(String),
 }
@@ -285,7 +291,14 @@ impl Config {
         let mut problems = Vec::new();
         let deserializer = toml::Deserializer::new(text);
         let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
-            problems.push(format!("unknown key: {}", display_path(&path.to_string())))
+            let key = display_path(&path.to_string());
+            if key.ends_with("upstream.password") {
+                problems.push(format!(
+                    "{key}: passwords are never written in the config; use password_env or password_file, or type it at `mailgate sync`"
+                ));
+            } else {
+                problems.push(format!("unknown key: {key}"));
+            }
         }) {
             Ok(raw) => raw,
             Err(e) => {
@@ -314,7 +327,7 @@ impl Config {
 /// serde_ignored writes array indices as `mailbox.0.x`; show `mailbox[0].x`.
 fn display_path(path: &str) -> String {
     let mut out = String::new();
-    for part in path.split('.') {
+    for part in path.split('.').filter(|p| *p != "?") {
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(part);
@@ -545,6 +558,10 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .clone()
                 .filter(|q| !q.trim().is_empty())
                 .unwrap_or_else(|| name.clone()),
+            upstream: m
+                .upstream
+                .as_ref()
+                .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
             name,
             addresses,
             default: m.default,
@@ -618,7 +635,7 @@ fn socket_list(key: &str, list: &[String], err: &mut impl FnMut(&str, String)) -
     out
 }
 
-fn positive(key: &str, value: i64, err: &mut impl FnMut(&str, String)) -> usize {
+pub(crate) fn positive(key: &str, value: i64, err: &mut impl FnMut(&str, String)) -> usize {
     if value < 1 {
         err(key, format!("must be a positive number, not {value}"));
         1
@@ -659,7 +676,7 @@ fn size(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> usize {
     }
 }
 
-fn duration(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> Duration {
+pub(crate) fn duration(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> Duration {
     let d = match q {
         Quantity::Number(n) if *n > 0 => Some(Duration::from_secs(*n as u64)),
         Quantity::Number(_) => None,
@@ -758,5 +775,45 @@ colour = "red"
         assert_eq!(c.limits.max_message_size, 2048);
         assert_eq!(c.smtp.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.mailboxes[0].queue, "m");
+    }
+
+    #[test]
+    fn upstream_defaults_and_problems() {
+        let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+        let c = Config::parse(&format!(
+            "{base}protocol=\"imap\"\nhost=\"imap.a.test\"\nuser=\"u\"\npassword_env=\"PW\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.port, 993);
+        assert_eq!(u.fetch_per_minute, 25);
+        assert_eq!(u.poll_interval, Duration::from_secs(60));
+        assert!(matches!(u.after_import, crate::fetch::upstream::AfterImport::Label { .. }));
+        let c = Config::parse(&format!(
+            "{base}protocol=\"pop3\"\nsecurity=\"starttls\"\nhost=\"h\"\nuser=\"u\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!((u.port, &u.password), (110, &upstream::PasswordSource::Prompt));
+        assert_eq!(u.after_import, crate::fetch::upstream::AfterImport::Delete);
+
+        let problems = Config::parse(&format!(
+            "{base}protocol=\"smtp\"\nsecurity=\"none\"\nuser=\"\"\npassword=\"oops\"\nafter_import=\"move\"\nprocessed_keyword=\"a b\"\nca_file=\"/nope.pem\"\n"
+        ))
+        .unwrap_err()
+        .problems()
+        .join("\n");
+        for expected in [
+            "mailbox[0].upstream.password: passwords are never written in the config",
+            "mailbox[0].upstream.protocol: must be",
+            "mailbox[0].upstream.host: missing",
+            "mailbox[0].upstream.security: \"none\" sends the password in the clear",
+            "mailbox[0].upstream.user: missing",
+            "mailbox[0].upstream.processed_folder: required",
+            "mailbox[0].upstream.processed_keyword:",
+            "mailbox[0].upstream.ca_file: file not found",
+        ] {
+            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+        }
     }
 }

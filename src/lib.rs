@@ -3,6 +3,7 @@
 //! The crate is a library so that the protocol cores can be fuzzed and tested
 //! without sockets; `main.rs` is only the command line around it.
 
+pub mod commands;
 pub mod config;
 pub mod fetch;
 pub mod http;

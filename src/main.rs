@@ -25,6 +25,24 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Pull new mail from one mailbox's upstream now, in the foreground.
+    /// Asks for the password when the config names no source for it.
+    Sync {
+        /// Name of the [[mailbox]] with an [mailbox.upstream].
+        mailbox: String,
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Connect, log in and open the folder of one mailbox's upstream, and
+    /// report what was found or exactly what failed. Changes nothing.
+    TestConnection {
+        /// Name of the [[mailbox]] with an [mailbox.upstream].
+        mailbox: String,
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
         /// Config file; default ./config/mailgate.toml, else the embedded default.
@@ -55,6 +73,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Sync { mailbox, config } => foreground(config, |c| async move {
+            mailgate::commands::sync(&c, &mailbox).await.map(|()| true)
+        }),
+        Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
+            mailgate::commands::test_connection(&c, &mailbox).await
+        }),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -89,6 +113,47 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a foreground command: logs to stderr (warnings only unless
+/// MAILGATE_LOG says otherwise), exit 0 on success, 1 on failure, 2 on a bad config.
+fn foreground<F, Fut>(config: Option<PathBuf>, run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match load(config) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("config: {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mailgate: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

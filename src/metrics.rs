@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceMailbox {
@@ -25,6 +26,24 @@ pub struct MailboxLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailboxKind {
+    pub mailbox: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailboxOutcome {
+    pub mailbox: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailboxStatusLabel {
+    pub mailbox: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -39,6 +58,11 @@ pub struct Metrics {
     pub smtp_connections: Family<OutcomeLabel, Counter>,
     pub commit_seconds: Histogram,
     pub commit_batch_size: Histogram,
+    pub fetch_last_success: Family<MailboxLabel, Gauge<f64, AtomicU64>>,
+    pub fetch_errors: Family<MailboxKind, Counter>,
+    pub fetch_messages: Family<MailboxOutcome, Counter>,
+    pub fetch_throttled: Family<MailboxLabel, Counter>,
+    pub mailbox_status: Family<MailboxStatusLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,8 +122,43 @@ impl Metrics {
             "Requests committed together in one transaction",
             commit_batch_size.clone(),
         );
+        let fetch_last_success = Family::<MailboxLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "mailgate_fetch_last_success_timestamp_seconds",
+            "Unix time of the last upstream sync that completed",
+            fetch_last_success.clone(),
+        );
+        let fetch_errors = Family::<MailboxKind, Counter>::default();
+        registry.register(
+            "mailgate_fetch_errors",
+            "Upstream sync failures by kind (dns, connect, tls, auth, folder, protocol, timeout, io, store)",
+            fetch_errors.clone(),
+        );
+        let fetch_messages = Family::<MailboxOutcome, Counter>::default();
+        registry.register(
+            "mailgate_fetch_messages",
+            "Upstream messages handled, by outcome (imported, rejected, duplicate)",
+            fetch_messages.clone(),
+        );
+        let fetch_throttled = Family::<MailboxLabel, Counter>::default();
+        registry.register(
+            "mailgate_fetch_throttled",
+            "Times the per-mailbox fetch rate limit made a sync wait",
+            fetch_throttled.clone(),
+        );
+        let mailbox_status = Family::<MailboxStatusLabel, Gauge>::default();
+        registry.register(
+            "mailgate_mailbox_status",
+            "1 for the current sync status of each upstream mailbox (ok, paused, auth_failed, error)",
+            mailbox_status.clone(),
+        );
         Metrics {
             registry,
+            fetch_last_success,
+            fetch_errors,
+            fetch_messages,
+            fetch_throttled,
+            mailbox_status,
             received,
             rejected,
             duplicates,
@@ -131,6 +190,36 @@ impl Metrics {
                 reason: (*r).into(),
             });
         }
+    }
+
+    /// Sets the status gauge of a mailbox: 1 on `status`, 0 on the others.
+    pub fn set_mailbox_status(&self, mailbox: &str, status: &str) {
+        for s in ["ok", "paused", "auth_failed", "error"] {
+            self.mailbox_status
+                .get_or_create(&MailboxStatusLabel {
+                    mailbox: mailbox.into(),
+                    status: s.into(),
+                })
+                .set(i64::from(s == status));
+        }
+    }
+
+    pub fn count_fetch(&self, mailbox: &str, outcome: &str) {
+        self.fetch_messages
+            .get_or_create(&MailboxOutcome {
+                mailbox: mailbox.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn count_fetch_error(&self, mailbox: &str, kind: &str) {
+        self.fetch_errors
+            .get_or_create(&MailboxKind {
+                mailbox: mailbox.into(),
+                kind: kind.into(),
+            })
+            .inc();
     }
 
     /// Prometheus/OpenMetrics text exposition.

@@ -30,6 +30,11 @@ pub async fn run(config: Config) -> Result<()> {
         .map(|r| r.as_str())
         .collect();
     metrics.init_series("smtp", &names, &reasons);
+    for m in &config.mailboxes {
+        if let Some(u) = &m.upstream {
+            metrics.init_series(u.protocol.as_str(), std::slice::from_ref(&m.name), &reasons);
+        }
+    }
     let observer_metrics = metrics.clone();
     let committer = Committer::start(
         &store,
@@ -46,6 +51,9 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let router = Arc::new(Router::new(&config));
     let ingestor = Ingestor::new(committer, router, metrics.clone());
+    let fetch = Arc::new(crate::fetch::scheduler::FetchControl::new(
+        &config, &ingestor, &store, &metrics,
+    ));
 
     let (tls_config, cert_path) = crate::tls::server_config(&config.tls)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
@@ -92,6 +100,8 @@ pub async fn run(config: Config) -> Result<()> {
         store: store.clone(),
         metrics: metrics.clone(),
         api_token,
+        mailboxes: config.mailboxes.clone(),
+        fetch: fetch.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

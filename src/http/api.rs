@@ -20,23 +20,27 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 pub async fn route(state: Arc<HttpState>, req: Request<Incoming>) -> Reply {
+    let req = match super::mailboxes::handle(&state, req).await {
+        Ok(reply) => return reply,
+        Err(req) => req,
+    };
     let path = req.uri().path().to_string();
     let query: HashMap<String, String> = req
         .uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            "only GET is supported",
+            "only GET is supported here (POST only on /api/v1/mailboxes/{name}/resume and /sync)",
         );
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segments.as_slice() {
         ["healthz"] => health(&state).await,
         ["metrics"] => bytes(
@@ -81,7 +85,7 @@ async fn health(state: &HttpState) -> Reply {
     }
 }
 
-fn check_token(state: &HttpState, req: &Request<Incoming>) -> Option<Reply> {
+pub(super) fn check_token(state: &HttpState, req: &Request<Incoming>) -> Option<Reply> {
     let expected = state.api_token.as_ref()?;
     let given = req
         .headers()

@@ -4,6 +4,7 @@
 //! environment variable at start (never from the config, never logged).
 
 mod api;
+mod mailboxes;
 mod respond;
 
 use std::convert::Infallible;
@@ -30,6 +31,10 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Required bearer token for /api/, when configured.
     pub api_token: Option<String>,
+    /// Configured mailboxes, in config order.
+    pub mailboxes: Vec<crate::config::MailboxConfig>,
+    /// Upstream workers, for status, resume and sync-now.
+    pub fetch: Arc<crate::fetch::scheduler::FetchControl>,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -23,6 +23,7 @@ pub fn classify(
             ),
         ));
     }
+    let return_path = return_path.or(m.return_path.as_deref());
     if return_path == Some("") {
         return Some((
             RejectReason::Bounce,
@@ -147,6 +148,14 @@ mod tests {
         assert_eq!(
             verdict("From: a@x.test\r\n\r\nhi\r\n", Some("")),
             Some(RejectReason::Bounce)
+        );        // Pulled mail: the Return-Path header stands in for the envelope.
+        assert_eq!(
+            verdict("Return-Path: <>\r\nFrom: a@x.test\r\n\r\nhi\r\n", None),
+            Some(RejectReason::Bounce)
+        );
+        assert_eq!(
+            verdict("Return-Path: <a@x.test>\r\nFrom: a@x.test\r\n\r\nhi\r\n", None),
+            None
         );
     }
 }

@@ -33,6 +33,8 @@ pub struct Inbound {
     pub return_path: Option<String>,
     /// Target mailboxes by name, duplicates allowed (they are merged).
     pub mailboxes: Vec<String>,
+    /// Upstream identity of pulled mail (see [`CommitRequest::upstream_key`]).
+    pub upstream_key: Option<String>,
 }
 
 /// What an oversize message left behind: enough to tell the operator.
@@ -44,6 +46,7 @@ pub struct OversizeNotice {
     pub head: Vec<u8>,
     pub mailboxes: Vec<String>,
     pub limit: usize,
+    pub upstream_key: Option<String>,
 }
 
 #[derive(Clone)]
@@ -117,6 +120,7 @@ impl Ingestor {
             origin: inbound.origin,
             raw: inbound.raw,
             size,
+            upstream_key: inbound.upstream_key,
             items,
         };
         self.commit_and_report(request, &mailboxes).await
@@ -163,6 +167,7 @@ impl Ingestor {
             origin: notice.origin,
             raw: Bytes::new(),
             size: notice.size,
+            upstream_key: notice.upstream_key,
             items,
         };
         self.commit_and_report(request, &mailboxes).await

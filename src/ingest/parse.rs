@@ -43,6 +43,9 @@ pub struct Markers {
     pub x_auto_response_suppress: Option<String>,
     /// Top-level Content-Type is multipart/report (RFC 6522: DSN, MDN).
     pub is_report: bool,
+    /// The Return-Path header ("" for `<>`), as the final MTA wrote it:
+    /// the envelope sender of pulled mail, which has no SMTP envelope here.
+    pub return_path: Option<String>,
 }
 
 /// A message that cannot be a ticket message, with the fields we could read.
@@ -207,6 +210,13 @@ fn markers(message: &Message<'_>) -> Markers {
         x_autoreply: text("X-Autoreply"),
         x_autorespond: text("X-Autorespond"),
         x_auto_response_suppress: text("X-Auto-Response-Suppress"),
+        return_path: text("Return-Path").map(|v| {
+            v.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim()
+                .to_string()
+        }),
         is_report: message.root_part().content_type().is_some_and(|ct| {
             ct.ctype().eq_ignore_ascii_case("multipart")
                 && ct

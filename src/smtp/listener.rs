@@ -249,6 +249,7 @@ impl SmtpServer {
             raw: Bytes::from(data),
             return_path: Some(envelope.mail_from.clone()),
             mailboxes,
+            upstream_key: None,
         };
         match self.ingestor.ingest(inbound).await {
             Ok(outcomes) => Reply::new(
@@ -281,6 +282,7 @@ impl SmtpServer {
                 .map(|r| r.mailbox.clone())
                 .collect(),
             limit: self.session.max_message_size,
+            upstream_key: None,
         };
         // The client already has its 552; a failure here is only logged.
         if let Err(e) = self.ingestor.record_oversize(notice).await {

@@ -70,6 +70,10 @@ pub struct CommitRequest {
     pub raw: Bytes,
     /// Size of the message as received (may exceed raw.len() for oversize).
     pub size: u64,
+    /// Upstream identity of pulled mail (`imap:V:U`, `pop3:UIDL`): a
+    /// request whose identity is already recorded for its mailbox changes
+    /// nothing and answers Duplicate.
+    pub upstream_key: Option<String>,
     pub items: Vec<Item>,
 }
 
@@ -169,6 +173,7 @@ fn apply_batch(
     settings: &TicketSettings,
     jobs: &[Job],
 ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+    let started = Instant::now();
     let txn = db.begin_write()?;
     let mut all = Vec::with_capacity(jobs.len());
     {
@@ -177,8 +182,40 @@ fn apply_batch(
             all.push(w.apply(&job.request)?);
         }
     }
+    let applied = started.elapsed();
     txn.commit()?;
+    tracing::debug!(
+        requests = jobs.len(),
+        apply_us = applied.as_micros() as u64,
+        commit_us = (started.elapsed() - applied).as_micros() as u64,
+        "store transaction committed"
+    );
     Ok(all)
+}
+
+fn item_mailbox(item: &Item) -> &str {
+    match item {
+        Item::Message { mailbox, .. } => &mailbox.name,
+        Item::Reject { mailbox, .. } => mailbox.as_deref().unwrap_or(""),
+    }
+}
+
+/// `m:ID` / `r:ID`, as kept in the dedup and upstream tables.
+pub(crate) fn format_earlier(earlier: Earlier) -> String {
+    match earlier {
+        Earlier::Message(id) => format!("m:{id}"),
+        Earlier::Rejection(id) => format!("r:{id}"),
+    }
+}
+
+pub(crate) fn parse_earlier(value: &str) -> Option<Earlier> {
+    let (kind, id) = value.split_once(':')?;
+    let id = id.parse::<u64>().ok()?;
+    match kind {
+        "m" => Some(Earlier::Message(id)),
+        "r" => Some(Earlier::Rejection(id)),
+        _ => None,
+    }
 }
 
 /// The open tables of one write transaction.
@@ -196,6 +233,7 @@ struct Writer<'t> {
     dedup: Table<'t, (&'static str, &'static str), &'static str>,
     rejections: Table<'t, u64, &'static [u8]>,
     rejection_raw: Table<'t, u64, &'static [u8]>,
+    upstream_seen: Table<'t, (&'static str, &'static str), &'static str>,
 }
 
 impl<'t> Writer<'t> {
@@ -214,10 +252,34 @@ impl<'t> Writer<'t> {
             dedup: txn.open_table(DEDUP)?,
             rejections: txn.open_table(REJECTIONS)?,
             rejection_raw: txn.open_table(REJECTION_RAW)?,
+            upstream_seen: txn.open_table(UPSTREAM_SEEN)?,
         })
     }
 
     fn apply(&mut self, request: &CommitRequest) -> Result<Vec<Outcome>, StoreError> {
+        let Some(key) = &request.upstream_key else {
+            return self.apply_items(request);
+        };
+        let scope = request.items.first().map(item_mailbox).unwrap_or("").to_string();
+        if let Some(v) = self.upstream_seen.get((scope.as_str(), key.as_str()))? {
+            if let Some(earlier) = parse_earlier(v.value()) {
+                return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
+            }
+        }
+        let outcomes = self.apply_items(request)?;
+        if let Some(first) = outcomes.first() {
+            let earlier = match first {
+                Outcome::Stored { message_id, .. } => Earlier::Message(*message_id),
+                Outcome::Rejected { rejection_id, .. } => Earlier::Rejection(*rejection_id),
+                Outcome::Duplicate(e) => *e,
+            };
+            self.upstream_seen
+                .insert((scope.as_str(), key.as_str()), format_earlier(earlier).as_str())?;
+        }
+        Ok(outcomes)
+    }
+
+    fn apply_items(&mut self, request: &CommitRequest) -> Result<Vec<Outcome>, StoreError> {
         let mut hash: Option<String> = None;
         let mut content_key = |raw: &Bytes| -> String {
             hash.get_or_insert_with(|| format!("sha256:{:x}", Sha256::digest(raw)))
@@ -306,26 +368,15 @@ impl<'t> Writer<'t> {
     }
 
     fn earlier(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, StoreError> {
-        let Some(v) = self.dedup.get((mailbox, key))? else {
-            return Ok(None);
-        };
-        let v = v.value();
-        let parsed = v
-            .split_once(':')
-            .and_then(|(kind, id)| Some((kind, id.parse::<u64>().ok()?)));
-        Ok(match parsed {
-            Some(("m", id)) => Some(Earlier::Message(id)),
-            Some(("r", id)) => Some(Earlier::Rejection(id)),
-            _ => None,
-        })
+        Ok(self
+            .dedup
+            .get((mailbox, key))?
+            .and_then(|v| parse_earlier(v.value())))
     }
 
     fn remember(&mut self, mailbox: &str, key: &str, earlier: Earlier) -> Result<(), StoreError> {
-        let value = match earlier {
-            Earlier::Message(id) => format!("m:{id}"),
-            Earlier::Rejection(id) => format!("r:{id}"),
-        };
-        self.dedup.insert((mailbox, key), value.as_str())?;
+        self.dedup
+            .insert((mailbox, key), format_earlier(earlier).as_str())?;
         Ok(())
     }
 
@@ -541,6 +592,7 @@ mod tests {
             },
             size: raw.len() as u64,
             raw,
+            upstream_key: None,
             items: mailboxes
                 .iter()
                 .map(|m| Item::Message {

@@ -5,6 +5,7 @@
 //! snapshots from any thread ([`query`]).
 
 pub mod commit;
+pub mod mailbox_state;
 pub mod model;
 pub mod query;
 pub mod schema;
@@ -84,6 +85,8 @@ impl Store {
             txn.open_table(schema::DEDUP)?;
             txn.open_table(schema::REJECTIONS)?;
             txn.open_table(schema::REJECTION_RAW)?;
+            txn.open_table(schema::UPSTREAM_SEEN)?;
+            txn.open_table(schema::MAILBOX_STATE)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -1,0 +1,297 @@
+//! `[mailbox.upstream]`: the mailbox the gateway pulls mail from (IMAP or
+//! POP3), validated like the rest of the config: every problem, with its key.
+//!
+//! Passwords are never in the config: only the name of an environment
+//! variable or the path of a file (checked not to be readable by others),
+//! or nothing, and then `mailgate sync` asks for it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Quantity, duration, positive};
+use crate::fetch::upstream::{AfterImport, Security};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        }
+    }
+}
+
+/// Where the password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+    /// Typed at the prompt of `mailgate sync`; `serve` cannot use the mailbox.
+    Prompt,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub user: String,
+    pub password: PasswordSource,
+    pub folder: String,
+    pub poll_interval: Duration,
+    pub active: bool,
+    pub ca_file: Option<PathBuf>,
+    pub after_import: AfterImport,
+    /// Messages per minute (average, bursts up to the same number).
+    pub fetch_per_minute: u32,
+    /// Consecutive authentication failures before the mailbox is paused.
+    pub auth_failure_limit: u32,
+    pub idle: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+pub(super) struct RawUpstream {
+    protocol: String,
+    host: String,
+    port: Option<i64>,
+    security: String,
+    allow_insecure: bool,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    folder: String,
+    poll_interval: Quantity,
+    active: bool,
+    ca_file: Option<String>,
+    after_import: Option<String>,
+    processed_keyword: String,
+    rejected_keyword: String,
+    processed_folder: Option<String>,
+    rejected_folder: Option<String>,
+    fetch_per_minute: i64,
+    auth_failure_limit: i64,
+    idle: bool,
+    connect_timeout: Quantity,
+    command_timeout: Quantity,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            protocol: String::new(),
+            host: String::new(),
+            port: None,
+            security: "tls".into(),
+            allow_insecure: false,
+            user: String::new(),
+            password_env: None,
+            password_file: None,
+            folder: "INBOX".into(),
+            poll_interval: Quantity::Text("1m".into()),
+            active: true,
+            ca_file: None,
+            after_import: None,
+            processed_keyword: "Mailgate".into(),
+            rejected_keyword: "RejectedByMailgate".into(),
+            processed_folder: None,
+            rejected_folder: None,
+            fetch_per_minute: 25,
+            auth_failure_limit: 3,
+            idle: true,
+            connect_timeout: Quantity::Text("30s".into()),
+            command_timeout: Quantity::Text("2m".into()),
+        }
+    }
+}
+
+/// IMAP keywords are atoms: no spaces, parentheses, wildcards, quotes or backslash.
+fn valid_keyword(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
+}
+
+pub(super) fn validate(
+    key: &str,
+    raw: &RawUpstream,
+    err: &mut impl FnMut(&str, String),
+) -> UpstreamConfig {
+    let k = |field: &str| format!("{key}.{field}");
+    let protocol = match raw.protocol.as_str() {
+        "imap" => Protocol::Imap,
+        "pop3" => Protocol::Pop3,
+        "" => {
+            err(&k("protocol"), "missing: \"imap\" or \"pop3\"".into());
+            Protocol::Imap
+        }
+        other => {
+            err(
+                &k("protocol"),
+                format!("must be \"imap\" or \"pop3\", not {other:?}"),
+            );
+            Protocol::Imap
+        }
+    };
+    let host = raw.host.trim().to_string();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        err(&k("host"), format!("missing or invalid host {host:?}"));
+    }
+    let security = match raw.security.as_str() {
+        "tls" => Security::Tls,
+        "starttls" => Security::StartTls,
+        "none" => {
+            if !raw.allow_insecure {
+                err(
+                    &k("security"),
+                    "\"none\" sends the password in the clear; set allow_insecure = true to accept that".into(),
+                );
+            }
+            Security::None
+        }
+        other => {
+            err(
+                &k("security"),
+                format!("must be \"tls\", \"starttls\" or \"none\", not {other:?}"),
+            );
+            Security::Tls
+        }
+    };
+    let port = match raw.port {
+        None => match (protocol, security) {
+            (Protocol::Imap, Security::Tls) => 993,
+            (Protocol::Imap, _) => 143,
+            (Protocol::Pop3, Security::Tls) => 995,
+            (Protocol::Pop3, _) => 110,
+        },
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                err(&k("port"), format!("invalid port {p}"));
+                1
+            }
+        },
+    };
+    let user = raw.user.clone();
+    if user.trim().is_empty() {
+        err(&k("user"), "missing".into());
+    }
+    let password = match (&raw.password_env, &raw.password_file) {
+        (Some(_), Some(_)) => {
+            err(
+                &k("password_env"),
+                "set password_env or password_file, not both".into(),
+            );
+            PasswordSource::Prompt
+        }
+        (Some(name), None) => {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                err(
+                    &k("password_env"),
+                    format!("invalid environment variable name {name:?}"),
+                );
+            }
+            PasswordSource::Env(name.clone())
+        }
+        (None, Some(path)) => PasswordSource::File(PathBuf::from(path)),
+        (None, None) => PasswordSource::Prompt,
+    };
+    let folder = raw.folder.trim().to_string();
+    if folder.is_empty() {
+        err(&k("folder"), "must not be empty".into());
+    }
+    if protocol == Protocol::Pop3 && folder != "INBOX" {
+        err(&k("folder"), "POP3 has no folders; leave folder out".into());
+    }
+    let poll_interval = duration(&k("poll_interval"), &raw.poll_interval, err);
+    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
+    if let Some(p) = &ca_file
+        && !p.is_file()
+    {
+        err(&k("ca_file"), format!("file not found: {}", p.display()));
+    }
+    for (field, value) in [
+        ("processed_keyword", &raw.processed_keyword),
+        ("rejected_keyword", &raw.rejected_keyword),
+    ] {
+        if !valid_keyword(value) {
+            err(
+                &k(field),
+                format!("{value:?} is not a valid IMAP keyword (no spaces or specials)"),
+            );
+        }
+    }
+    let mode = raw.after_import.clone().unwrap_or_else(|| match protocol {
+        Protocol::Imap => "label".into(),
+        Protocol::Pop3 => "delete".into(),
+    });
+    let after_import = match (protocol, mode.as_str()) {
+        (Protocol::Imap, "label") => AfterImport::Label {
+            processed: raw.processed_keyword.clone(),
+            rejected: raw.rejected_keyword.clone(),
+        },
+        (Protocol::Imap, "move") => {
+            let processed = raw.processed_folder.clone().unwrap_or_default();
+            if processed.trim().is_empty() {
+                err(
+                    &k("processed_folder"),
+                    "required when after_import = \"move\"".into(),
+                );
+            }
+            let rejected = raw
+                .rejected_folder
+                .clone()
+                .unwrap_or_else(|| processed.clone());
+            AfterImport::Move {
+                processed,
+                rejected,
+            }
+        }
+        (_, "delete") => AfterImport::Delete,
+        (Protocol::Pop3, "keep") => AfterImport::Keep,
+        (Protocol::Imap, other) => {
+            err(
+                &k("after_import"),
+                format!("IMAP supports \"label\", \"move\" or \"delete\", not {other:?}"),
+            );
+            AfterImport::Delete
+        }
+        (Protocol::Pop3, other) => {
+            err(
+                &k("after_import"),
+                format!("POP3 supports \"delete\" or \"keep\", not {other:?}"),
+            );
+            AfterImport::Keep
+        }
+    };
+    let fetch_per_minute = positive(&k("fetch_per_minute"), raw.fetch_per_minute, err);
+    let auth_failure_limit = positive(&k("auth_failure_limit"), raw.auth_failure_limit, err);
+    UpstreamConfig {
+        protocol,
+        host,
+        port,
+        security,
+        user,
+        password,
+        folder,
+        poll_interval,
+        active: raw.active,
+        ca_file,
+        after_import,
+        fetch_per_minute: u32::try_from(fetch_per_minute).unwrap_or(u32::MAX),
+        auth_failure_limit: u32::try_from(auth_failure_limit).unwrap_or(u32::MAX),
+        idle: raw.idle,
+        connect_timeout: duration(&k("connect_timeout"), &raw.connect_timeout, err),
+        command_timeout: duration(&k("command_timeout"), &raw.command_timeout, err),
+    }
+}

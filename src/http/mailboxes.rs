@@ -1,0 +1,196 @@
+//! /api/v1/mailboxes: each mailbox with its upstream sync status, and the
+//! two operator actions: resume (after auth_failed) and sync now.
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::HttpState;
+use super::respond::{Reply, error, json as json_reply};
+use crate::config::MailboxConfig;
+use crate::fetch::upstream::{AfterImport, Secret, Security};
+use crate::store::mailbox_state::{MailboxState, SyncStatus};
+
+/// Largest POST body accepted (it holds at most a password).
+const MAX_BODY: usize = 8 * 1024;
+
+/// Answers /api/v1/mailboxes requests; gives any other request back.
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Reply, Request<Incoming>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let Some(rest) = path.strip_prefix("/api/v1/mailboxes") else {
+        return Err(req);
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return Err(req);
+    }
+    if let Some(denied) = super::api::check_token(state, &req) {
+        return Ok(denied);
+    }
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let method = req.method().clone();
+    Ok(match (method, parts.as_slice()) {
+        (Method::GET | Method::HEAD, []) => list(state).await,
+        (Method::GET | Method::HEAD, [name]) => match one(state, name).await {
+            Some(r) => r,
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no mailbox named {name:?}"),
+            ),
+        },
+        (Method::POST, [name, action]) => {
+            let (name, action) = (name.to_string(), action.to_string());
+            post(state, &name, &action, req.into_body()).await
+        }
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET /api/v1/mailboxes[/{name}] or POST /api/v1/mailboxes/{name}/resume|sync",
+        ),
+    })
+}
+
+async fn list(state: &HttpState) -> Reply {
+    let mut out = Vec::new();
+    for m in &state.mailboxes {
+        out.push(describe(state, m).await);
+    }
+    json_reply(StatusCode::OK, &json!({ "mailboxes": out }))
+}
+
+async fn one(state: &HttpState, name: &str) -> Option<Reply> {
+    let m = state.mailboxes.iter().find(|m| m.name == name)?;
+    Some(json_reply(StatusCode::OK, &describe(state, m).await))
+}
+
+async fn describe(state: &HttpState, m: &MailboxConfig) -> Value {
+    let mut v = json!({
+        "name": m.name,
+        "addresses": m.addresses,
+        "queue": m.queue,
+        "default": m.default,
+        "upstream": Value::Null,
+        "status": "none",
+    });
+    let (Some(upstream), Some(worker)) = (&m.upstream, state.fetch.get(&m.name)) else {
+        return v;
+    };
+    v["upstream"] = json!({
+        "protocol": upstream.protocol.as_str(),
+        "host": upstream.host,
+        "port": upstream.port,
+        "security": match upstream.security {
+            Security::Tls => "tls",
+            Security::StartTls => "starttls",
+            Security::None => "none",
+        },
+        "user": upstream.user,
+        "folder": upstream.folder,
+        "after_import": match upstream.after_import {
+            AfterImport::Label { .. } => "label",
+            AfterImport::Move { .. } => "move",
+            AfterImport::Delete => "delete",
+            AfterImport::Keep => "keep",
+        },
+        "active": upstream.active,
+        "poll_interval_seconds": upstream.poll_interval.as_secs(),
+    });
+    merge_state(&mut v, &worker.state().await);
+    v
+}
+
+fn merge_state(v: &mut Value, s: &MailboxState) {
+    v["status"] = json!(match s.status {
+        SyncStatus::Ok => "ok",
+        SyncStatus::Paused => "paused",
+        SyncStatus::AuthFailed => "auth_failed",
+        SyncStatus::Error => "error",
+    });
+    v["last_success"] = json!(s.last_success);
+    v["last_error"] = json!(s.last_error);
+    v["last_error_kind"] = json!(s.last_error_kind);
+    v["last_error_at"] = json!(s.last_error_at);
+    v["imported"] = json!(s.imported);
+    v["auth_failures"] = json!(s.auth_failures);
+}
+
+#[derive(Deserialize, Default)]
+struct SyncBody {
+    password: Option<String>,
+}
+
+async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Reply {
+    let Some(worker) = state.fetch.get(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no mailbox named {name:?} with an upstream"),
+        );
+    };
+    match action {
+        "resume" => {
+            let s = worker.resume().await;
+            let mut v = json!({"name": name});
+            merge_state(&mut v, &s);
+            json_reply(StatusCode::OK, &v)
+        }
+        "sync" => {
+            let bytes = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "request body too large",
+                    );
+                }
+            };
+            let parsed: SyncBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+                SyncBody::default()
+            } else {
+                match serde_json::from_slice(&bytes) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("invalid JSON body: {e}"),
+                        );
+                    }
+                }
+            };
+            let password = match parsed.password.filter(|p| !p.is_empty()) {
+                Some(p) => Secret::new(p),
+                None => match crate::fetch::password::resolve(&worker.upstream.password) {
+                    Ok(p) => p,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, "no_password", e.to_string()),
+                },
+            };
+            match worker.sync_with(password).await {
+                Ok(report) => json_reply(
+                    StatusCode::OK,
+                    &json!({
+                        "name": name,
+                        "listed": report.listed,
+                        "imported": report.imported,
+                        "rejected": report.rejected,
+                        "duplicates": report.duplicates,
+                        "resumed": report.resumed,
+                        "throttled": report.throttled,
+                    }),
+                ),
+                Err(e) => json_reply(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "sync_failed", "kind": e.kind(), "message": e.to_string()}),
+                ),
+            }
+        }
+        other => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no mailbox action {other:?} (resume, sync)"),
+        ),
+    }
+}
