@@ -81,10 +81,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
+                .with_env_filter(log_filter("info"))
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
@@ -125,10 +122,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter("warn"))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -155,5 +149,17 @@ where
             eprintln!("mailgate: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter: MAILGATE_LOG or the default level. async-imap logs the
+/// commands it sends (LOGIN with its password) and whole responses at debug
+/// and trace, so it is held at info whatever MAILGATE_LOG asks for.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    match "async_imap=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }

@@ -155,21 +155,18 @@ impl SmtpServer {
             return Ok(());
         }
         session.greeting();
-        match self
+        if let Some(plain) = self
             .drive(stream, &mut session, &policy, peer, shutdown.clone())
             .await?
         {
-            Some(plain) => {
-                let acceptor = self.tls.clone().context("STARTTLS without a certificate")?;
-                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain))
-                    .await
-                    .context("TLS handshake timed out")?
-                    .context("TLS handshake failed")?;
-                session.tls_established();
-                self.drive(tls, &mut session, &policy, peer, shutdown)
-                    .await?;
-            }
-            None => {}
+            let acceptor = self.tls.clone().context("STARTTLS without a certificate")?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain))
+                .await
+                .context("TLS handshake timed out")?
+                .context("TLS handshake failed")?;
+            session.tls_established();
+            self.drive(tls, &mut session, &policy, peer, shutdown)
+                .await?;
         }
         Ok(())
     }

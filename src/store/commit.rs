@@ -261,10 +261,10 @@ impl<'t> Writer<'t> {
             return self.apply_items(request);
         };
         let scope = request.items.first().map(item_mailbox).unwrap_or("").to_string();
-        if let Some(v) = self.upstream_seen.get((scope.as_str(), key.as_str()))? {
-            if let Some(earlier) = parse_earlier(v.value()) {
-                return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
-            }
+        if let Some(v) = self.upstream_seen.get((scope.as_str(), key.as_str()))?
+            && let Some(earlier) = parse_earlier(v.value())
+        {
+            return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
         }
         let outcomes = self.apply_items(request)?;
         if let Some(first) = outcomes.first() {
@@ -703,7 +703,7 @@ mod tests {
             f.committer.commit(request(mail, &["support"], false)),
             f.committer.commit(request(mail, &["support"], false))
         );
-        let mut outcomes = vec![a.unwrap().remove(0), b.unwrap().remove(0)];
+        let mut outcomes = [a.unwrap().remove(0), b.unwrap().remove(0)];
         outcomes.sort_by_key(|o| matches!(o, Outcome::Duplicate(_)));
         assert!(matches!(outcomes[0], Outcome::Stored { .. }));
         assert!(matches!(outcomes[1], Outcome::Duplicate(_)));

@@ -35,7 +35,11 @@ pub struct Dovecot {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn dovecot_binary() -> &'static str {
@@ -44,7 +48,9 @@ fn dovecot_binary() -> &'static str {
             return candidate;
         }
     }
-    panic!("dovecot is not installed: run ./scripts/test.sh (it installs dovecot-imapd and dovecot-pop3d)");
+    panic!(
+        "dovecot is not installed: run ./scripts/test.sh (it installs dovecot-imapd and dovecot-pop3d)"
+    );
 }
 
 impl Dovecot {
@@ -54,7 +60,10 @@ impl Dovecot {
 
     pub fn start_with(separator: Separator) -> Dovecot {
         let binary = dovecot_binary();
-        let dir = tempfile::Builder::new().prefix("mailgate-dovecot").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mailgate-dovecot")
+            .tempdir()
+            .unwrap();
         let root = dir.path();
         // Dovecot's mail processes run as nobody: they must reach the homes.
         set_mode(root, 0o755);
@@ -69,8 +78,16 @@ impl Dovecot {
         chown_nobody(&home);
         let (ports, layout, sep) = (
             [free_port(), free_port(), free_port(), free_port()],
-            if separator == Separator::Slash { ":LAYOUT=fs" } else { "" },
-            if separator == Separator::Slash { '/' } else { '.' },
+            if separator == Separator::Slash {
+                ":LAYOUT=fs"
+            } else {
+                ""
+            },
+            if separator == Separator::Slash {
+                '/'
+            } else {
+                '.'
+            },
         );
         let r = root.display();
         let conf = format!(
@@ -158,7 +175,12 @@ service pop3-login {{
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port] {
+        for port in [
+            self.imap_port,
+            self.imaps_port,
+            self.pop3_port,
+            self.pop3s_port,
+        ] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if Instant::now() > deadline {
                     panic!("dovecot did not listen on {port}; log:\n{}", self.log());
@@ -183,7 +205,11 @@ service pop3-login {{
             .arg("-c")
             .arg(&self.conf)
             .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -213,14 +239,27 @@ service pop3-login {{
 
     /// (uid, flags without \\Recent) of every message in a folder, by uid.
     pub fn flags(&self, folder: &str) -> Vec<(u32, String)> {
-        let out = self.doveadm(&["-f", "tab", "fetch", "-u", USER, "uid flags", "mailbox", folder, "all"]);
+        let out = self.doveadm(&[
+            "-f",
+            "tab",
+            "fetch",
+            "-u",
+            USER,
+            "uid flags",
+            "mailbox",
+            folder,
+            "all",
+        ]);
         let mut rows: Vec<(u32, String)> = out
             .lines()
             .skip(1)
             .filter_map(|line| {
                 let (uid, flags) = line.split_once('\t')?;
                 // \Recent depends on which session saw the message first: not a fact about it.
-                let flags: Vec<&str> = flags.split_whitespace().filter(|f| *f != "\\Recent").collect();
+                let flags: Vec<&str> = flags
+                    .split_whitespace()
+                    .filter(|f| *f != "\\Recent")
+                    .collect();
                 Some((uid.trim().parse().ok()?, flags.join(" ")))
             })
             .collect();
@@ -235,7 +274,17 @@ service pop3-login {{
 
     /// Sets flags on a message (e.g. "\\Seen").
     pub fn add_flags(&self, folder: &str, uid: u32, flags: &str) {
-        self.doveadm(&["flags", "add", "-u", USER, flags, "mailbox", folder, "uid", &uid.to_string()]);
+        self.doveadm(&[
+            "flags",
+            "add",
+            "-u",
+            USER,
+            flags,
+            "mailbox",
+            folder,
+            "uid",
+            &uid.to_string(),
+        ]);
     }
 }
 
@@ -267,7 +316,8 @@ fn certificates() -> (String, String, String) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }

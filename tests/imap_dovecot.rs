@@ -1,0 +1,433 @@
+//! The IMAP upstream client against a real Dovecot (private instance on
+//! loopback, its own CA): TLS and STARTTLS with verification, login and
+//! folder errors, what is listed, byte-exact PEEK downloads, every
+//! after-import mode, hierarchy separators, IDLE.
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailgate::fetch::imap::{ImapSettings, ImapUpstream};
+use mailgate::fetch::upstream::{
+    AfterImport, ConnectSettings, FetchError, Secret, Security, Upstream, UpstreamMessage, Verdict,
+};
+use support::dovecot::{Dovecot, PASSWORD, Separator, USER};
+
+const PROCESSED: &str = "Mailgate";
+const REJECTED: &str = "RejectedByMailgate";
+
+fn label() -> AfterImport {
+    AfterImport::Label {
+        processed: PROCESSED.into(),
+        rejected: REJECTED.into(),
+    }
+}
+
+/// STARTTLS on the plain port, verified through the instance's CA.
+fn settings(d: &Dovecot, folder: &str, after: AfterImport) -> ImapSettings {
+    ImapSettings {
+        connect: ConnectSettings {
+            host: "localhost".into(),
+            port: d.imap_port,
+            security: Security::StartTls,
+            user: USER.into(),
+            password: Secret::new(PASSWORD),
+            ca_file: Some(d.ca_file.clone()),
+            connect_timeout: Duration::from_secs(20),
+            command_timeout: Duration::from_secs(30),
+        },
+        folder: folder.into(),
+        after,
+        max_message_size: 1024 * 1024,
+    }
+}
+
+fn implicit_tls(d: &Dovecot, folder: &str, after: AfterImport) -> ImapSettings {
+    let mut s = settings(d, folder, after);
+    s.connect.port = d.imaps_port;
+    s.connect.security = Security::Tls;
+    s
+}
+
+/// A message with CRLF line ends (what IMAP serves), 8-bit bytes and text
+/// that looks like an IMAP literal.
+fn raw(n: u32) -> Vec<u8> {
+    let mut m = format!(
+        "From: Customer {n} <c{n}@example.test>\r\nTo: support@example.test\r\nSubject: help {n}\r\n\
+         Message-ID: <m{n}@example.test>\r\nContent-Type: text/plain; charset=latin1\r\n\r\n\
+         Line one of {n}.\r\nA literal-looking {{99999999}}\r\nand a brace {{ alone\r\n"
+    )
+    .into_bytes();
+    m.extend_from_slice(b"caf\xe9 \xff\r\n");
+    m
+}
+
+fn header_of(raw: &[u8]) -> &[u8] {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    &raw[..end]
+}
+
+fn flag_set(flags: &str) -> BTreeSet<String> {
+    flags.split_whitespace().map(str::to_string).collect()
+}
+
+fn uid_of(m: &UpstreamMessage) -> u32 {
+    m.key.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn tls_and_starttls_verify_through_the_ca_file() {
+    let d = Dovecot::start();
+    d.save("INBOX", &raw(1));
+
+    let up = ImapUpstream::open(&implicit_tls(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    assert_ne!(up.uidvalidity(), 0);
+    up.finish().await.unwrap();
+
+    let up = ImapUpstream::open(&settings(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    assert!(up.capabilities().iter().any(|c| c == "IDLE"));
+    up.finish().await.unwrap();
+
+    // Without the private CA the certificate is not trusted.
+    for mut s in [
+        implicit_tls(&d, "INBOX", label()),
+        settings(&d, "INBOX", label()),
+    ] {
+        s.connect.ca_file = None;
+        let err = ImapUpstream::open(&s).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::Tls { .. }),
+            "{:?}: {err:?}",
+            s.connect.security
+        );
+        assert_eq!(err.kind(), "tls");
+    }
+    assert_eq!(d.flags("INBOX"), vec![(1, String::new())]);
+}
+
+#[tokio::test]
+async fn wrong_password_and_missing_folder() {
+    let d = Dovecot::start();
+    let mut s = settings(&d, "INBOX", label());
+    s.connect.password = Secret::new("not-the-password");
+    let err = ImapUpstream::open(&s).await.unwrap_err();
+    match &err {
+        FetchError::Auth { user, detail } => {
+            assert_eq!(user, USER);
+            assert!(detail.contains("Authentication failed"), "{detail}");
+            assert!(!detail.contains("not-the-password"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{err:?}{err}").contains("not-the-password"));
+
+    let err = ImapUpstream::open(&settings(&d, "INBOX.nope", label()))
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::Folder { folder, detail } => {
+            assert_eq!(folder, "INBOX.nope");
+            assert!(detail.contains("no such mailbox"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = ImapUpstream::probe(&settings(&d, "Missing/Deeper", label()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "folder", "{err:?}");
+}
+
+#[tokio::test]
+async fn lists_unseen_without_our_keywords_and_fetches_byte_exact_without_changing_anything() {
+    let d = Dovecot::start();
+    for n in 1..=5 {
+        d.save("INBOX", &raw(n));
+    }
+    d.add_flags("INBOX", 2, "\\Seen");
+    d.add_flags("INBOX", 3, PROCESSED);
+    d.add_flags("INBOX", 4, REJECTED);
+    d.add_flags("INBOX", 5, "\\Flagged");
+    let before = d.flags("INBOX");
+
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    let validity = up.uidvalidity();
+    assert_ne!(validity, 0);
+    let listed = up.list_new().await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![format!("imap:{validity}:1"), format!("imap:{validity}:5")]
+    );
+    for m in &listed {
+        let n = uid_of(m);
+        assert_eq!(m.size, raw(n).len() as u64);
+        assert_eq!(up.fetch(m).await.unwrap(), raw(n), "message {n}");
+        assert_eq!(
+            up.fetch_headers(m).await.unwrap(),
+            header_of(&raw(n)),
+            "header {n}"
+        );
+    }
+    // Listing again gives the same: nothing was marked by reading.
+    assert_eq!(up.list_new().await.unwrap(), listed);
+    up.finish().await.unwrap();
+    assert_eq!(d.flags("INBOX"), before);
+    assert_eq!(d.flags("INBOX")[0], (1, String::new()));
+
+    // Move and delete modes list every unseen message, keywords or not.
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", AfterImport::Delete))
+        .await
+        .unwrap();
+    let uids: Vec<u32> = up.list_new().await.unwrap().iter().map(uid_of).collect();
+    assert_eq!(uids, vec![1, 3, 4, 5]);
+    up.finish().await.unwrap();
+    assert_eq!(d.count("INBOX"), 5);
+}
+
+#[tokio::test]
+async fn oversized_downloads_are_refused() {
+    let d = Dovecot::start();
+    let mut big = raw(1);
+    big.extend(std::iter::repeat_n(b'x', 200 * 1024));
+    big.extend_from_slice(b"\r\n");
+    d.save("INBOX", &big);
+    let mut s = settings(&d, "INBOX", label());
+    s.max_message_size = 100 * 1024;
+    let mut up = ImapUpstream::open(&s).await.unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, big.len() as u64);
+    // The headers of a message too large to download still come.
+    assert_eq!(up.fetch_headers(&listed[0]).await.unwrap(), header_of(&big));
+    let err = up.fetch(&listed[0]).await.unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    // A server that announces less than it sends is cut off while reading.
+    let lie = UpstreamMessage {
+        key: listed[0].key.clone(),
+        size: 10,
+    };
+    let err = up.fetch(&lie).await.unwrap_err();
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    drop(up);
+    assert_eq!(d.flags("INBOX"), vec![(1, String::new())]);
+}
+
+#[tokio::test]
+async fn label_mode_sets_exact_flags() {
+    let d = Dovecot::start();
+    for n in 1..=3 {
+        d.save("INBOX", &raw(n));
+    }
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    up.mark(&listed[1], Verdict::Rejected).await.unwrap();
+    // Marking twice (a retry after a crash) changes nothing more.
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    let left = up.list_new().await.unwrap();
+    assert_eq!(left, vec![listed[2].clone()]);
+    up.finish().await.unwrap();
+
+    let flags = d.flags("INBOX");
+    assert_eq!(flags.len(), 3);
+    assert_eq!(flag_set(&flags[0].1), flag_set("\\Seen Mailgate"));
+    assert_eq!(
+        flag_set(&flags[1].1),
+        flag_set("\\Seen Mailgate RejectedByMailgate")
+    );
+    assert_eq!(flags[2].1, "");
+}
+
+#[tokio::test]
+async fn move_mode_moves_into_created_folders() {
+    let d = Dovecot::start();
+    for n in 1..=3 {
+        d.save("INBOX", &raw(n));
+    }
+    let after = AfterImport::Move {
+        processed: "INBOX/Imported".into(),
+        rejected: "Refused".into(),
+    };
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", after))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    up.mark(&listed[1], Verdict::Rejected).await.unwrap();
+    up.mark(&listed[2], Verdict::Processed).await.unwrap();
+    assert!(up.list_new().await.unwrap().is_empty());
+    up.finish().await.unwrap();
+
+    assert_eq!(d.count("INBOX"), 0);
+    // '/' in the configured name became the server's '.'.
+    let imported = d.flags("INBOX.Imported");
+    assert_eq!(imported.len(), 2);
+    for (_, flags) in &imported {
+        assert_eq!(flag_set(flags), flag_set("\\Seen Mailgate"));
+    }
+    let refused = d.flags("Refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        flag_set(&refused[0].1),
+        flag_set("\\Seen Mailgate RejectedByMailgate")
+    );
+
+    // Existing targets are reused, not recreated.
+    d.save("INBOX", &raw(4));
+    let after = AfterImport::Move {
+        processed: "INBOX.Imported".into(),
+        rejected: "Refused".into(),
+    };
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", after))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    up.finish().await.unwrap();
+    assert_eq!(d.count("INBOX.Imported"), 3);
+    assert_eq!(d.count("INBOX"), 0);
+}
+
+#[tokio::test]
+async fn delete_mode_removes_messages() {
+    let d = Dovecot::start();
+    for n in 1..=2 {
+        d.save("INBOX", &raw(n));
+    }
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", AfterImport::Delete))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    up.mark(&listed[1], Verdict::Rejected).await.unwrap();
+    up.finish().await.unwrap();
+    assert_eq!(d.count("INBOX"), 0);
+}
+
+#[tokio::test]
+async fn folder_spellings_work_with_either_separator() {
+    for separator in [Separator::Dot, Separator::Slash] {
+        let d = Dovecot::start_with(separator);
+        let sep = d.separator;
+        let support = format!("INBOX{sep}support");
+        d.create_folder(&support);
+        d.create_folder(&format!("{support}{sep}sub"));
+        d.save(&support, &raw(1));
+        d.save(&format!("{support}{sep}sub"), &raw(2));
+        d.save("INBOX", &raw(3));
+        for spelling in ["INBOX.support", "INBOX/support"] {
+            let probe = ImapUpstream::probe(&settings(&d, spelling, label()))
+                .await
+                .unwrap();
+            assert_eq!(
+                probe.folder.as_deref(),
+                Some(support.as_str()),
+                "{spelling} on {sep}"
+            );
+            assert_eq!(probe.messages, 1, "{spelling} on {sep}");
+
+            let mut up = ImapUpstream::open(&settings(&d, spelling, label()))
+                .await
+                .unwrap();
+            let listed = up.list_new().await.unwrap();
+            // Only the folder itself: not INBOX, not the subfolder.
+            assert_eq!(listed.len(), 1, "{spelling} on {sep}");
+            assert_eq!(up.fetch(&listed[0]).await.unwrap(), raw(1));
+            up.finish().await.unwrap();
+        }
+        // Marks land in the right folder.
+        let mut up = ImapUpstream::open(&settings(&d, "INBOX/support", label()))
+            .await
+            .unwrap();
+        let listed = up.list_new().await.unwrap();
+        up.mark(&listed[0], Verdict::Processed).await.unwrap();
+        up.finish().await.unwrap();
+        assert_eq!(
+            flag_set(&d.flags(&support)[0].1),
+            flag_set("\\Seen Mailgate")
+        );
+        assert_eq!(
+            d.flags(&format!("{support}{sep}sub")),
+            vec![(1, String::new())]
+        );
+        assert_eq!(d.flags("INBOX"), vec![(1, String::new())]);
+    }
+}
+
+#[tokio::test]
+async fn probe_reports_counts_capabilities_and_folder() {
+    let d = Dovecot::start();
+    for n in 1..=3 {
+        d.save("INBOX", &raw(n));
+    }
+    d.add_flags("INBOX", 1, "\\Seen");
+    let probe = ImapUpstream::probe(&implicit_tls(&d, "inbox", label()))
+        .await
+        .unwrap();
+    assert_eq!(probe.messages, 3);
+    assert_eq!(probe.unseen, Some(2));
+    assert_eq!(probe.folder.as_deref(), Some("inbox"));
+    for cap in ["IMAP4rev1", "IDLE", "MOVE", "UIDPLUS"] {
+        assert!(
+            probe.capabilities.iter().any(|c| c == cap),
+            "{cap} in {:?}",
+            probe.capabilities
+        );
+    }
+    // The probe changes nothing.
+    assert_eq!(d.flags("INBOX")[1], (2, String::new()));
+}
+
+#[tokio::test]
+async fn idle_wakes_up_on_new_mail() {
+    let d = Arc::new(Dovecot::start());
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    assert!(up.list_new().await.unwrap().is_empty());
+
+    // Nothing happens: the wait ends at the timeout.
+    let started = Instant::now();
+    let (again, changed) = up
+        .wait_for_change(Duration::from_millis(800))
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    up = again;
+
+    let saver = Arc::clone(&d);
+    let save = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        saver.save("INBOX", &raw(1));
+    });
+    let started = Instant::now();
+    let (mut up, changed) = up.wait_for_change(Duration::from_secs(30)).await.unwrap();
+    save.await.unwrap();
+    assert!(changed);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(up.fetch(&listed[0]).await.unwrap(), raw(1));
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    // The session is still usable after IDLE, and its own marks do not count as news.
+    let (up, changed) = up
+        .wait_for_change(Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(!changed);
+    up.finish().await.unwrap();
+}
