@@ -197,12 +197,15 @@ build_mailgate() {
         [ -x "$MG_BIN" ] || { log "MAILGATE_BIN=$MG_BIN is not executable"; return 1; }
         return 0
     fi
-    log "building mailgate (release)"
+    log "building mailgate (release; set MAILGATE_BIN to skip)"
+    local b0
+    b0=$(date +%s)
     if ! cargo build --release --locked >"$WORK/cargo-build.log" 2>&1; then
         tail -30 "$WORK/cargo-build.log" >&2
         log "mailgate release build failed"
         return 1
     fi
+    log "build took $(( $(date +%s) - b0 ))s"
     local target_dir
     target_dir=${CARGO_TARGET_DIR:-$REPO/target}
     MG_BIN=$target_dir/release/mailgate

@@ -12,6 +12,21 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[install-test-deps] %s\n' "$*" >&2; }
 
+APT_UPDATED=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing packages $* and no apt-get: install them by hand"
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$APT_UPDATED" = 0 ]; then
+        $SUDO apt-get update -q
+        APT_UPDATED=1
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends "$@" </dev/null
+}
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
@@ -42,17 +57,11 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     # de-duplicate
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "missing packages ${missing[*]} and no apt-get: install them by hand"
-        exit 1
-    fi
     log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -q
+    # No questions from postfix's installer, and no system instance configured.
     echo 'postfix postfix/main_mailer_type select No configuration' \
         | $SUDO debconf-set-selections
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends "${missing[@]}" </dev/null
+    apt_install "${missing[@]}"
 else
     log "Debian packages already installed"
 fi
@@ -69,10 +78,7 @@ else
     log "installing Python test requirements"
     if ! "$PY" -m pip --version >/dev/null 2>&1; then
         # Debian's python3 ships without pip.
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-            --no-install-recommends python3-pip </dev/null \
-            || { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive \
-                 apt-get install -y -q --no-install-recommends python3-pip </dev/null; }
+        apt_install python3-pip
     fi
     pip_args=(install --disable-pip-version-check --root-user-action=ignore -q -r requirements-test.txt)
     if ! "$PY" -m pip "${pip_args[@]}"; then

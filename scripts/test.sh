@@ -42,7 +42,7 @@ step "pytest tests/integration (MAILGATE_BIN=$MAILGATE_BIN)"
 # Keep pytest's cache out of the tree and its output unbuffered for CI logs.
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 rc=0
-python3 -m pytest -q -p no:cacheprovider tests/integration "$@" || rc=$?
+"${PYTHON:-python3}" -m pytest -q -p no:cacheprovider tests/integration "$@" || rc=$?
 if [ "$rc" -ne 0 ]; then
     # 5 = no tests collected: that is a failure too.
     failed+=("pytest (exit $rc)")

@@ -5,22 +5,29 @@
 use libfuzzer_sys::fuzz_target;
 use mailgate::smtp::data::{BareLf, DataDecoder, DataEnd, Decoded, HEAD_MAX, encode};
 
-fn decode_with(input: &[u8], mode: BareLf, max: usize, sizes: &[u8]) -> (usize, Option<DataEnd>, Decoded) {
+fn decode_with(
+    input: &[u8],
+    mode: BareLf,
+    max: usize,
+    sizes: &[u8],
+) -> (usize, Option<DataEnd>, Decoded) {
     let mut decoder = DataDecoder::new(max, mode);
     let mut pos = 0;
     let mut chunk = 0;
     let mut end = None;
     while pos < input.len() {
-        let size = sizes.get(chunk % sizes.len().max(1)).map_or(input.len(), |s| usize::from(*s) + 1);
+        let size = sizes
+            .get(chunk % sizes.len().max(1))
+            .map_or(input.len(), |s| usize::from(*s) + 1);
         chunk += 1;
-        let stop = (pos + size).min(input.len());
-        let (used, e) = decoder.decode(&input[pos..stop]);
+        let piece = &input[pos..(pos + size).min(input.len())];
+        let (used, e) = decoder.decode(piece);
         pos += used;
         if e.is_some() {
             end = e;
             break;
         }
-        assert_eq!(used, stop - (pos - used), "chunk not consumed whole before the end");
+        assert_eq!(used, piece.len(), "chunk not consumed whole before the end");
     }
     (pos, end, decoder.finish())
 }
@@ -31,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let nsizes = usize::from(flags >> 4) + 1;
     let (sizes, input) = rest.split_at(nsizes.min(rest.len()));
-    let mode = if flags & 1 == 0 { BareLf::Normalize } else { BareLf::Reject };
+    let mode = if flags & 1 == 0 {
+        BareLf::Normalize
+    } else {
+        BareLf::Reject
+    };
     let max = if flags & 2 == 0 { usize::MAX } else { 64 };
 
     let whole = decode_with(input, mode, max, &[]);

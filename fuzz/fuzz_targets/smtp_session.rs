@@ -22,7 +22,9 @@ struct OneDomain;
 impl RecipientPolicy for OneDomain {
     fn check_recipient(&self, address: &str) -> Result<String, Reply> {
         match address.rsplit_once('@') {
-            Some((local, domain)) if domain.eq_ignore_ascii_case("example.com") => Ok(local.to_owned()),
+            Some((local, domain)) if domain.eq_ignore_ascii_case("example.com") => {
+                Ok(local.to_owned())
+            }
             _ => Err(Reply::new(550, Some((5, 7, 1)), "relaying denied")),
         }
     }
@@ -44,7 +46,11 @@ fuzz_target!(|data: &[u8]| {
         max_line_length: MAX_LINE,
         max_commands: MAX_COMMANDS,
         max_errors: 20,
-        bare_lf: if flags & 1 == 0 { BareLf::Normalize } else { BareLf::Reject },
+        bare_lf: if flags & 1 == 0 {
+            BareLf::Normalize
+        } else {
+            BareLf::Reject
+        },
         starttls_available: flags & 2 == 0,
     };
     let mut session = Session::new(Arc::new(config), flags & 4 != 0);
@@ -54,7 +60,9 @@ fuzz_target!(|data: &[u8]| {
     let mut pos = 0;
     let mut chunk = 0;
     while pos < input.len() && !closed {
-        let size = sizes.get(chunk % sizes.len().max(1)).map_or(input.len(), |s| usize::from(*s) + 1);
+        let size = sizes
+            .get(chunk % sizes.len().max(1))
+            .map_or(input.len(), |s| usize::from(*s) + 1);
         chunk += 1;
         let end = (pos + size).min(input.len());
         session.feed(&input[pos..end]);

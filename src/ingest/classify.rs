@@ -61,6 +61,9 @@ pub fn classify(
         if ["bulk", "junk", "list"].contains(&value.as_str()) {
             return Some((RejectReason::Bulk, format!("Precedence: {v}")));
         }
+        if value == "auto_reply" {
+            return Some((RejectReason::AutoReply, format!("Precedence: {v}")));
+        }
     }
     for (name, value) in [
         ("X-Autoreply", &m.x_autoreply),
@@ -148,13 +151,16 @@ mod tests {
         assert_eq!(
             verdict("From: a@x.test\r\n\r\nhi\r\n", Some("")),
             Some(RejectReason::Bounce)
-        );        // Pulled mail: the Return-Path header stands in for the envelope.
+        ); // Pulled mail: the Return-Path header stands in for the envelope.
         assert_eq!(
             verdict("Return-Path: <>\r\nFrom: a@x.test\r\n\r\nhi\r\n", None),
             Some(RejectReason::Bounce)
         );
         assert_eq!(
-            verdict("Return-Path: <a@x.test>\r\nFrom: a@x.test\r\n\r\nhi\r\n", None),
+            verdict(
+                "Return-Path: <a@x.test>\r\nFrom: a@x.test\r\n\r\nhi\r\n",
+                None
+            ),
             None
         );
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
-use crate::store::commit::{CommitRequest, Committer, Item, MailboxRef, Origin};
+use crate::store::commit::{CommitRequest, Committer, Expected, Item, MailboxRef, Origin};
 use crate::store::model::{Earlier, Outcome};
 use reason::RejectReason;
 use route::Router;
@@ -69,8 +69,24 @@ impl Ingestor {
         &self.router
     }
 
+    /// Announces a message that will be ingested soon (an SMTP transaction
+    /// in progress), so the store can take it into the current group commit.
+    pub fn expect(&self) -> Expected {
+        self.committer.expect()
+    }
+
     /// Parses, classifies and durably commits one message for its mailboxes.
     pub async fn ingest(&self, inbound: Inbound) -> Result<Vec<Outcome>, StoreError> {
+        self.ingest_expected(inbound, None).await
+    }
+
+    /// [`ingest`](Self::ingest), ending an announcement when the message
+    /// reaches the store.
+    pub async fn ingest_expected(
+        &self,
+        inbound: Inbound,
+        expected: Option<Expected>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mailboxes = self.resolve(&inbound.mailboxes);
         let raw = inbound.raw.clone();
         // Parsing a large message takes a while: keep it off the I/O threads.
@@ -92,28 +108,56 @@ impl Ingestor {
                 let automatic = classify::classify(&mail, inbound.return_path.as_deref(), &|a| {
                     router.is_own_address(a)
                 });
-                let mail = Arc::new(mail);
+                match automatic {
+                    // Our own mail coming back never joins a ticket: that
+                    // is how notification loops start.
+                    Some((RejectReason::Loop, detail)) => mailboxes
+                        .iter()
+                        .map(|m| Item::Reject {
+                            mailbox: Some(m.name.clone()),
+                            reason: RejectReason::Loop,
+                            detail: detail.clone(),
+                            message_id: mail.message_id.clone(),
+                            from: Some(mail.from.address.clone()),
+                            subject: Some(mail.subject.clone()),
+                            keep_raw: true,
+                        })
+                        .collect(),
+                    automatic => {
+                        let mail = Arc::new(mail);
+                        mailboxes
+                            .iter()
+                            .map(|m| Item::Message {
+                                mailbox: m.clone(),
+                                mail: mail.clone(),
+                                automatic: automatic.clone(),
+                            })
+                            .collect()
+                    }
+                }
+            }
+            Err(mut unusable) => {
+                // A bounce often has no usable From; its null sender says what it is.
+                if unusable.reason == RejectReason::NoSender
+                    && inbound.return_path.as_deref() == Some("")
+                {
+                    unusable.reason = RejectReason::Bounce;
+                    unusable.detail =
+                        format!("empty return path (MAIL FROM:<>) and {}", unusable.detail);
+                }
                 mailboxes
                     .iter()
-                    .map(|m| Item::Message {
-                        mailbox: m.clone(),
-                        mail: mail.clone(),
-                        automatic: automatic.clone(),
+                    .map(|m| Item::Reject {
+                        mailbox: Some(m.name.clone()),
+                        reason: unusable.reason,
+                        detail: unusable.detail.clone(),
+                        message_id: unusable.message_id.clone(),
+                        from: unusable.from.clone(),
+                        subject: unusable.subject.clone(),
+                        keep_raw: true,
                     })
                     .collect()
             }
-            Err(unusable) => mailboxes
-                .iter()
-                .map(|m| Item::Reject {
-                    mailbox: Some(m.name.clone()),
-                    reason: unusable.reason,
-                    detail: unusable.detail.clone(),
-                    message_id: unusable.message_id.clone(),
-                    from: unusable.from.clone(),
-                    subject: unusable.subject.clone(),
-                    keep_raw: true,
-                })
-                .collect(),
         };
         let size = inbound.raw.len() as u64;
         let request = CommitRequest {
@@ -123,7 +167,7 @@ impl Ingestor {
             upstream_key: inbound.upstream_key,
             items,
         };
-        self.commit_and_report(request, &mailboxes).await
+        self.commit_and_report(request, &mailboxes, expected).await
     }
 
     /// Records a message refused for its size (metadata and headers only).
@@ -170,7 +214,7 @@ impl Ingestor {
             upstream_key: notice.upstream_key,
             items,
         };
-        self.commit_and_report(request, &mailboxes).await
+        self.commit_and_report(request, &mailboxes, None).await
     }
 
     fn resolve(&self, names: &[String]) -> Vec<MailboxRef> {
@@ -193,10 +237,11 @@ impl Ingestor {
         &self,
         request: CommitRequest,
         mailboxes: &[MailboxRef],
+        expected: Option<Expected>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let source = request.origin.source.clone();
         let origin = request.origin.clone();
-        let result = self.committer.commit(request).await;
+        let result = self.committer.commit_expected(request, expected).await;
         let outcomes = match result {
             Ok(o) => o,
             Err(e) => {
@@ -228,15 +273,15 @@ impl Ingestor {
                         })
                         .inc();
                 }
+                // `message` is tracing's name for the text itself, so the id goes there.
                 tracing::info!(
-                    message = message_id,
                     ticket = ticket_number,
                     new_ticket,
                     mailbox,
                     source,
                     from = %origin.envelope.mail_from,
                     client = %origin.envelope.client,
-                    "message accepted"
+                    "message accepted message={message_id}"
                 );
             }
             Outcome::Rejected {

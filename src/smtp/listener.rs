@@ -185,6 +185,8 @@ impl SmtpServer {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut buf = vec![0u8; READ_CHUNK];
+        // Announces this session's coming message to the group commit.
+        let mut expected = None;
         loop {
             // Process everything buffered, answering as we go.
             loop {
@@ -202,15 +204,21 @@ impl SmtpServer {
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
                         flush(&mut stream, session).await?;
-                        let reply = self.deliver(envelope, data, peer).await;
+                        let reply = self.deliver(envelope, data, peer, expected.take()).await;
                         session.message_done(reply);
                     }
                     Event::Oversize(envelope, info) => {
+                        expected = None;
                         flush(&mut stream, session).await?;
                         self.record_oversize(envelope, info.size, info.head, peer)
                             .await;
                     }
                 }
+            }
+            if session.in_transaction() {
+                expected.get_or_insert_with(|| self.ingestor.expect());
+            } else {
+                expected = None;
             }
             flush(&mut stream, session).await?;
             let read = tokio::select! {
@@ -235,7 +243,13 @@ impl SmtpServer {
         }
     }
 
-    async fn deliver(&self, envelope: Envelope, data: Vec<u8>, peer: SocketAddr) -> Reply {
+    async fn deliver(
+        &self,
+        envelope: Envelope,
+        data: Vec<u8>,
+        peer: SocketAddr,
+        expected: Option<crate::store::commit::Expected>,
+    ) -> Reply {
         let mailboxes = envelope
             .recipients
             .iter()
@@ -248,7 +262,7 @@ impl SmtpServer {
             mailboxes,
             upstream_key: None,
         };
-        match self.ingestor.ingest(inbound).await {
+        match self.ingestor.ingest_expected(inbound, expected).await {
             Ok(outcomes) => Reply::new(
                 250,
                 Some((2, 0, 0)),

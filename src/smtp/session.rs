@@ -241,6 +241,12 @@ impl Session {
         self.tls
     }
 
+    /// A mail transaction is open (MAIL accepted, or DATA being received):
+    /// a message may soon be handed over. Used to batch store commits.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some() || matches!(self.state, State::Data(_))
+    }
+
     fn close_with(&mut self, reply: Reply) {
         if !matches!(self.state, State::Closed) {
             reply.write_to(&mut self.output);

@@ -9,12 +9,14 @@
 //! still make one ticket message.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::model::{Earlier, EnvelopeInfo, Outcome, Rejection, StoredMessage, Ticket};
 use super::schema::*;
@@ -96,31 +98,66 @@ struct Job {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
+    expected: Arc<AtomicUsize>,
+}
+
+/// A message known to be on its way (an SMTP transaction in progress): while
+/// any exist, the writer holds a transaction open a little longer
+/// ([`COMMIT_DELAY`]) to take them into the same fsync. Dropped when the
+/// request is handed over, or when the transaction ends without one.
+pub struct Expected(Arc<AtomicUsize>);
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Most requests one transaction takes; the rest wait for the next.
 const MAX_BATCH: usize = 512;
 /// Most raw bytes one transaction takes (one oversized request still goes alone).
 const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
+/// Longest a transaction waits for expected requests before committing
+/// (PostgreSQL's commit_delay, but only when work is known to be coming).
+pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 impl Committer {
     /// Starts the writer thread. It ends when every handle is dropped.
     pub fn start(store: &Store, settings: TicketSettings, observer: CommitObserver) -> Committer {
-        let (tx, rx) = mpsc::channel::<Job>(4096);
+        // Unbounded, but each sender waits for its answer: at most one
+        // request per SMTP session or fetch worker is ever queued.
+        let (tx, rx) = mpsc::channel::<Job>();
+        let expected = Arc::new(AtomicUsize::new(0));
         let db = store.db().clone();
+        let waiting = expected.clone();
         std::thread::Builder::new()
             .name("mailgate-commit".into())
-            .spawn(move || writer_loop(db, settings, observer, rx))
+            .spawn(move || writer_loop(db, settings, observer, rx, waiting))
             .expect("spawning the commit thread");
-        Committer { tx }
+        Committer { tx, expected }
+    }
+
+    /// Announces a request that will come soon (see [`Expected`]).
+    pub fn expect(&self) -> Expected {
+        self.expected.fetch_add(1, Ordering::AcqRel);
+        Expected(self.expected.clone())
     }
 
     /// Commits durably and returns one outcome per item, in order.
     pub async fn commit(&self, request: CommitRequest) -> Result<Vec<Outcome>, StoreError> {
+        self.commit_expected(request, None).await
+    }
+
+    /// Like [`commit`](Self::commit), ending an announcement as it hands over.
+    pub async fn commit_expected(
+        &self,
+        request: CommitRequest,
+        expected: Option<Expected>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let (reply, rx) = oneshot::channel();
+        drop(expected);
         self.tx
             .send(Job { request, reply })
-            .await
             .map_err(|_| StoreError::Closed)?;
         match rx.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
@@ -134,18 +171,32 @@ fn writer_loop(
     db: Arc<Database>,
     settings: TicketSettings,
     observer: CommitObserver,
-    mut rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Job>,
+    expected: Arc<AtomicUsize>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    while let Ok(first) = rx.recv() {
         let mut bytes = first.request.raw.len();
         let mut jobs = vec![first];
+        let deadline = Instant::now() + COMMIT_DELAY;
         while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
+            let next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if expected.load(Ordering::Acquire) == 0 || now >= deadline {
+                        None
+                    } else {
+                        rx.recv_timeout(deadline - now).ok()
+                    }
+                }
+            };
+            match next {
+                Some(job) => {
                     bytes += job.request.raw.len();
                     jobs.push(job);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let started = Instant::now();

@@ -23,7 +23,7 @@ SUMMARY: list[str] = []
 
 @pytest.fixture(scope="session")
 def mailgate_bin() -> str:
-    path = os.environ.get("MAILGATE_BIN") or str(REPO / "target" / "debug" / "mailgate")
+    path = os.path.abspath(os.environ.get("MAILGATE_BIN") or str(REPO / "target" / "debug" / "mailgate"))
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail(f"mailgate binary not found at {path}: run `cargo build` or set MAILGATE_BIN",
                     pytrace=False)
@@ -109,7 +109,7 @@ def pytest_runtest_makereport(item, call):
         for g in list(harness.ACTIVE) + [x for x in shared if x not in harness.ACTIVE]:
             if g in shared and "gw" not in getattr(item, "fixturenames", ()):
                 continue
-            if g.starts:
+            if g.starts and g.proc is not None:
                 state = "running" if g.alive() else f"exited {g.proc.returncode}"
                 rep.sections.append((f"mailgate {g.name} stderr ({state}, last 40 lines)",
                                      g.log_tail(40)))

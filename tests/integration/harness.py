@@ -332,25 +332,47 @@ class Gateway:
         return self._log_path
 
     # -- process ---------------------------------------------------------------
+    def _new_ports(self):
+        """Pick new free ports (another process took one) and rewrite the config."""
+        old = dict(self.ports)
+        self.ports = {k: free_port() for k in self.ports}
+        text = self.config_path.read_text()
+        for k in self.ports:
+            text = text.replace(f"127.0.0.1:{old[k]}", f"127.0.0.1:{self.ports[k]}")
+        self.config_path.write_text(text)
+        self.config["smtp"]["listen"] = [f"127.0.0.1:{self.ports['smtp']}"]
+        self.config["smtp"]["listen_tls"] = [f"127.0.0.1:{self.ports['smtps']}"]
+        self.config["http"]["listen"] = f"127.0.0.1:{self.ports['http']}"
+
     def start(self, wait: bool = True):
+        for attempt in range(3):
+            self._start_once()
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except AssertionError:
+                # A free port chosen earlier may have been taken by another process.
+                if self.proc.poll() is not None and "in use" in self.log_text() and attempt < 2:
+                    self._new_ports()
+                    continue
+                raise
+        return self
+
+    def _start_once(self):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self._log_path = self.workdir / f"stderr.{self.starts}.log"
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         env.setdefault("NO_COLOR", "1")
         env.update(self.extra_env)
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", "--config", str(self.config_path)],
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.workdir / f"stdout.{self.starts}.log", "wb"),
-            stderr=open(self._log_path, "wb"),
-            env=env,
-        )
+        with open(self.workdir / f"stdout.{self.starts}.log", "wb") as out, \
+                open(self._log_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", "--config", str(self.config_path)],
+                cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         ACTIVE.add(self)
-        if wait:
-            self.wait_ready()
-        return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

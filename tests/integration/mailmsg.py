@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import itertools
-import os
 import uuid
 
 _counter = itertools.count(1)
@@ -69,6 +68,15 @@ def make_msg(subject: str = "test message", *,
     if isinstance(body, str):
         body = body.encode("utf-8")
     return crlf(head + b"\r\n" + body)
+
+
+def dot_stuff(msg: bytes) -> bytes:
+    """What a client sends after DATA: dot-stuffed lines and the terminator."""
+    lines = msg.split(b"\r\n")
+    stuffed = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in lines)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def header_value(raw: bytes, name: str) -> str | None:
@@ -142,5 +150,3 @@ def strip_brackets(s: str | None) -> str | None:
         s = s[1:-1]
     return s
 
-
-RANDOM = os.urandom

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from harness import RawSMTP, parse_data_reply
+from harness import parse_data_reply
 from mailmsg import dsn_report, make_msg, new_msgid, unique
-from test_smtp_protocol import dot_stuff
 
 
 def rfc3339(s: str) -> datetime.datetime:
@@ -88,6 +87,7 @@ def test_rejection_reason(gw, case):
     assert rec["raw_available"] is True
     raw = gw.raw("rejections", o.id)
     assert raw.status == 200
+    assert raw.headers.get("Content-Type", "").startswith("message/rfc822")
     assert raw.body == msg, "the raw of a rejection must be the bytes sent (after dot-unstuffing)"
 
     listed = gw.rejections(reason=reason)
@@ -156,13 +156,26 @@ def test_out_of_office_with_tag_threads(gw):
 
 def test_bounce_with_references_threads(gw):
     mid, subject, t = _open_ticket(gw)
-    bounce = dsn_report(f"Undelivered Mail Returned to Sender", new_msgid(), original_msgid=mid)
+    bounce = dsn_report("Undelivered Mail Returned to Sender", new_msgid(), original_msgid=mid)
     # add References to the original
     bounce = bounce.replace(b"MIME-Version: 1.0\r\n", f"References: <{mid}>\r\nMIME-Version: 1.0\r\n".encode(), 1)
     reply = gw.send(bounce, mail_from="")
     m, t2 = gw.stored(reply)
     assert t2["id"] == t["id"]
     assert m["auto_submitted"] is True
+
+
+def test_loop_is_rejected_even_when_it_threads(gw):
+    """Mail From our own mailbox address is a loop, also when it references a ticket:
+    only auto-replies and bounces are let onto a known ticket (the spec's exception).
+    Adding our own notifications back to the ticket is how a mail loop starts."""
+    mid, subject, t = _open_ticket(gw)
+    echo = make_msg(f"Re: {t['tag']} {subject}", from_="Support <support@example.test>",
+                    msgid=new_msgid(), in_reply_to=mid, references=[mid])
+    reply = gw.send(echo)
+    o = reply.rejection()
+    assert o.reason == "loop", str(reply)
+    assert gw.ticket(t["id"])["message_count"] == 1
 
 
 def test_auto_reply_to_unknown_message_is_rejected(gw):
@@ -174,7 +187,17 @@ def test_auto_reply_to_unknown_message_is_rejected(gw):
 
 # ---------------------------------------------------------------- logs ---
 
+def _fields(line: str) -> dict:
+    out = {}
+    for tok in line.split():
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            out[k] = v.strip('"')
+    return out
+
+
 def _wait_log(gw, pred, timeout=20):
+    """Lines of the gateway's stderr matching pred, waiting for the log to be written."""
     deadline = time.monotonic() + timeout
     while True:
         text = gw.log_text()
@@ -185,13 +208,18 @@ def _wait_log(gw, pred, timeout=20):
 
 
 def test_log_lines(gw):
+    """One line per message on stderr: 'message accepted message=ID ticket=N mailbox=NAME
+    source=smtp' and 'message rejected rejection=ID reason=REASON'."""
     mid = new_msgid()
     acc = gw.send(make_msg(f"log accepted {unique()}", msgid=mid)).message()
     rej = gw.send(make_msg(f"log rejected {unique()}", headers=[("Precedence", "bulk")])).rejection()
-    lines, text = _wait_log(gw, lambda ln: "message accepted" in ln and f"message={acc.id}" in ln.split())
+    lines, text = _wait_log(
+        gw, lambda ln: "message accepted" in ln and _fields(ln).get("message") == acc.id)
     assert lines, f"no 'message accepted message={acc.id}' line on stderr:\n{text[-3000:]}"
-    fields = lines[0].split()
-    assert f"ticket={acc.ticket}" in fields and "mailbox=support" in fields and "source=smtp" in fields, lines[0]
-    lines, text = _wait_log(gw, lambda ln: "message rejected" in ln and f"rejection={rej.id}" in ln.split())
+    f = _fields(lines[0])
+    assert f.get("ticket") == str(acc.ticket) and f.get("mailbox") == "support" \
+        and f.get("source") == "smtp", lines[0]
+    lines, text = _wait_log(
+        gw, lambda ln: "message rejected" in ln and _fields(ln).get("rejection") == rej.id)
     assert lines, f"no 'message rejected rejection={rej.id}' line on stderr:\n{text[-3000:]}"
-    assert "reason=bulk" in lines[0].split(), lines[0]
+    assert _fields(lines[0]).get("reason") == "bulk", lines[0]

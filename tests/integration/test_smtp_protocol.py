@@ -9,18 +9,9 @@ import subprocess
 import pytest
 
 from harness import RawSMTP, parse_data_reply
-from mailmsg import addr_of, make_msg, new_msgid, unique
+from mailmsg import dot_stuff, make_msg, new_msgid, unique
 
 MAX = 1048576  # limits.max_message_size of the test config
-
-
-def dot_stuff(msg: bytes) -> bytes:
-    """What a client puts after DATA: dot-stuffed lines and the terminator."""
-    lines = msg.split(b"\r\n")
-    stuffed = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in lines)
-    if not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
 
 
 def raw_transaction(r: RawSMTP, mail_from: str, rcpt: str = "support@example.test"):
@@ -53,6 +44,19 @@ def test_help_command(gw):
         r.expect("EHLO client.test", 250)
         code, text = r.cmd("HELP")
         assert code == 214, f"HELP: {code} {text}"
+
+
+def test_helo_without_extensions(gw):
+    mid = new_msgid()
+    with gw.raw_smtp() as r:
+        r.expect("HELO client.test", 250)
+        r.expect("MAIL FROM:<alice@client.test>", 250)
+        r.expect("RCPT TO:<support@example.test>", 250)
+        r.expect("DATA", 354)
+        r.send(dot_stuff(make_msg("helo", msgid=mid)))
+        reply = parse_data_reply(*r.reply())
+    m, _ = gw.stored(reply)
+    assert m["message_id"] == mid
 
 
 def test_command_sequence_errors(gw):
