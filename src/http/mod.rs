@@ -25,6 +25,9 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Concurrent HTTP connections; more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+
 /// What the handlers read.
 pub struct HttpState {
     pub store: Store,
@@ -46,6 +49,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
 /// Serves until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: watch::Receiver<bool>) {
     let mut stop = shutdown.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -58,8 +62,13 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: watch
             },
             _ = stop.changed() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, "too many HTTP connections; closing this one");
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| handle(state.clone(), req));
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
