@@ -269,6 +269,16 @@ pub(crate) fn parse_earlier(value: &str) -> Option<Earlier> {
     }
 }
 
+/// What a rejection record says beyond its origin.
+struct RejectFields {
+    mailbox: Option<String>,
+    reason: RejectReason,
+    detail: String,
+    message_id: Option<String>,
+    from: Option<String>,
+    subject: Option<String>,
+}
+
 /// The open tables of one write transaction.
 struct Writer<'t> {
     settings: &'t TicketSettings,
@@ -311,7 +321,12 @@ impl<'t> Writer<'t> {
         let Some(key) = &request.upstream_key else {
             return self.apply_items(request);
         };
-        let scope = request.items.first().map(item_mailbox).unwrap_or("").to_string();
+        let scope = request
+            .items
+            .first()
+            .map(item_mailbox)
+            .unwrap_or("")
+            .to_string();
         if let Some(v) = self.upstream_seen.get((scope.as_str(), key.as_str()))?
             && let Some(earlier) = parse_earlier(v.value())
         {
@@ -319,13 +334,11 @@ impl<'t> Writer<'t> {
         }
         let outcomes = self.apply_items(request)?;
         if let Some(first) = outcomes.first() {
-            let earlier = match first {
-                Outcome::Stored { message_id, .. } => Earlier::Message(*message_id),
-                Outcome::Rejected { rejection_id, .. } => Earlier::Rejection(*rejection_id),
-                Outcome::Duplicate(e) => *e,
-            };
-            self.upstream_seen
-                .insert((scope.as_str(), key.as_str()), format_earlier(earlier).as_str())?;
+            let earlier = first.earlier();
+            self.upstream_seen.insert(
+                (scope.as_str(), key.as_str()),
+                format_earlier(earlier).as_str(),
+            )?;
         }
         Ok(outcomes)
     }
@@ -353,13 +366,7 @@ impl<'t> Writer<'t> {
                     } else {
                         let outcome =
                             self.store_message(request, mailbox, mail, automatic.as_ref())?;
-                        let earlier = match &outcome {
-                            Outcome::Stored { message_id, .. } => Earlier::Message(*message_id),
-                            Outcome::Rejected { rejection_id, .. } => {
-                                Earlier::Rejection(*rejection_id)
-                            }
-                            Outcome::Duplicate(e) => *e,
-                        };
+                        let earlier = outcome.earlier();
                         self.remember(&mailbox.name, &key, earlier)?;
                         outcome
                     }
@@ -386,29 +393,22 @@ impl<'t> Writer<'t> {
                     match earlier {
                         Some(e) => Outcome::Duplicate(e),
                         None => {
-                            let rejection = Rejection {
-                                id: self.next("rejection")?,
-                                reason: reason.as_str().to_string(),
-                                detail: detail.clone(),
-                                source: request.origin.source.clone(),
-                                mailbox: mailbox.clone(),
-                                envelope: request.origin.envelope.clone(),
-                                message_id: message_id.clone(),
-                                from: from.clone(),
-                                subject: subject.clone(),
-                                size: request.size,
-                                received_at: request.origin.received_at.clone(),
-                                raw_available: *keep_raw,
-                            };
-                            let id = self
-                                .insert_rejection(&rejection, keep_raw.then_some(&request.raw))?;
+                            let outcome = self.reject(
+                                request,
+                                RejectFields {
+                                    mailbox: mailbox.clone(),
+                                    reason: *reason,
+                                    detail: detail.clone(),
+                                    message_id: message_id.clone(),
+                                    from: from.clone(),
+                                    subject: subject.clone(),
+                                },
+                                *keep_raw,
+                            )?;
                             if let Some(k) = &key {
-                                self.remember(scope, k, Earlier::Rejection(id))?;
+                                self.remember(scope, k, outcome.earlier())?;
                             }
-                            Outcome::Rejected {
-                                rejection_id: id,
-                                reason: rejection.reason,
-                            }
+                            outcome
                         }
                     }
                 }
@@ -490,25 +490,15 @@ impl<'t> Writer<'t> {
         if existing.is_none()
             && let Some((reason, detail)) = automatic
         {
-            let rejection = Rejection {
-                id: self.next("rejection")?,
-                reason: reason.as_str().to_string(),
-                detail: detail.clone(),
-                source: request.origin.source.clone(),
+            let fields = RejectFields {
                 mailbox: Some(mailbox.name.clone()),
-                envelope: request.origin.envelope.clone(),
+                reason: *reason,
+                detail: detail.clone(),
                 message_id: mail.message_id.clone(),
                 from: Some(mail.from.address.clone()),
                 subject: Some(mail.subject.clone()),
-                size: request.size,
-                received_at: now.clone(),
-                raw_available: true,
             };
-            let id = self.insert_rejection(&rejection, Some(&request.raw))?;
-            return Ok(Outcome::Rejected {
-                rejection_id: id,
-                reason: rejection.reason,
-            });
+            return self.reject(request, fields, true);
         }
         let new_ticket = existing.is_none();
         let mut ticket = match existing {
@@ -579,6 +569,34 @@ impl<'t> Writer<'t> {
             ticket_id: ticket.id,
             ticket_number: ticket.number,
             new_ticket,
+        })
+    }
+
+    /// Records a rejection, with the raw bytes when `keep_raw`.
+    fn reject(
+        &mut self,
+        request: &CommitRequest,
+        fields: RejectFields,
+        keep_raw: bool,
+    ) -> Result<Outcome, StoreError> {
+        let rejection = Rejection {
+            id: self.next("rejection")?,
+            reason: fields.reason.as_str().to_string(),
+            detail: fields.detail,
+            source: request.origin.source.clone(),
+            mailbox: fields.mailbox,
+            envelope: request.origin.envelope.clone(),
+            message_id: fields.message_id,
+            from: fields.from,
+            subject: fields.subject,
+            size: request.size,
+            received_at: request.origin.received_at.clone(),
+            raw_available: keep_raw,
+        };
+        let id = self.insert_rejection(&rejection, keep_raw.then_some(&request.raw))?;
+        Ok(Outcome::Rejected {
+            rejection_id: id,
+            reason: rejection.reason,
         })
     }
 

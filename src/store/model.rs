@@ -98,6 +98,17 @@ pub enum Outcome {
     Duplicate(Earlier),
 }
 
+impl Outcome {
+    /// The record this outcome points at.
+    pub fn earlier(&self) -> Earlier {
+        match self {
+            Outcome::Stored { message_id, .. } => Earlier::Message(*message_id),
+            Outcome::Rejected { rejection_id, .. } => Earlier::Rejection(*rejection_id),
+            Outcome::Duplicate(e) => *e,
+        }
+    }
+}
+
 /// The record a duplicate repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Earlier {
