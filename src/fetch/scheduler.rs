@@ -185,7 +185,8 @@ impl MailboxWorker {
                     SyncStatus::Paused
                 };
                 state.last_success = Some(now);
-                state.imported += report.imported as u64;
+                // Resumed ones were committed by a sync that failed before counting them.
+                state.imported += (report.imported + report.resumed) as u64;
                 state.auth_failures = 0;
                 let unix = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
