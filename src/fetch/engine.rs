@@ -32,6 +32,9 @@ pub struct SyncContext {
     pub origin_label: String,
     /// The upstream account, as the envelope recipient.
     pub account: String,
+    /// POP3 `keep`: messages stay upstream, so every sync lists the ones
+    /// already committed; they are skipped quietly.
+    pub keeps_messages: bool,
     pub max_message_size: u64,
     pub ingestor: Ingestor,
     pub store: Store,
@@ -129,6 +132,9 @@ async fn start<U: Upstream>(
     let known = tokio::task::spawn_blocking(move || store.upstream_seen(&mailbox, &key))
         .await
         .map_err(|e| StoreError::Failed(e.to_string()))??;
+    if known.is_some() && ctx.keeps_messages {
+        return Ok(None);
+    }
     if let Some(earlier) = known {
         // Committed before a crash or a failed mark: finish the job only.
         upstream.mark(message, verdict_of(earlier)).await?;
@@ -268,14 +274,17 @@ mod tests {
         messages: Vec<(UpstreamMessage, Vec<u8>, Option<Verdict>)>,
         /// Fail the mark of this many more messages, then work again.
         fail_marks_after: Option<usize>,
+        /// POP3 `keep`: marks change nothing, every message is listed again.
+        keep: bool,
     }
 
     impl Upstream for &mut Memory {
         async fn list_new(&mut self) -> Result<Vec<UpstreamMessage>, FetchError> {
+            let keep = self.keep;
             Ok(self
                 .messages
                 .iter()
-                .filter(|m| m.2.is_none())
+                .filter(|m| keep || m.2.is_none())
                 .map(|m| m.0.clone())
                 .collect())
         }
@@ -335,6 +344,7 @@ mod tests {
             source: "imap",
             origin_label: "imap://u@h:993/INBOX".into(),
             account: "u".into(),
+            keeps_messages: false,
             max_message_size: max,
             ingestor: Ingestor::new(committer, Arc::new(Router::new(&config)), metrics.clone()),
             store,
@@ -359,6 +369,7 @@ mod tests {
                 })
                 .collect(),
             fail_marks_after: None,
+            keep: false,
         }
     }
 
@@ -388,6 +399,28 @@ mod tests {
             .unwrap()
             .items;
         assert_eq!(tickets.len(), 5, "every message exactly once");
+    }
+
+    #[tokio::test]
+    async fn kept_messages_are_skipped_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = context(
+            dir.path(),
+            Quota::per_minute(NonZeroU32::new(1000).unwrap()),
+            1 << 20,
+        );
+        ctx.keeps_messages = true;
+        let mut up = memory(3);
+        up.keep = true;
+        assert_eq!(sync_once(&ctx, &mut up).await.unwrap().imported, 3);
+        let again = sync_once(&ctx, &mut up).await.unwrap();
+        assert_eq!(
+            again,
+            SyncReport {
+                listed: 3,
+                ..SyncReport::default()
+            }
+        );
     }
 
     #[tokio::test]

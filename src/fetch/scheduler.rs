@@ -104,6 +104,7 @@ impl MailboxWorker {
                     upstream.user, upstream.host, upstream.port
                 ),
                 account: upstream.user.clone(),
+                keeps_messages: upstream.after_import == crate::fetch::upstream::AfterImport::Keep,
                 max_message_size: config.limits.max_message_size as u64,
                 ingestor: ingestor.clone(),
                 store: store.clone(),
