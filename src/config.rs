@@ -788,13 +788,19 @@ colour = "red"
         assert_eq!(u.port, 993);
         assert_eq!(u.fetch_per_minute, 25);
         assert_eq!(u.poll_interval, Duration::from_secs(60));
-        assert!(matches!(u.after_import, crate::fetch::upstream::AfterImport::Label { .. }));
+        assert!(matches!(
+            u.after_import,
+            crate::fetch::upstream::AfterImport::Label { .. }
+        ));
         let c = Config::parse(&format!(
             "{base}protocol=\"pop3\"\nsecurity=\"starttls\"\nhost=\"h\"\nuser=\"u\"\n"
         ))
         .unwrap();
         let u = c.mailboxes[0].upstream.as_ref().unwrap();
-        assert_eq!((u.port, &u.password), (110, &upstream::PasswordSource::Prompt));
+        assert_eq!(
+            (u.port, &u.password),
+            (110, &upstream::PasswordSource::Prompt)
+        );
         assert_eq!(u.after_import, crate::fetch::upstream::AfterImport::Delete);
 
         let problems = Config::parse(&format!(
@@ -813,7 +819,10 @@ colour = "red"
             "mailbox[0].upstream.processed_keyword:",
             "mailbox[0].upstream.ca_file: file not found",
         ] {
-            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
         }
     }
 }

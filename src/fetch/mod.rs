@@ -1,10 +1,10 @@
 //! Pulling mail from upstream mailboxes (IMAP, POP3) into ingest.
 
-pub mod imap;
-pub mod upstream;
-pub mod tls;
-pub mod pop3;
 pub mod connect;
 pub mod engine;
+pub mod imap;
 pub mod password;
+pub mod pop3;
 pub mod scheduler;
+pub mod tls;
+pub mod upstream;

@@ -31,7 +31,10 @@ pub fn client_config(settings: &ConnectSettings) -> Result<Arc<ClientConfig>, Fe
             .collect::<Result<_, _>>()
             .map_err(|e| tls_err(format!("ca_file {} is not PEM: {e}", path.display())))?;
         if certs.is_empty() {
-            return Err(tls_err(format!("no certificate in ca_file {}", path.display())));
+            return Err(tls_err(format!(
+                "no certificate in ca_file {}",
+                path.display()
+            )));
         }
         for cert in certs {
             roots

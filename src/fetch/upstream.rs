@@ -168,7 +168,8 @@ pub trait Upstream {
     /// Only the header block (for messages too large to download).
     async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError>;
     /// Apply the after-import action for this verdict.
-    async fn mark(&mut self, message: &UpstreamMessage, verdict: Verdict) -> Result<(), FetchError>;
+    async fn mark(&mut self, message: &UpstreamMessage, verdict: Verdict)
+    -> Result<(), FetchError>;
     /// Make marks final and log out.
     async fn finish(self) -> Result<(), FetchError>;
 }

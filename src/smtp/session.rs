@@ -7,6 +7,24 @@
 //! connection to close. Keeping it free of I/O makes every protocol decision
 //! testable and fuzzable byte by byte, like rustls' core.
 //!
+//! Driving loop (what the listener does):
+//!
+//! ```text
+//! session.greeting();
+//! loop {
+//!     loop match session.poll(&policy) {
+//!         NeedInput          => break,
+//!         Message(env, body) => { write(take_output()); commit; session.message_done(reply) }
+//!         Oversize(env, info)=> record it (552 already queued)
+//!         StartTls           => { write(take_output()); handshake; session.tls_established() }
+//!         Close              => { write(take_output()); close; return }
+//!     }
+//!     write(take_output());
+//!     read ≤ 64 KiB (timeout → session.timed_out(), then write + close);
+//!     session.feed(bytes);
+//! }
+//! ```
+//!
 //! Limits, all enforced here:
 //! - a command line is at most `max_line_length` bytes including CRLF; a
 //!   longer one is discarded up to its LF and answered `500 5.5.6`;
@@ -40,7 +58,8 @@ pub struct SessionConfig {
     pub max_line_length: usize,
     /// Per session; then 421 4.7.0 and Close.
     pub max_commands: usize,
-    /// Total 5xx-answered commands per session; then 421 4.7.0 and Close.
+    /// Total 5xx-answered commands per session (not consecutive; see the
+    /// module docs); reaching it queues 421 4.7.0 and closes.
     pub max_errors: usize,
     pub bare_lf: BareLf,
     /// Advertise/accept STARTTLS (false on implicit-TLS listeners or without a cert).

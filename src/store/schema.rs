@@ -36,6 +36,7 @@ pub const REJECTION_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("rej
 /// what was already committed from an upstream mailbox, so a crash between
 /// commit and the upstream flag never imports a message twice.
 /// Identity: `imap:<UIDVALIDITY>:<UID>` or `pop3:<UIDL>`.
-pub const UPSTREAM_SEEN: TableDefinition<(&str, &str), &str> = TableDefinition::new("upstream_seen");
+pub const UPSTREAM_SEEN: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("upstream_seen");
 /// Mailbox name -> MailboxState JSON (sync status shown by the API).
 pub const MAILBOX_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("mailbox_state");
