@@ -123,6 +123,7 @@ pub async fn run(config: Config) -> Result<()> {
         http_state,
         stop_rx.clone(),
     ));
+    fetch.start(stop_rx.clone());
     tracing::info!(
         database = %db_path.display(),
         certificate = %cert_path.display(),
