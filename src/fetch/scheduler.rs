@@ -171,8 +171,13 @@ impl MailboxWorker {
             Err(e) => Err(e.into()),
         };
         let mut state = self.state().await;
+        let was_paused = state.status == SyncStatus::AuthFailed;
         self.record(&mut state, &result);
         self.save(&state).await;
+        if was_paused && state.status != SyncStatus::AuthFailed {
+            // A sync by hand worked: the paused worker polls again.
+            self.wake();
+        }
         result
     }
 
