@@ -212,6 +212,7 @@ async fn oversized_downloads_are_refused() {
     let lie = UpstreamMessage {
         key: listed[0].key.clone(),
         size: 10,
+        leftover: false,
     };
     let err = up.fetch(&lie).await.unwrap_err();
     assert!(err.to_string().contains("over the limit"), "{err}");

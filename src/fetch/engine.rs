@@ -132,7 +132,8 @@ async fn start<U: Upstream>(
     let known = tokio::task::spawn_blocking(move || store.upstream_seen(&mailbox, &key))
         .await
         .map_err(|e| StoreError::Failed(e.to_string()))??;
-    if known.is_some() && ctx.keeps_messages {
+    if (known.is_some() && ctx.keeps_messages) || (known.is_none() && message.leftover) {
+        // Kept and already committed; or flagged by someone else, not by us.
         return Ok(None);
     }
     if let Some(earlier) = known {
@@ -362,6 +363,7 @@ mod tests {
                         UpstreamMessage {
                             key: format!("imap:7:{i}"),
                             size: raw.len() as u64,
+                            leftover: false,
                         },
                         raw.into_bytes(),
                         None,

@@ -77,6 +77,10 @@ pub struct UpstreamMessage {
     pub key: String,
     /// Size the server announces (RFC822.SIZE / LIST), in bytes.
     pub size: u64,
+    /// Listed only because an interrupted mark may have left it half done
+    /// (IMAP: flagged but not yet moved or expunged). Never imported: the
+    /// engine finishes its mark when it was committed, and skips it otherwise.
+    pub leftover: bool,
 }
 
 /// What to do with a message once its outcome is committed.

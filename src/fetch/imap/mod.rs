@@ -917,7 +917,25 @@ impl Upstream for ImapUpstream {
             }
             _ => "UNSEEN".to_string(),
         };
-        let uids = self.search(&query).await?;
+        let mut uids = self.search(&query).await?;
+        // A move or delete interrupted after its flags were set leaves the
+        // message read and flagged in this folder: list it to finish the job.
+        let leftover_query = match &self.after {
+            AfterImport::Move { .. } if self.keywords_allowed => Some(format!(
+                "OR KEYWORD {MOVE_PROCESSED_KEYWORD} KEYWORD {MOVE_REJECTED_KEYWORD}"
+            )),
+            AfterImport::Delete => Some("DELETED".to_string()),
+            _ => None,
+        };
+        let mut leftovers = Vec::new();
+        if let Some(q) = leftover_query {
+            for uid in self.search(&q).await? {
+                if !uids.contains(&uid) {
+                    leftovers.push(uid);
+                }
+            }
+        }
+        uids.extend(leftovers.iter().copied());
         let mut sizes: HashMap<u32, u64> = HashMap::with_capacity(uids.len());
         for set in uid_set_chunks(&uids, SIZE_CHUNK) {
             let command = format!("UID FETCH {set} (UID RFC822.SIZE)");
@@ -947,6 +965,7 @@ impl Upstream for ImapUpstream {
                 sizes.get(uid).map(|&size| UpstreamMessage {
                     key: message_key(self.uidvalidity, *uid),
                     size,
+                    leftover: leftovers.contains(uid),
                 })
             })
             .collect();

@@ -114,6 +114,7 @@ fn message(uid: u32) -> UpstreamMessage {
     UpstreamMessage {
         key: format!("imap:77:{uid}"),
         size: 10,
+        leftover: false,
     }
 }
 
@@ -245,7 +246,8 @@ async fn list_new_fetches_sizes_in_chunks() {
         listed[0],
         UpstreamMessage {
             key: "imap:77:1".into(),
-            size: 101
+            size: 101,
+            leftover: false,
         }
     );
     assert_eq!(listed[1199].key, "imap:77:1201");
@@ -397,6 +399,7 @@ async fn a_message_announced_over_the_cap_is_not_requested() {
     let big = UpstreamMessage {
         key: "imap:77:5".into(),
         size: 1_000 + 64 * 1024 + 1,
+        leftover: false,
     };
     let err = up.fetch(&big).await.unwrap_err();
     assert!(err.to_string().contains("fetch the headers only"), "{err}");
@@ -404,6 +407,7 @@ async fn a_message_announced_over_the_cap_is_not_requested() {
     let stale = UpstreamMessage {
         key: "imap:76:5".into(),
         size: 10,
+        leftover: false,
     };
     assert!(
         up.fetch(&stale)

@@ -429,7 +429,11 @@ impl Upstream for Pop3Upstream {
             let key = format!("pop3:{uid}");
             // Ids are unique per RFC 1939; if not, the first one wins.
             listed.entry(key.clone()).or_insert((number, size));
-            messages.push(UpstreamMessage { key, size });
+            messages.push(UpstreamMessage {
+                key,
+                size,
+                leftover: false,
+            });
         }
         self.listed = listed;
         Ok(messages)
@@ -620,11 +624,13 @@ mod tests {
             vec![
                 UpstreamMessage {
                     key: "pop3:aaa".into(),
-                    size: 12
+                    size: 12,
+                    leftover: false,
                 },
                 UpstreamMessage {
                     key: "pop3:bbb".into(),
-                    size: 10
+                    size: 10,
+                    leftover: false,
                 },
             ]
         );
@@ -634,6 +640,7 @@ mod tests {
         let unknown = UpstreamMessage {
             key: "pop3:zzz".into(),
             size: 1,
+            leftover: false,
         };
         assert!(matches!(
             s.fetch(&unknown).await,
