@@ -4,7 +4,8 @@
 # also works with sudo for a developer.
 #
 #   Debian packages: swaks libnet-ssleay-perl postfix dovecot-core
-#                    dovecot-imapd dovecot-pop3d (no daemon is started)
+#                    dovecot-imapd dovecot-pop3d openssl (no daemon is started;
+#                    openssl makes the private CA of the Dovecot tests)
 #   Python:          pytest (requirements-test.txt)
 set -euo pipefail
 
@@ -35,7 +36,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # ---- Debian packages --------------------------------------------------------
-APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d)
+APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d openssl)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     if ! dpkg -s "$p" >/dev/null 2>&1 \
@@ -44,12 +45,13 @@ for p in "${APT_PKGS[@]}"; do
     fi
 done
 # Belt and braces: the binaries we actually call.
-for bin in swaks /usr/sbin/postfix /usr/sbin/smtp-source /usr/sbin/dovecot; do
+for bin in swaks /usr/sbin/postfix /usr/sbin/smtp-source /usr/sbin/dovecot doveadm openssl; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         case "$bin" in
             swaks) missing+=(swaks) ;;
             */postfix|*/smtp-source) missing+=(postfix) ;;
-            */dovecot) missing+=(dovecot-core) ;;
+            */dovecot|doveadm) missing+=(dovecot-core) ;;
+            openssl) missing+=(openssl) ;;
         esac
     fi
 done

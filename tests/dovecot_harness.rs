@@ -8,7 +8,10 @@ fn dovecot_starts_and_takes_mail() {
     let d = Dovecot::start();
     d.create_folder("INBOX.support");
     d.save("INBOX", b"From: a@b.test\r\nSubject: one\r\n\r\nbody\r\n");
-    d.save("INBOX.support", b"From: a@b.test\r\nSubject: two\r\n\r\nbody\r\n");
+    d.save(
+        "INBOX.support",
+        b"From: a@b.test\r\nSubject: two\r\n\r\nbody\r\n",
+    );
     assert_eq!(d.count("INBOX"), 1);
     assert_eq!(d.count("INBOX.support"), 1);
     d.add_flags("INBOX", 1, "\\Seen");

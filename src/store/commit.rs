@@ -380,11 +380,13 @@ impl<'t> Writer<'t> {
                     subject,
                     keep_raw,
                 } => {
-                    // Oversize mail is not kept, so it cannot be compared: never deduplicated.
-                    let key = (*keep_raw).then(|| match message_id {
-                        Some(id) => format!("id:{id}"),
-                        None => content_key(&request.raw),
-                    });
+                    // Oversize mail is not kept: without a Message-ID it
+                    // cannot be compared, so it is never deduplicated.
+                    let key = match (message_id, *keep_raw) {
+                        (Some(id), _) => Some(format!("id:{id}")),
+                        (None, true) => Some(content_key(&request.raw)),
+                        (None, false) => None,
+                    };
                     let scope = mailbox.as_deref().unwrap_or("");
                     let earlier = match &key {
                         Some(k) => self.earlier(scope, k)?,

@@ -36,6 +36,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(names, avoid=()) -> dict:
+    """A distinct free port per name, none of them in `avoid`."""
+    out: dict = {}
+    while len(out) < len(names):
+        p = free_port()
+        if p not in out.values() and p not in avoid:
+            out[names[len(out)]] = p
+    return out
+
+
 # --------------------------------------------------------------- TOML ---
 
 def _toml_value(v) -> str:
@@ -56,9 +66,18 @@ def to_toml(cfg: dict) -> str:
         if isinstance(body, list):
             for table in body:
                 out.append(f"[[{section}]]")
+                subtables = {}
                 for k, v in table.items():
+                    if isinstance(v, dict):
+                        subtables[k] = v  # e.g. [mailbox.upstream], written after the keys
+                        continue
                     out.append(f"{k} = {_toml_value(v)}")
                 out.append("")
+                for k, sub in subtables.items():
+                    out.append(f"[{section}.{k}]")
+                    for kk, vv in sub.items():
+                        out.append(f"{kk} = {_toml_value(vv)}")
+                    out.append("")
         else:
             out.append(f"[{section}]")
             for k, v in body.items():
@@ -297,7 +316,7 @@ class Gateway:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.ports = {"smtp": free_port(), "smtps": free_port(), "http": free_port()}
+        self.ports = free_ports(["smtp", "smtps", "http"])
         self.config = merge(base_config(self.workdir, self.ports), config_overrides or {})
         self.config_path = self.workdir / "mailgate.toml"
         self.config_path.write_text(to_toml(self.config))
@@ -335,10 +354,12 @@ class Gateway:
     def _new_ports(self):
         """Pick new free ports (another process took one) and rewrite the config."""
         old = dict(self.ports)
-        self.ports = {k: free_port() for k in self.ports}
-        text = self.config_path.read_text()
-        for k in self.ports:
-            text = text.replace(f"127.0.0.1:{old[k]}", f"127.0.0.1:{self.ports[k]}")
+        self.ports = free_ports(list(self.ports), avoid=set(old.values()))
+        remap = {str(old[k]): str(self.ports[k]) for k in self.ports}
+        # One pass: chained str.replace could map two listeners onto one port.
+        text = re.sub(r"127\.0\.0\.1:(\d+)",
+                      lambda m: f"127.0.0.1:{remap.get(m.group(1), m.group(1))}",
+                      self.config_path.read_text())
         self.config_path.write_text(text)
         self.config["smtp"]["listen"] = [f"127.0.0.1:{self.ports['smtp']}"]
         self.config["smtp"]["listen_tls"] = [f"127.0.0.1:{self.ports['smtps']}"]
@@ -436,19 +457,25 @@ class Gateway:
 
     # -- HTTP -------------------------------------------------------------------
     def http(self, method: str, path: str, token: str | None = None, headers: dict | None = None,
-             timeout: float = 60) -> HTTPResult:
+             timeout: float = 60, body: bytes | None = None) -> HTTPResult:
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
             h = dict(headers or {})
             if token is not None:
                 h["Authorization"] = f"Bearer {token}"
-            conn.request(method, path, headers=h)
+            conn.request(method, path, body=body, headers=h)
             r = conn.getresponse()
             return HTTPResult(r.status, r.headers, r.read())
         finally:
             conn.close()
 
     token: str | None = None
+
+    def http_json(self, method: str, path: str, obj=None, timeout: float = 120) -> HTTPResult:
+        """A request with a JSON body (e.g. POST /api/v1/mailboxes/{name}/sync)."""
+        body = None if obj is None else json.dumps(obj).encode()
+        return self.http(method, path, token=self.token, timeout=timeout, body=body,
+                         headers={"Content-Type": "application/json"} if body is not None else None)
 
     def api(self, path: str, params: dict | None = None, expect: int = 200):
         if params:
