@@ -321,10 +321,20 @@ impl MailboxWorker {
         else {
             return false;
         };
-        let session = match crate::fetch::imap::ImapUpstream::open(&settings).await {
+        let mut session = match crate::fetch::imap::ImapUpstream::open(&settings).await {
             Ok(s) => s,
             Err(_) => return false,
         };
+        // Mail that came between the sync's search and this session would
+        // not wake IDLE: look once before waiting.
+        match crate::fetch::upstream::Upstream::list_new(&mut session).await {
+            Ok(waiting) if waiting.iter().any(|m| !m.leftover) => {
+                let _ = crate::fetch::upstream::Upstream::finish(session).await;
+                return true;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
         tokio::select! {
             r = session.wait_for_change(wait) => match r {
                 Ok((session, supported)) => {
