@@ -2,16 +2,23 @@
 //!
 //! The crate is a library so that the protocol cores can be fuzzed and tested
 //! without sockets; `main.rs` is only the command line around it.
+//!
+//! Layers, lowest first; a module only imports from its own layer or below
+//! (`scripts/check-layers.sh` enforces it):
+//! `mail`, `metrics`, `proto` -> `config` -> `tls`, `auth` -> `tickets` ->
+//! `store` -> `ingest` -> `inbound` -> `http` -> `app`.
 
-pub mod commands;
+pub mod app;
+pub mod auth;
 pub mod config;
-pub mod fetch;
 pub mod http;
+pub mod inbound;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
-pub mod server;
-pub mod smtp;
+pub mod proto;
 pub mod store;
+pub mod tickets;
 pub mod tls;
 
 /// The current time as RFC 3339 (UTC), as stored in records.

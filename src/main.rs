@@ -74,10 +74,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Sync { mailbox, config } => foreground(config, |c| async move {
-            mailgate::commands::sync(&c, &mailbox).await.map(|()| true)
+            mailgate::app::commands::sync(&c, &mailbox)
+                .await
+                .map(|()| true)
         }),
         Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
-            mailgate::commands::test_connection(&c, &mailbox).await
+            mailgate::app::commands::test_connection(&c, &mailbox).await
         }),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(mailgate::server::run(config)) {
+            match runtime.block_on(mailgate::app::serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailgate::fetch::imap::{ImapSettings, ImapUpstream};
-use mailgate::fetch::upstream::{
-    AfterImport, ConnectSettings, FetchError, Secret, Security, Upstream, UpstreamMessage, Verdict,
+use mailgate::inbound::pull::providers::imap::{ImapSettings, ImapUpstream};
+use mailgate::inbound::pull::upstream::{
+    ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
+use mailgate::mail::{AfterImport, Secret, Security};
 use support::dovecot::{Dovecot, PASSWORD, Separator, USER};
 
 const PROCESSED: &str = "Mailgate";

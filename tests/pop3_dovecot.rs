@@ -5,10 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use mailgate::fetch::pop3::{Pop3Settings, Pop3Upstream};
-use mailgate::fetch::upstream::{
-    AfterImport, ConnectSettings, FetchError, Secret, Security, Upstream, UpstreamMessage, Verdict,
+use mailgate::inbound::pull::providers::pop3::{Pop3Settings, Pop3Upstream};
+use mailgate::inbound::pull::upstream::{
+    ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
+use mailgate::mail::{AfterImport, Secret, Security};
 use support::dovecot::{Dovecot, PASSWORD, USER};
 
 fn settings(d: &Dovecot, security: Security, after: AfterImport) -> Pop3Settings {

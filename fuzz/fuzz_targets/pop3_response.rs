@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::fetch::pop3::proto::{
+use mailgate::proto::pop3::{
     Expect, Feed, Overflow, ProtoError, Response, ResponseParser, parse_capa, parse_listing,
     parse_stat,
 };

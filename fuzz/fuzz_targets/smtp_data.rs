@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::smtp::data::{BareLf, DataDecoder, DataEnd, Decoded, HEAD_MAX, encode};
+use mailgate::mail::BareLf;
+use mailgate::proto::smtp::data::{DataDecoder, DataEnd, Decoded, HEAD_MAX, encode};
 
 fn decode_with(
     input: &[u8],

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use mailgate::smtp::reply::Reply;
-use mailgate::smtp::session::{BareLf, Event, RecipientPolicy, Session, SessionConfig};
+use mailgate::proto::smtp::reply::Reply;
+use mailgate::proto::smtp::session::{BareLf, Event, RecipientPolicy, Session, SessionConfig};
 
 const MAX_MESSAGE: usize = 4096;
 const MAX_LINE: usize = 128;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Quantity, duration, positive};
-use crate::fetch::upstream::{AfterImport, Security};
+use crate::mail::{AfterImport, Security, valid_keyword};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -113,13 +113,6 @@ impl Default for RawUpstream {
             command_timeout: Quantity::Text("2m".into()),
         }
     }
-}
-
-/// IMAP keywords are atoms: no spaces, parentheses, wildcards, quotes or backslash.
-fn valid_keyword(k: &str) -> bool {
-    !k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b))
 }
 
 pub(super) fn validate(

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::HttpState;
 use super::respond::{Reply, bytes, error, json};
-use crate::store::model::{StoredMessage, Ticket};
 use crate::store::query::TicketFilter;
 use crate::store::{Store, StoreError};
+use crate::tickets::model::{StoredMessage, Ticket};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -241,7 +241,7 @@ async fn api(state: &HttpState, rest: &[&str], query: &HashMap<String, String>) 
             let (limit, cursor) = paging(query)?;
             let reason = query.get("reason").cloned().filter(|s| !s.is_empty());
             if let Some(r) = &reason
-                && crate::ingest::reason::RejectReason::parse(r).is_none()
+                && crate::mail::reason::RejectReason::parse(r).is_none()
             {
                 return Err(ApiError::BadRequest(format!("unknown reason {r:?}")));
             }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::HttpState;
 use super::respond::{Reply, error, json as json_reply};
 use crate::config::MailboxConfig;
-use crate::fetch::upstream::{AfterImport, Secret, Security};
+use crate::mail::{AfterImport, Secret, Security};
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
 
 /// Largest POST body accepted (it holds at most a password).
@@ -163,7 +163,7 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
             };
             let password = match parsed.password.filter(|p| !p.is_empty()) {
                 Some(p) => Secret::new(p),
-                None => match crate::fetch::password::resolve(&worker.upstream.password) {
+                None => match crate::auth::password::resolve(&worker.upstream.password) {
                     Ok(p) => p,
                     Err(e) => return error(StatusCode::BAD_REQUEST, "no_password", e.to_string()),
                 },

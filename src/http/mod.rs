@@ -37,7 +37,7 @@ pub struct HttpState {
     /// Configured mailboxes, in config order.
     pub mailboxes: Vec<crate::config::MailboxConfig>,
     /// Upstream workers, for status, resume and sync-now.
-    pub fetch: Arc<crate::fetch::scheduler::FetchControl>,
+    pub fetch: Arc<crate::inbound::pull::scheduler::FetchControl>,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -4,8 +4,8 @@
 //! must never open a ticket: answering it starts mail loops. It may still be
 //! threaded onto an existing ticket, which the commit step decides.
 
-use super::parse::ParsedMail;
-use super::reason::RejectReason;
+use crate::mail::ParsedMail;
+use crate::mail::RejectReason;
 
 /// Why a message looks automatic, or None for mail from a person.
 pub fn classify(

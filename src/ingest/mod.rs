@@ -8,19 +8,17 @@
 
 pub mod classify;
 pub mod parse;
-pub mod reason;
 pub mod route;
-pub mod tag;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
-use crate::store::commit::{CommitRequest, Committer, Expected, Item, MailboxRef, Origin};
-use crate::store::model::{Earlier, Outcome};
-use reason::RejectReason;
+use crate::store::commit::{CommitRequest, Committer, Expected, Item, MailboxRef};
+use crate::tickets::model::{Earlier, Outcome};
 use route::Router;
 
 /// One received message, before parsing.

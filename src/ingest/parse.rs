@@ -5,48 +5,7 @@
 
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
 
-use super::reason::RejectReason;
-use crate::store::model::{AttachmentMeta, Person};
-
-/// The fields of one message, parsed once and owned, ready to commit.
-#[derive(Debug, Clone, Default)]
-pub struct ParsedMail {
-    /// Message-ID without angle brackets; None when the header is absent.
-    pub message_id: Option<String>,
-    pub in_reply_to: Vec<String>,
-    pub references: Vec<String>,
-    pub from: Person,
-    pub to: Vec<Person>,
-    pub cc: Vec<Person>,
-    pub date: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    pub attachments: Vec<Attachment>,
-    /// Headers the classifier looks at, lower-cased names, raw values.
-    pub markers: Markers,
-}
-
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub meta: AttachmentMeta,
-    pub bytes: Vec<u8>,
-}
-
-/// Header facts that decide whether a message is automatic.
-#[derive(Debug, Clone, Default)]
-pub struct Markers {
-    pub auto_submitted: Option<String>,
-    pub precedence: Option<String>,
-    pub x_autoreply: Option<String>,
-    pub x_autorespond: Option<String>,
-    pub x_auto_response_suppress: Option<String>,
-    /// Top-level Content-Type is multipart/report (RFC 6522: DSN, MDN).
-    pub is_report: bool,
-    /// The Return-Path header ("" for `<>`), as the final MTA wrote it:
-    /// the envelope sender of pulled mail, which has no SMTP envelope here.
-    pub return_path: Option<String>,
-}
+use crate::mail::{Attachment, AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
 
 /// A message that cannot be a ticket message, with the fields we could read.
 #[derive(Debug, Clone)]

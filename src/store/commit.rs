@@ -18,22 +18,10 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::model::{Earlier, EnvelopeInfo, Outcome, Rejection, StoredMessage, Ticket};
 use super::schema::*;
 use super::{Store, StoreError, decode, encode};
-use crate::ingest::parse::ParsedMail;
-use crate::ingest::reason::RejectReason;
-use crate::ingest::tag::TagFormat;
-
-/// Where a message came from, shared by all its items.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// "smtp", "imap", "pop3", ...
-    pub source: String,
-    pub envelope: EnvelopeInfo,
-    /// RFC 3339, when the gateway received it.
-    pub received_at: String,
-}
+use crate::mail::{Origin, ParsedMail, RejectReason, TagFormat};
+use crate::tickets::model::{Earlier, Outcome, Rejection, StoredMessage, Ticket};
 
 /// The mailbox an item is for.
 #[derive(Debug, Clone)]
@@ -658,7 +646,7 @@ mod tests {
         CommitRequest {
             origin: Origin {
                 source: "test".into(),
-                envelope: EnvelopeInfo::default(),
+                envelope: crate::mail::EnvelopeInfo::default(),
                 received_at: "2026-01-01T00:00:00Z".into(),
             },
             size: raw.len() as u64,

@@ -6,9 +6,9 @@ use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
 use super::commit::parse_earlier;
-use super::model::Earlier;
 use super::schema::{MAILBOX_STATE, UPSTREAM_SEEN};
 use super::{Store, StoreError, decode, encode};
+use crate::tickets::model::Earlier;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

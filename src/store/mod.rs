@@ -6,7 +6,6 @@
 
 pub mod commit;
 pub mod mailbox_state;
-pub mod model;
 pub mod query;
 pub mod schema;
 

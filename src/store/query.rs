@@ -5,9 +5,9 @@
 
 use redb::{ReadTransaction, ReadableDatabase};
 
-use super::model::{Rejection, StoredMessage, Ticket};
 use super::schema::*;
 use super::{Store, StoreError, decode};
+use crate::tickets::model::{Rejection, StoredMessage, Ticket};
 
 /// One page of results and the cursor for the next, if any.
 #[derive(Debug)]

@@ -1,0 +1,157 @@
+//! `mailgate sync` and `mailgate test-connection`: foreground operations on
+//! one upstream mailbox, with the password typed at the prompt when the
+//! config names no source for it.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+use crate::auth::password;
+use crate::config::upstream::UpstreamConfig;
+use crate::config::{Config, MailboxConfig};
+use crate::inbound::pull::connect::UpstreamSettings;
+use crate::inbound::pull::scheduler::FetchControl;
+use crate::ingest::Ingestor;
+use crate::ingest::route::Router;
+use crate::mail::{Secret, Security};
+use crate::metrics::Metrics;
+use crate::store::commit::{Committer, TicketSettings};
+use crate::store::{Store, StoreError};
+
+fn find<'c>(config: &'c Config, name: &str) -> Result<(&'c MailboxConfig, &'c UpstreamConfig)> {
+    let Some(mailbox) = config.mailboxes.iter().find(|m| m.name == name) else {
+        let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        bail!(
+            "no mailbox named {name:?} (configured: {})",
+            names.join(", ")
+        );
+    };
+    let Some(upstream) = &mailbox.upstream else {
+        bail!("mailbox {name:?} has no [mailbox.upstream] to pull from");
+    };
+    Ok((mailbox, upstream))
+}
+
+/// Connects, authenticates, opens the folder, and says what it found or
+/// exactly what failed. Returns whether it worked.
+pub async fn test_connection(config: &Config, name: &str) -> Result<bool> {
+    let (_, upstream) = find(config, name)?;
+    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
+    let settings = UpstreamSettings::new(upstream, secret, config.limits.max_message_size as u64);
+    let security = match upstream.security {
+        Security::Tls => "TLS",
+        Security::StartTls => "STARTTLS",
+        Security::None => "no TLS (insecure)",
+    };
+    println!(
+        "{} {}:{} ({security}) as {}",
+        upstream.protocol.as_str().to_uppercase(),
+        upstream.host,
+        upstream.port,
+        upstream.user
+    );
+    match settings.probe().await {
+        Ok(probe) => {
+            if let Some(folder) = &probe.folder {
+                println!("folder: {folder}");
+            }
+            println!("messages: {}", probe.messages);
+            match probe.unseen {
+                Some(n) => println!("unread: {n}"),
+                None => println!("unread: (POP3 has no flags)"),
+            }
+            println!("capabilities: {}", probe.capabilities.join(" "));
+            println!("OK");
+            Ok(true)
+        }
+        Err(e) => {
+            println!("FAILED ({}): {e}", e.kind());
+            Ok(false)
+        }
+    }
+}
+
+/// One sync now. Runs locally when the database is free; when a running
+/// `mailgate serve` holds it, asks that server to sync instead.
+pub async fn sync(config: &Config, name: &str) -> Result<()> {
+    let (_, upstream) = find(config, name)?;
+    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
+    let store = match Store::open(&config.db_path()) {
+        Ok(store) => store,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+            println!("the database is in use by a running mailgate; asking it to sync {name}");
+            return sync_remote(config, name, secret).await;
+        }
+        Err(e) => return Err(e).context("opening the database"),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let committer = Committer::start(
+        &store,
+        TicketSettings {
+            tag: config.tickets.tag.clone(),
+            first_number: config.tickets.first_number,
+        },
+        Arc::new(|_, _| {}),
+    );
+    let ingestor = Ingestor::new(committer, Arc::new(Router::new(config)), metrics.clone());
+    let control = FetchControl::new(config, &ingestor, &store, &metrics);
+    let worker = control
+        .get(name)
+        .ok_or_else(|| anyhow!("mailbox {name:?} has no upstream"))?;
+    if worker.state().await.status == crate::store::mailbox_state::SyncStatus::AuthFailed {
+        println!(
+            "mailbox {name} was paused after authentication failures; trying with this password"
+        );
+    }
+    match worker.sync_with(secret).await {
+        Ok(r) => {
+            println!(
+                "synced {name}: {} listed, {} imported, {} rejected, {} duplicates, {} resumed",
+                r.listed, r.imported, r.rejected, r.duplicates, r.resumed
+            );
+            Ok(())
+        }
+        Err(e) => bail!("sync of {name} failed ({}): {e}", e.kind()),
+    }
+}
+
+async fn sync_remote(config: &Config, name: &str, secret: Secret) -> Result<()> {
+    let address = config.http.listen;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("the database is locked but no server answers on {address}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let body = serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?;
+    let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
+        .header("host", address.to_string())
+        .header("content-type", "application/json");
+    if let Some(var) = &config.http.api_token_env
+        && let Ok(token) = std::env::var(var)
+        && !token.is_empty()
+    {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(request.body(Full::new(bytes::Bytes::from(body)))?)
+        .await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if status.is_success() {
+        println!(
+            "synced {name}: {} listed, {} imported, {} rejected, {} duplicates, {} resumed",
+            json["listed"], json["imported"], json["rejected"], json["duplicates"], json["resumed"]
+        );
+        Ok(())
+    } else {
+        bail!(
+            "sync of {name} failed ({}): {}",
+            json["kind"].as_str().unwrap_or(status.as_str()),
+            json["message"].as_str().unwrap_or("see the server log")
+        )
+    }
+}

@@ -1,0 +1,4 @@
+//! Credentials the gateway uses towards upstream servers: where passwords
+//! come from (environment, file, prompt), never the config.
+
+pub mod password;

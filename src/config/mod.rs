@@ -1,0 +1,828 @@
+//! Typed configuration with validation that reports every problem at once.
+//!
+//! The TOML is first read into a loose "raw" shape (strings and numbers), so
+//! that one bad value does not hide the next: validation then walks every key
+//! and collects `key: problem` lines, which `check-config` prints.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mail::BareLf;
+
+pub mod upstream;
+use upstream::{RawUpstream, UpstreamConfig};
+
+/// The example config, compiled in: `serve` falls back to it when the
+/// default path does not exist.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/mailgate.toml");
+/// Where `serve` and `check-config` look when no `--config` is given.
+pub const DEFAULT_PATH: &str = "config/mailgate.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// Every problem, one per line, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(list) => list.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub smtp: SmtpConfig,
+    pub limits: LimitsConfig,
+    pub tls: TlsConfig,
+    pub http: HttpConfig,
+    pub tickets: TicketsConfig,
+    pub mailboxes: Vec<MailboxConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    /// Lower-cased served domains.
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    pub bare_lf: BareLf,
+    pub max_connections: usize,
+    pub connections_per_minute_per_ip: u32,
+    pub idle_timeout: Duration,
+    pub max_recipients: usize,
+    pub max_commands: usize,
+    pub max_line_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub dev_cert_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub api_token_env: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TicketsConfig {
+    pub tag: crate::mail::TagFormat,
+    pub first_number: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    pub name: String,
+    /// Lower-cased addresses.
+    pub addresses: Vec<String>,
+    pub queue: String,
+    pub default: bool,
+    /// The upstream mailbox to pull from, if any.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+// ---- raw shape, as written in TOML ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Raw {
+    server: RawServer,
+    smtp: RawSmtp,
+    limits: RawLimits,
+    tls: RawTls,
+    http: RawHttp,
+    tickets: RawTickets,
+    mailbox: Vec<RawMailbox>,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawServer {
+    hostname: String,
+    data_dir: String,
+    domains: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            hostname: "localhost".into(),
+            data_dir: "data".into(),
+            domains: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawSmtp {
+    listen: Vec<String>,
+    listen_tls: Vec<String>,
+    bare_lf: String,
+    max_connections: i64,
+    connections_per_minute_per_ip: i64,
+    idle_timeout: Quantity,
+    max_recipients: i64,
+    max_commands: i64,
+    max_line_length: i64,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            listen: vec!["127.0.0.1:2525".into()],
+            listen_tls: vec!["127.0.0.1:2465".into()],
+            bare_lf: "normalize".into(),
+            max_connections: 256,
+            connections_per_minute_per_ip: 600,
+            idle_timeout: Quantity::Text("5m".into()),
+            max_recipients: 100,
+            max_commands: 10_000,
+            max_line_length: 4096,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawLimits {
+    max_message_size: Quantity,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_message_size: Quantity::Text("50MB".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    dev_cert_dir: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert: None,
+            key: None,
+            dev_cert_dir: "certs".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawHttp {
+    listen: String,
+    api_token_env: Option<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: "127.0.0.1:8025".into(),
+            api_token_env: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawTickets {
+    tag: String,
+    first_number: i64,
+}
+
+impl Default for RawTickets {
+    fn default() -> Self {
+        RawTickets {
+            tag: "[MG#{number}]".into(),
+            first_number: 1000,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMailbox {
+    name: String,
+    addresses: Vec<String>,
+    queue: Option<String>,
+    default: bool,
+    upstream: Option<RawUpstream>,
+}
+
+/// A size or duration: a plain number or a string with a unit.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(crate) enum Quantity {
+    Number(i64),
+    Text(String),
+}
+
+impl Quantity {
+    fn describe(&self) -> String {
+        match self {
+            Quantity::Number(n) => n.to_string(),
+            Quantity::Text(s) => format!("{s:?}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// `serve` without --config: the default path, or the embedded copy.
+    pub fn load_default() -> Result<(Config, String), ConfigError> {
+        let path = Path::new(DEFAULT_PATH);
+        if path.exists() {
+            Ok((Config::load(path)?, DEFAULT_PATH.to_string()))
+        } else {
+            Ok((
+                Config::parse(EMBEDDED_DEFAULT)?,
+                "(embedded default)".into(),
+            ))
+        }
+    }
+
+    /// Parses and validates TOML text, listing every problem.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
+            let key = display_path(&path.to_string());
+            if key.ends_with("upstream.password") {
+                problems.push(format!(
+                    "{key}: passwords are never written in the config; use password_env or password_file, or type it at `mailgate sync`"
+                ));
+            } else {
+                problems.push(format!("unknown key: {key}"));
+            }
+        }) {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(syntax_problem(&e, text));
+                return Err(ConfigError::Invalid(problems));
+            }
+        };
+        let config = validate(raw, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The mailbox with `default = true`, if any.
+    pub fn default_mailbox(&self) -> Option<&MailboxConfig> {
+        self.mailboxes.iter().find(|m| m.default)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.server.data_dir.join("mailgate.redb")
+    }
+}
+
+/// serde_ignored writes array indices as `mailbox.0.x`; show `mailbox[0].x`.
+fn display_path(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| *p != "?") {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// A TOML or type error, with its line and the key toml names.
+fn syntax_problem(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().to_string();
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
+    let mut err = |key: &str, msg: String| problems.push(format!("{key}: {msg}"));
+
+    // server
+    let hostname = raw.server.hostname.trim().to_string();
+    if hostname.is_empty() || hostname.contains(char::is_whitespace) {
+        err("server.hostname", format!("invalid host name {hostname:?}"));
+    }
+    let mut domains = Vec::new();
+    for (i, d) in raw.server.domains.iter().enumerate() {
+        let d = d.trim().to_ascii_lowercase();
+        if !valid_domain(&d) {
+            err(
+                &format!("server.domains[{i}]"),
+                format!("invalid domain {d:?}"),
+            );
+        } else if domains.contains(&d) {
+            err(
+                &format!("server.domains[{i}]"),
+                format!("duplicate domain {d:?}"),
+            );
+        } else {
+            domains.push(d);
+        }
+    }
+    if domains.is_empty() {
+        err(
+            "server.domains",
+            "at least one served domain is required".into(),
+        );
+    }
+    if raw.server.data_dir.trim().is_empty() {
+        err("server.data_dir", "must not be empty".into());
+    }
+
+    // smtp
+    let listen = socket_list("smtp.listen", &raw.smtp.listen, &mut err);
+    let listen_tls = socket_list("smtp.listen_tls", &raw.smtp.listen_tls, &mut err);
+    if listen.is_empty() && listen_tls.is_empty() {
+        err(
+            "smtp.listen",
+            "no SMTP listener configured (smtp.listen and smtp.listen_tls are both empty)".into(),
+        );
+    }
+    let bare_lf = match raw.smtp.bare_lf.as_str() {
+        "normalize" => BareLf::Normalize,
+        "reject" => BareLf::Reject,
+        other => {
+            err(
+                "smtp.bare_lf",
+                format!("must be \"normalize\" or \"reject\", not {other:?}"),
+            );
+            BareLf::Normalize
+        }
+    };
+    let max_connections = positive("smtp.max_connections", raw.smtp.max_connections, &mut err);
+    let rate = positive(
+        "smtp.connections_per_minute_per_ip",
+        raw.smtp.connections_per_minute_per_ip,
+        &mut err,
+    );
+    let idle_timeout = duration("smtp.idle_timeout", &raw.smtp.idle_timeout, &mut err);
+    let max_recipients = positive("smtp.max_recipients", raw.smtp.max_recipients, &mut err);
+    let max_commands = positive("smtp.max_commands", raw.smtp.max_commands, &mut err);
+    let max_line_length = positive("smtp.max_line_length", raw.smtp.max_line_length, &mut err);
+    if (1..512).contains(&max_line_length) {
+        err(
+            "smtp.max_line_length",
+            format!("{max_line_length} is below the 512 bytes RFC 5321 requires"),
+        );
+    }
+
+    // limits
+    let max_message_size = size(
+        "limits.max_message_size",
+        &raw.limits.max_message_size,
+        &mut err,
+    );
+
+    // tls
+    let cert = raw.tls.cert.as_deref().map(PathBuf::from);
+    let key = raw.tls.key.as_deref().map(PathBuf::from);
+    match (&cert, &key) {
+        (Some(_), None) => err(
+            "tls.key",
+            "missing: tls.cert is set, so tls.key is needed too".into(),
+        ),
+        (None, Some(_)) => err(
+            "tls.cert",
+            "missing: tls.key is set, so tls.cert is needed too".into(),
+        ),
+        _ => {}
+    }
+    for (k, p) in [("tls.cert", &cert), ("tls.key", &key)] {
+        if let Some(p) = p
+            && !p.is_file()
+        {
+            err(k, format!("file not found: {}", p.display()));
+        }
+    }
+    if cert.is_none() && raw.tls.dev_cert_dir.trim().is_empty() {
+        err(
+            "tls.dev_cert_dir",
+            "must not be empty when tls.cert is not set".into(),
+        );
+    }
+
+    // http
+    let http_listen = match raw.http.listen.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            err(
+                "http.listen",
+                format!("invalid socket address {:?}", raw.http.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8025))
+        }
+    };
+    let api_token_env = raw.http.api_token_env.filter(|s| !s.is_empty());
+    if let Some(name) = &api_token_env
+        && !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        err(
+            "http.api_token_env",
+            format!("invalid environment variable name {name:?}"),
+        );
+    }
+
+    // tickets
+    let tag = match crate::mail::TagFormat::parse(&raw.tickets.tag) {
+        Ok(t) => t,
+        Err(msg) => {
+            err("tickets.tag", msg);
+            crate::mail::TagFormat::default()
+        }
+    };
+    let first_number = if raw.tickets.first_number < 1 {
+        err(
+            "tickets.first_number",
+            format!("must be at least 1, not {}", raw.tickets.first_number),
+        );
+        1
+    } else {
+        raw.tickets.first_number as u64
+    };
+
+    // mailboxes
+    let mut mailboxes = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut all_addresses = BTreeSet::new();
+    let mut defaults = 0;
+    for (i, m) in raw.mailbox.iter().enumerate() {
+        let key = format!("mailbox[{i}]");
+        let name = m.name.trim().to_string();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            err(
+                &format!("{key}.name"),
+                format!("invalid mailbox name {name:?} (letters, digits, - _ . only)"),
+            );
+        } else if !names.insert(name.clone()) {
+            err(
+                &format!("{key}.name"),
+                format!("duplicate mailbox name {name:?}"),
+            );
+        }
+        let mut addresses = Vec::new();
+        if m.addresses.is_empty() {
+            err(
+                &format!("{key}.addresses"),
+                "at least one address is required".into(),
+            );
+        }
+        for (j, a) in m.addresses.iter().enumerate() {
+            let akey = format!("{key}.addresses[{j}]");
+            let a = a.trim().to_lowercase();
+            match a.rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() && valid_domain(domain) => {
+                    if !domains.iter().any(|d| d == domain) {
+                        err(&akey, format!("domain of {a:?} is not in server.domains"));
+                    } else if !all_addresses.insert(a.clone()) {
+                        err(
+                            &akey,
+                            format!("address {a:?} belongs to more than one mailbox"),
+                        );
+                    } else {
+                        addresses.push(a);
+                    }
+                }
+                _ => err(&akey, format!("invalid address {a:?}")),
+            }
+        }
+        if m.default {
+            defaults += 1;
+        }
+        mailboxes.push(MailboxConfig {
+            queue: m
+                .queue
+                .clone()
+                .filter(|q| !q.trim().is_empty())
+                .unwrap_or_else(|| name.clone()),
+            upstream: m
+                .upstream
+                .as_ref()
+                .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
+            name,
+            addresses,
+            default: m.default,
+        });
+    }
+    if mailboxes.is_empty() {
+        err("mailbox", "at least one [[mailbox]] is required".into());
+    }
+    if defaults > 1 {
+        err(
+            "mailbox",
+            format!("{defaults} mailboxes have default = true; at most one may"),
+        );
+    }
+
+    Config {
+        server: ServerConfig {
+            hostname,
+            data_dir: PathBuf::from(raw.server.data_dir),
+            domains,
+        },
+        smtp: SmtpConfig {
+            listen,
+            listen_tls,
+            bare_lf,
+            max_connections,
+            connections_per_minute_per_ip: u32::try_from(rate).unwrap_or(u32::MAX),
+            idle_timeout,
+            max_recipients,
+            max_commands,
+            max_line_length,
+        },
+        limits: LimitsConfig { max_message_size },
+        tls: TlsConfig {
+            cert,
+            key,
+            dev_cert_dir: PathBuf::from(raw.tls.dev_cert_dir),
+        },
+        http: HttpConfig {
+            listen: http_listen,
+            api_token_env,
+        },
+        tickets: TicketsConfig { tag, first_number },
+        mailboxes,
+    }
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+fn socket_list(key: &str, list: &[String], err: &mut impl FnMut(&str, String)) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => out.push(a),
+            Err(_) => err(
+                &format!("{key}[{i}]"),
+                format!("invalid socket address {s:?}"),
+            ),
+        }
+    }
+    out
+}
+
+pub(crate) fn positive(key: &str, value: i64, err: &mut impl FnMut(&str, String)) -> usize {
+    if value < 1 {
+        err(key, format!("must be a positive number, not {value}"));
+        1
+    } else {
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
+}
+
+fn size(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> usize {
+    let bytes = match q {
+        Quantity::Number(n) if *n > 0 => Some(*n as u64),
+        Quantity::Number(_) => None,
+        Quantity::Text(s) => s
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64()),
+    };
+    match bytes {
+        Some(b) if b >= 1024 => usize::try_from(b).unwrap_or(usize::MAX),
+        Some(b) => {
+            err(
+                key,
+                format!("{} is too small ({b} bytes; at least 1KiB)", q.describe()),
+            );
+            1024
+        }
+        None => {
+            err(
+                key,
+                format!(
+                    "invalid size {} (use bytes or a unit, e.g. \"50MB\")",
+                    q.describe()
+                ),
+            );
+            1024
+        }
+    }
+}
+
+pub(crate) fn duration(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> Duration {
+    let d = match q {
+        Quantity::Number(n) if *n > 0 => Some(Duration::from_secs(*n as u64)),
+        Quantity::Number(_) => None,
+        Quantity::Text(s) => humantime::parse_duration(s.trim())
+            .ok()
+            .filter(|d| !d.is_zero()),
+    };
+    d.unwrap_or_else(|| {
+        err(
+            key,
+            format!(
+                "invalid duration {} (use seconds or a unit, e.g. \"5m\")",
+                q.describe()
+            ),
+        );
+        Duration::from_secs(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::parse(EMBEDDED_DEFAULT).expect("embedded default must validate");
+        assert_eq!(c.limits.max_message_size, 50_000_000);
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(
+            c.default_mailbox().map(|m| m.name.as_str()),
+            Some("support")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let text = r#"
+[server]
+domains = ["example.test", "bad domain"]
+[smtp]
+listen = ["nope"]
+lisen = 3
+bare_lf = "maybe"
+idle_timeout = "soon"
+[limits]
+max_message_size = "50XB"
+[tls]
+cert = "/nonexistent/cert.pem"
+key = "/nonexistent/key.pem"
+[[mailbox]]
+name = "a"
+addresses = ["foo", "x@other.test"]
+[[mailbox]]
+name = "a"
+addresses = ["y@example.test"]
+default = true
+colour = "red"
+"#;
+        let problems = Config::parse(text).unwrap_err().problems();
+        let joined = problems.join("\n");
+        for expected in [
+            "unknown key: smtp.lisen",
+            "unknown key: mailbox[1].colour",
+            "server.domains[1]: invalid domain",
+            "smtp.listen[0]: invalid socket address \"nope\"",
+            "smtp.bare_lf: must be",
+            "smtp.idle_timeout: invalid duration",
+            "limits.max_message_size: invalid size \"50XB\"",
+            "tls.cert: file not found: /nonexistent/cert.pem",
+            "tls.key: file not found",
+            "mailbox[0].addresses[0]: invalid address \"foo\"",
+            "mailbox[0].addresses[1]: domain of \"x@other.test\" is not in server.domains",
+            "mailbox[1].name: duplicate mailbox name",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_line() {
+        let problems = Config::parse("[smtp]\nmax_recipients = \"many\"\n")
+            .unwrap_err()
+            .problems();
+        assert!(problems[0].starts_with("line 2:"), "{problems:?}");
+    }
+
+    #[test]
+    fn sizes_and_durations_accept_units_and_numbers() {
+        let c = Config::parse(
+            "[server]\ndomains=[\"a.test\"]\n[limits]\nmax_message_size = 2048\n[smtp]\nidle_timeout = 30\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_message_size, 2048);
+        assert_eq!(c.smtp.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.mailboxes[0].queue, "m");
+    }
+
+    #[test]
+    fn upstream_defaults_and_problems() {
+        let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+        let c = Config::parse(&format!(
+            "{base}protocol=\"imap\"\nhost=\"imap.a.test\"\nuser=\"u\"\npassword_env=\"PW\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.port, 993);
+        assert_eq!(u.fetch_per_minute, 25);
+        assert_eq!(u.poll_interval, Duration::from_secs(60));
+        assert!(matches!(
+            u.after_import,
+            crate::mail::AfterImport::Label { .. }
+        ));
+        let c = Config::parse(&format!(
+            "{base}protocol=\"pop3\"\nsecurity=\"starttls\"\nhost=\"h\"\nuser=\"u\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(
+            (u.port, &u.password),
+            (110, &upstream::PasswordSource::Prompt)
+        );
+        assert_eq!(u.after_import, crate::mail::AfterImport::Delete);
+
+        let problems = Config::parse(&format!(
+            "{base}protocol=\"smtp\"\nsecurity=\"none\"\nuser=\"\"\npassword=\"oops\"\nafter_import=\"move\"\nprocessed_keyword=\"a b\"\nca_file=\"/nope.pem\"\n"
+        ))
+        .unwrap_err()
+        .problems()
+        .join("\n");
+        for expected in [
+            "mailbox[0].upstream.password: passwords are never written in the config",
+            "mailbox[0].upstream.protocol: must be",
+            "mailbox[0].upstream.host: missing",
+            "mailbox[0].upstream.security: \"none\" sends the password in the clear",
+            "mailbox[0].upstream.user: missing",
+            "mailbox[0].upstream.processed_folder: required",
+            "mailbox[0].upstream.processed_keyword:",
+            "mailbox[0].upstream.ca_file: file not found",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
+    }
+}

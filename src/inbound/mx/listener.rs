@@ -1,0 +1,375 @@
+//! The thin I/O layer around [`Session`]: accept, limit, read, write, TLS.
+//!
+//! All protocol decisions live in the sans-IO session; this file only moves
+//! bytes, enforces connection caps and idle time, upgrades to TLS, and hands
+//! finished messages to ingest, answering only after the durable commit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::ingest::route::{RouteError, Router};
+use crate::ingest::{Inbound, Ingestor, OversizeNotice, describe_outcomes};
+use crate::mail::EnvelopeInfo;
+use crate::mail::Origin;
+use crate::metrics::Metrics;
+use crate::proto::smtp::reply::Reply;
+use crate::proto::smtp::session::{Envelope, Event, RecipientPolicy, Session, SessionConfig};
+
+/// Bytes read from a socket at a time; the session holds at most this plus a command line.
+const READ_CHUNK: usize = 64 * 1024;
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a connection needs, shared by all listeners.
+pub struct SmtpServer {
+    pub session: Arc<SessionConfig>,
+    pub ingestor: Ingestor,
+    pub metrics: Arc<Metrics>,
+    pub tls: Option<TlsAcceptor>,
+    pub idle_timeout: Duration,
+    connections: Arc<Semaphore>,
+    rate: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl SmtpServer {
+    pub fn new(
+        session: SessionConfig,
+        ingestor: Ingestor,
+        metrics: Arc<Metrics>,
+        tls: Option<TlsAcceptor>,
+        idle_timeout: Duration,
+        max_connections: usize,
+        connections_per_minute_per_ip: u32,
+    ) -> SmtpServer {
+        let per_minute = NonZeroU32::new(connections_per_minute_per_ip).unwrap_or(NonZeroU32::MIN);
+        SmtpServer {
+            session: Arc::new(session),
+            ingestor,
+            metrics,
+            tls,
+            idle_timeout,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            rate: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        }
+    }
+
+    /// Accepts connections until shutdown; `implicit_tls` for port-465 style listeners.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        implicit_tls: bool,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut stop = shutdown.clone();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                server.handle(stream, peer, implicit_tls, shutdown).await;
+            });
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        implicit_tls: bool,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        if self.rate.check_key(&peer.ip()).is_err() {
+            self.metrics.count_connection("refused_rate");
+            tracing::warn!(client = %peer, "connection rate exceeded; refused");
+            refuse(
+                stream,
+                "421 4.7.0 Too many connections from your address, try again later\r\n",
+                implicit_tls,
+            )
+            .await;
+            return;
+        }
+        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+            self.metrics.count_connection("refused_limit");
+            tracing::warn!(client = %peer, "connection limit reached; refused");
+            refuse(
+                stream,
+                "421 4.7.0 Too many connections, try again later\r\n",
+                implicit_tls,
+            )
+            .await;
+            return;
+        };
+        self.metrics.count_connection("accepted");
+        self.metrics.smtp_sessions_active.inc();
+        let result = self.run(stream, peer, implicit_tls, shutdown).await;
+        self.metrics.smtp_sessions_active.dec();
+        match result {
+            Ok(()) => tracing::debug!(client = %peer, "session closed"),
+            Err(e) => tracing::debug!(client = %peer, error = %e, "session ended"),
+        }
+    }
+
+    async fn run(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        implicit_tls: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut session = Session::new(self.session.clone(), implicit_tls);
+        let policy = Policy(self.ingestor.router());
+        if implicit_tls {
+            let acceptor = self
+                .tls
+                .clone()
+                .context("implicit TLS listener without a certificate")?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+                .context("TLS handshake timed out")?
+                .context("TLS handshake failed")?;
+            session.greeting();
+            self.drive(tls, &mut session, &policy, peer, shutdown)
+                .await?;
+            return Ok(());
+        }
+        session.greeting();
+        if let Some(plain) = self
+            .drive(stream, &mut session, &policy, peer, shutdown.clone())
+            .await?
+        {
+            let acceptor = self.tls.clone().context("STARTTLS without a certificate")?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain))
+                .await
+                .context("TLS handshake timed out")?
+                .context("TLS handshake failed")?;
+            session.tls_established();
+            self.drive(tls, &mut session, &policy, peer, shutdown)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the session over one transport. Returns the transport when the
+    /// session asked for STARTTLS, None when it closed.
+    async fn drive<S>(
+        &self,
+        mut stream: S,
+        session: &mut Session,
+        policy: &Policy<'_>,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Option<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut buf = vec![0u8; READ_CHUNK];
+        // Announces this session's coming message to the group commit.
+        let mut expected = None;
+        loop {
+            // Process everything buffered, answering as we go.
+            loop {
+                match session.poll(policy) {
+                    Event::NeedInput => break,
+                    Event::StartTls => {
+                        flush(&mut stream, session).await?;
+                        return Ok(Some(stream));
+                    }
+                    Event::Close => {
+                        flush(&mut stream, session).await?;
+                        let _ = stream.shutdown().await;
+                        return Ok(None);
+                    }
+                    Event::Message(envelope, data) => {
+                        // Replies to pipelined commands before DATA go out first.
+                        flush(&mut stream, session).await?;
+                        let reply = self.deliver(envelope, data, peer, expected.take()).await;
+                        session.message_done(reply);
+                    }
+                    Event::Oversize(envelope, info) => {
+                        expected = None;
+                        flush(&mut stream, session).await?;
+                        self.record_oversize(envelope, info.size, info.head, peer)
+                            .await;
+                    }
+                }
+            }
+            if session.in_transaction() {
+                expected.get_or_insert_with(|| self.ingestor.expect());
+            } else {
+                expected = None;
+            }
+            flush(&mut stream, session).await?;
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)) => r,
+                _ = shutdown.changed() => {
+                    session.shutting_down();
+                    flush(&mut stream, session).await?;
+                    return Ok(None);
+                }
+            };
+            match read {
+                Err(_) => {
+                    session.timed_out();
+                    flush(&mut stream, session).await?;
+                    tracing::info!(client = %peer, "idle timeout; closing");
+                    return Ok(None);
+                }
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Ok(n)) => session.feed(&buf[..n]),
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        envelope: Envelope,
+        data: Vec<u8>,
+        peer: SocketAddr,
+        expected: Option<crate::store::commit::Expected>,
+    ) -> Reply {
+        let mailboxes = envelope
+            .recipients
+            .iter()
+            .map(|r| r.mailbox.clone())
+            .collect();
+        let inbound = Inbound {
+            origin: origin(&envelope, peer),
+            raw: Bytes::from(data),
+            return_path: Some(envelope.mail_from.clone()),
+            mailboxes,
+            upstream_key: None,
+        };
+        match self.ingestor.ingest_expected(inbound, expected).await {
+            Ok(outcomes) => Reply::new(
+                250,
+                Some((2, 0, 0)),
+                format!("Ok: {}", describe_outcomes(&outcomes)),
+            ),
+            Err(_) => Reply::new(
+                451,
+                Some((4, 3, 0)),
+                "Temporary local problem storing the message, try again later",
+            ),
+        }
+    }
+
+    async fn record_oversize(
+        &self,
+        envelope: Envelope,
+        size: usize,
+        head: Vec<u8>,
+        peer: SocketAddr,
+    ) {
+        let notice = OversizeNotice {
+            origin: origin(&envelope, peer),
+            size: size as u64,
+            head,
+            mailboxes: envelope
+                .recipients
+                .iter()
+                .map(|r| r.mailbox.clone())
+                .collect(),
+            limit: self.session.max_message_size,
+            upstream_key: None,
+        };
+        // The client already has its 552; a failure here is only logged.
+        if let Err(e) = self.ingestor.record_oversize(notice).await {
+            tracing::error!(client = %peer, error = %e, "could not record an oversize rejection");
+        }
+    }
+}
+
+fn origin(envelope: &Envelope, peer: SocketAddr) -> Origin {
+    Origin {
+        source: "smtp".into(),
+        envelope: EnvelopeInfo {
+            mail_from: envelope.mail_from.clone(),
+            rcpt_to: envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect(),
+            client: peer.to_string(),
+            helo: envelope.helo.clone(),
+        },
+        received_at: crate::now_rfc3339(),
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> Result<()> {
+    let out = session.take_output();
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+    }
+    Ok(())
+}
+
+/// Answers a refused connection. On implicit-TLS ports a plaintext reply
+/// would be garbage to the client, so the connection is just closed.
+async fn refuse(mut stream: TcpStream, reply: &str, implicit_tls: bool) {
+    if !implicit_tls {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply.as_bytes())).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The router as the session's recipient policy.
+struct Policy<'a>(&'a Router);
+
+impl RecipientPolicy for Policy<'_> {
+    fn check_recipient(&self, address: &str) -> Result<String, Reply> {
+        match self.0.route(address) {
+            Ok(mailbox) => Ok(mailbox.to_string()),
+            Err(RouteError::NotServed) => Err(Reply::new(
+                550,
+                Some((5, 7, 1)),
+                format!(
+                    "<{address}>: relaying denied, this server does not accept mail for that domain"
+                ),
+            )),
+            Err(RouteError::UnknownUser) => Err(Reply::new(
+                550,
+                Some((5, 1, 1)),
+                format!("<{address}>: no such mailbox here"),
+            )),
+        }
+    }
+}
+
+/// Binds every configured SMTP listener (so port errors surface at start).
+pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addresses {
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?,
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,112 @@
+//! From a mailbox's `[mailbox.upstream]` config to an open session, for
+//! either protocol, so the engine and the commands need not care which.
+
+use super::providers::imap::{ImapSettings, ImapUpstream};
+use super::providers::pop3::{Pop3Settings, Pop3Upstream};
+use super::upstream::{ConnectSettings, FetchError, Probe, Upstream, UpstreamMessage, Verdict};
+use crate::config::upstream::{Protocol, UpstreamConfig};
+use crate::mail::Secret;
+
+/// Settings for one upstream, password included (kept out of Debug output).
+#[derive(Debug, Clone)]
+pub enum UpstreamSettings {
+    Imap(ImapSettings),
+    Pop3(Pop3Settings),
+}
+
+impl UpstreamSettings {
+    pub fn new(
+        config: &UpstreamConfig,
+        password: Secret,
+        max_message_size: u64,
+    ) -> UpstreamSettings {
+        let connect = ConnectSettings {
+            host: config.host.clone(),
+            port: config.port,
+            security: config.security,
+            user: config.user.clone(),
+            password,
+            ca_file: config.ca_file.clone(),
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+        };
+        match config.protocol {
+            Protocol::Imap => UpstreamSettings::Imap(ImapSettings {
+                connect,
+                folder: config.folder.clone(),
+                after: config.after_import.clone(),
+                max_message_size,
+            }),
+            Protocol::Pop3 => UpstreamSettings::Pop3(Pop3Settings {
+                connect,
+                after: config.after_import.clone(),
+                max_message_size,
+            }),
+        }
+    }
+
+    pub async fn open(&self) -> Result<AnyUpstream, FetchError> {
+        match self {
+            UpstreamSettings::Imap(s) => {
+                Ok(AnyUpstream::Imap(Box::new(ImapUpstream::open(s).await?)))
+            }
+            UpstreamSettings::Pop3(s) => {
+                Ok(AnyUpstream::Pop3(Box::new(Pop3Upstream::open(s).await?)))
+            }
+        }
+    }
+
+    pub async fn probe(&self) -> Result<Probe, FetchError> {
+        match self {
+            UpstreamSettings::Imap(s) => ImapUpstream::probe(s).await,
+            UpstreamSettings::Pop3(s) => Pop3Upstream::probe(s).await,
+        }
+    }
+}
+
+/// An open session of either protocol.
+pub enum AnyUpstream {
+    Imap(Box<ImapUpstream>),
+    Pop3(Box<Pop3Upstream>),
+}
+
+impl Upstream for AnyUpstream {
+    async fn list_new(&mut self) -> Result<Vec<UpstreamMessage>, FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.list_new().await,
+            AnyUpstream::Pop3(u) => u.list_new().await,
+        }
+    }
+
+    async fn fetch(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.fetch(message).await,
+            AnyUpstream::Pop3(u) => u.fetch(message).await,
+        }
+    }
+
+    async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.fetch_headers(message).await,
+            AnyUpstream::Pop3(u) => u.fetch_headers(message).await,
+        }
+    }
+
+    async fn mark(
+        &mut self,
+        message: &UpstreamMessage,
+        verdict: Verdict,
+    ) -> Result<(), FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.mark(message, verdict).await,
+            AnyUpstream::Pop3(u) => u.mark(message, verdict).await,
+        }
+    }
+
+    async fn finish(self) -> Result<(), FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.finish().await,
+            AnyUpstream::Pop3(u) => u.finish().await,
+        }
+    }
+}

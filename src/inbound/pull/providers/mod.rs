@@ -1,0 +1,5 @@
+//! One module per upstream protocol, each implementing
+//! [`super::upstream::Upstream`].
+
+pub mod imap;
+pub mod pop3;

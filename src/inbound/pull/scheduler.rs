@@ -1,0 +1,372 @@
+//! One worker per upstream mailbox: sync, wait (poll interval, IMAP IDLE,
+//! or backoff after an error), repeat. Authentication failures are counted;
+//! after `auth_failure_limit` in a row the mailbox is paused as
+//! `auth_failed` (so the provider does not lock the account) until an
+//! operator resumes it or a manual sync with a good password succeeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{Quota, RateLimiter};
+use tokio::sync::{Mutex, Notify, watch};
+
+use super::connect::{AnyUpstream, UpstreamSettings};
+use super::engine::{SyncContext, SyncError, SyncReport, sync_once};
+use crate::auth::password;
+use crate::config::upstream::{Protocol, UpstreamConfig};
+use crate::config::{Config, MailboxConfig};
+use crate::ingest::Ingestor;
+use crate::mail::Secret;
+use crate::metrics::{MailboxLabel, Metrics};
+use crate::store::Store;
+use crate::store::mailbox_state::{MailboxState, SyncStatus};
+
+/// Longest wait between retries after errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+
+/// The handle the API and CLI use to reach the workers.
+#[derive(Default)]
+pub struct FetchControl {
+    mailboxes: HashMap<String, Arc<MailboxWorker>>,
+}
+
+/// One upstream mailbox: its settings, its state, and the lock that keeps
+/// two syncs of it from running at once.
+pub struct MailboxWorker {
+    pub name: String,
+    pub upstream: UpstreamConfig,
+    ctx: SyncContext,
+    wake: Notify,
+    running: Mutex<()>,
+}
+
+impl FetchControl {
+    /// Builds a worker per mailbox with an upstream; `start` runs them.
+    pub fn new(
+        config: &Config,
+        ingestor: &Ingestor,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> FetchControl {
+        let mut mailboxes = HashMap::new();
+        for mailbox in &config.mailboxes {
+            if let Some(upstream) = &mailbox.upstream {
+                let worker =
+                    MailboxWorker::new(mailbox, upstream, config, ingestor, store, metrics);
+                mailboxes.insert(mailbox.name.clone(), Arc::new(worker));
+            }
+        }
+        FetchControl { mailboxes }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<MailboxWorker>> {
+        self.mailboxes.get(name)
+    }
+
+    /// Spawns the polling loops.
+    pub fn start(&self, shutdown: watch::Receiver<bool>) {
+        for worker in self.mailboxes.values() {
+            tokio::spawn(worker.clone().run(shutdown.clone()));
+        }
+    }
+}
+
+impl MailboxWorker {
+    fn new(
+        mailbox: &MailboxConfig,
+        upstream: &UpstreamConfig,
+        config: &Config,
+        ingestor: &Ingestor,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> MailboxWorker {
+        let per_minute = std::num::NonZeroU32::new(upstream.fetch_per_minute)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let scheme = match (upstream.protocol, upstream.security) {
+            (Protocol::Imap, crate::mail::Security::Tls) => "imaps",
+            (Protocol::Imap, _) => "imap",
+            (Protocol::Pop3, crate::mail::Security::Tls) => "pop3s",
+            (Protocol::Pop3, _) => "pop3",
+        };
+        let folder = match upstream.protocol {
+            Protocol::Imap => format!("/{}", upstream.folder),
+            Protocol::Pop3 => String::new(),
+        };
+        MailboxWorker {
+            name: mailbox.name.clone(),
+            upstream: upstream.clone(),
+            ctx: SyncContext {
+                mailbox: mailbox.name.clone(),
+                source: upstream.protocol.as_str(),
+                origin_label: format!(
+                    "{scheme}://{}@{}:{}{folder}",
+                    upstream.user, upstream.host, upstream.port
+                ),
+                account: upstream.user.clone(),
+                keeps_messages: upstream.after_import == crate::mail::AfterImport::Keep,
+                max_message_size: config.limits.max_message_size as u64,
+                ingestor: ingestor.clone(),
+                store: store.clone(),
+                limiter: Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
+                metrics: metrics.clone(),
+            },
+            wake: Notify::new(),
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Ask the worker to sync now (and to resume, when paused by auth failures).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn state(&self) -> MailboxState {
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || store.mailbox_state(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    async fn save(&self, state: &MailboxState) {
+        let status = match state.status {
+            SyncStatus::Ok => "ok",
+            SyncStatus::Paused => "paused",
+            SyncStatus::AuthFailed => "auth_failed",
+            SyncStatus::Error => "error",
+        };
+        self.ctx.metrics.set_mailbox_status(&self.name, status);
+        let (store, name, state) = (self.ctx.store.clone(), self.name.clone(), state.clone());
+        match tokio::task::spawn_blocking(move || store.save_mailbox_state(&name, &state)).await {
+            Ok(Ok(())) => {}
+            other => {
+                tracing::error!(mailbox = %self.name, result = ?other.map(|r| r.err()), "could not save the mailbox state")
+            }
+        }
+    }
+
+    /// Clears an auth_failed/paused state (operator action).
+    pub async fn resume(&self) -> MailboxState {
+        let mut state = self.state().await;
+        if self.upstream.active {
+            state.status = SyncStatus::Ok;
+        }
+        state.auth_failures = 0;
+        self.save(&state).await;
+        tracing::info!(mailbox = %self.name, "mailbox resumed");
+        self.wake();
+        state
+    }
+
+    /// One sync now, with this password; records the outcome in the state.
+    pub async fn sync_with(&self, password: Secret) -> Result<SyncReport, SyncError> {
+        let _guard = self.running.lock().await;
+        let settings = UpstreamSettings::new(&self.upstream, password, self.ctx.max_message_size);
+        let result = match settings.open().await {
+            Ok(session) => sync_once::<AnyUpstream>(&self.ctx, session).await,
+            Err(e) => Err(e.into()),
+        };
+        let mut state = self.state().await;
+        let was_paused = state.status == SyncStatus::AuthFailed;
+        self.record(&mut state, &result);
+        self.save(&state).await;
+        if was_paused && state.status != SyncStatus::AuthFailed {
+            // A sync by hand worked: the paused worker polls again.
+            self.wake();
+        }
+        result
+    }
+
+    fn record(&self, state: &mut MailboxState, result: &Result<SyncReport, SyncError>) {
+        let now = crate::now_rfc3339();
+        match result {
+            Ok(report) => {
+                state.status = if self.upstream.active {
+                    SyncStatus::Ok
+                } else {
+                    SyncStatus::Paused
+                };
+                state.last_success = Some(now);
+                // Resumed ones were committed by a sync that failed before counting them.
+                state.imported += (report.imported + report.resumed) as u64;
+                state.auth_failures = 0;
+                let unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                self.ctx
+                    .metrics
+                    .fetch_last_success
+                    .get_or_create(&MailboxLabel {
+                        mailbox: self.name.clone(),
+                    })
+                    .set(unix);
+                if report.listed > 0 {
+                    tracing::info!(
+                        mailbox = %self.name,
+                        listed = report.listed,
+                        imported = report.imported,
+                        rejected = report.rejected,
+                        duplicates = report.duplicates,
+                        resumed = report.resumed,
+                        throttled = report.throttled,
+                        "upstream sync done"
+                    );
+                } else {
+                    tracing::debug!(mailbox = %self.name, "upstream sync: nothing new");
+                }
+            }
+            Err(e) => {
+                self.ctx.metrics.count_fetch_error(&self.name, e.kind());
+                state.last_error = Some(e.to_string());
+                state.last_error_at = Some(now);
+                state.last_error_kind = Some(e.kind().to_string());
+                if e.is_auth() {
+                    state.auth_failures += 1;
+                    if state.auth_failures >= self.upstream.auth_failure_limit {
+                        state.status = SyncStatus::AuthFailed;
+                        tracing::error!(
+                            mailbox = %self.name,
+                            failures = state.auth_failures,
+                            error = %e,
+                            "authentication failed repeatedly; mailbox paused until resumed (POST /api/v1/mailboxes/{}/resume) or synced by hand",
+                            self.name
+                        );
+                        return;
+                    }
+                }
+                state.status = SyncStatus::Error;
+                tracing::warn!(mailbox = %self.name, kind = e.kind(), error = %e, "upstream sync failed; will retry");
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut state = self.state().await;
+        if !self.upstream.active {
+            state.status = SyncStatus::Paused;
+            self.save(&state).await;
+            tracing::info!(mailbox = %self.name, "upstream mailbox paused (active = false)");
+            return;
+        }
+        if state.status == SyncStatus::Paused {
+            state.status = SyncStatus::Ok;
+        }
+        self.save(&state).await;
+        let mut failures: u32 = 0;
+        loop {
+            let state = self.state().await;
+            if state.status == SyncStatus::AuthFailed {
+                // Paused: only an operator wakes it (resume or sync).
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+            let outcome = match password::resolve(&self.upstream.password) {
+                Ok(password) => match self.sync_with(password).await {
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                },
+                Err(e) => {
+                    let mut state = self.state().await;
+                    state.status = SyncStatus::Error;
+                    state.last_error = Some(e.to_string());
+                    state.last_error_at = Some(crate::now_rfc3339());
+                    state.last_error_kind = Some("password".into());
+                    self.ctx.metrics.count_fetch_error(&self.name, "password");
+                    self.save(&state).await;
+                    tracing::error!(mailbox = %self.name, error = %e, "no upstream password");
+                    Some(e.to_string())
+                }
+            };
+            let wait = match outcome {
+                None => {
+                    failures = 0;
+                    self.upstream.poll_interval
+                }
+                Some(_) => {
+                    failures = failures.saturating_add(1);
+                    backoff(self.upstream.poll_interval, failures)
+                }
+            };
+            if failures == 0 && self.upstream.idle && self.upstream.protocol == Protocol::Imap {
+                if self.idle(wait, &mut shutdown).await {
+                    continue;
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Waits in IMAP IDLE for up to `wait`. True when it did wait (a change
+    /// came, or the time passed); false when IDLE is unavailable.
+    async fn idle(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Ok(password) = password::resolve(&self.upstream.password) else {
+            return false;
+        };
+        let UpstreamSettings::Imap(settings) =
+            UpstreamSettings::new(&self.upstream, password, self.ctx.max_message_size)
+        else {
+            return false;
+        };
+        let mut session =
+            match crate::inbound::pull::providers::imap::ImapUpstream::open(&settings).await {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        // Mail that came between the sync's search and this session would
+        // not wake IDLE: look once before waiting.
+        match crate::inbound::pull::upstream::Upstream::list_new(&mut session).await {
+            Ok(waiting) if waiting.iter().any(|m| !m.leftover) => {
+                let _ = crate::inbound::pull::upstream::Upstream::finish(session).await;
+                return true;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        tokio::select! {
+            r = session.wait_for_change(wait) => match r {
+                Ok((session, supported)) => {
+                    let _ = crate::inbound::pull::upstream::Upstream::finish(session).await;
+                    supported
+                }
+                Err(_) => false,
+            },
+            _ = self.wake.notified() => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+}
+
+/// poll_interval x 2^(failures-1), capped.
+fn backoff(base: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(60), 1), s(60));
+        assert_eq!(backoff(s(60), 2), s(120));
+        assert_eq!(backoff(s(60), 3), s(240));
+        assert_eq!(backoff(s(60), 40), MAX_BACKOFF);
+        assert_eq!(backoff(s(3600), 5), s(3600));
+    }
+}

@@ -1,0 +1,137 @@
+//! What the sync engine needs from an upstream mailbox, whatever the
+//! protocol: list what is new, download it, mark it once committed.
+//!
+//! IMAP and POP3 implement [`Upstream`]; the engine (list -> fetch -> ingest
+//! -> commit -> mark) is written once against it, so "mark only after the
+//! commit" holds for every protocol.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::mail::{Secret, Security};
+
+/// Everything needed to open an authenticated session.
+#[derive(Clone)]
+pub struct ConnectSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub user: String,
+    /// Never logged, never in Debug output.
+    pub password: Secret,
+    /// Extra trusted CA certificate (PEM), on top of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect + greeting + TLS + login must finish within this.
+    pub connect_timeout: Duration,
+    /// Any single command must finish within this.
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// One message waiting upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamMessage {
+    /// Stable upstream identity, unique per mailbox:
+    /// `imap:<UIDVALIDITY>:<UID>` or `pop3:<UIDL>`.
+    pub key: String,
+    /// Size the server announces (RFC822.SIZE / LIST), in bytes.
+    pub size: u64,
+    /// Listed only because an interrupted mark may have left it half done
+    /// (IMAP: flagged but not yet moved or expunged). Never imported: the
+    /// engine finishes its mark when it was committed, and skips it otherwise.
+    pub leftover: bool,
+}
+
+/// What to do with a message once its outcome is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Became a ticket message (or was a duplicate of one).
+    Processed,
+    /// Became a rejection record.
+    Rejected,
+}
+
+/// What a connection test found.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// Messages in the folder (POP3: in the maildrop).
+    pub messages: u64,
+    /// Unread (IMAP UNSEEN); POP3 has no flags: None.
+    pub unseen: Option<u64>,
+    /// Capabilities the server announced after login.
+    pub capabilities: Vec<String>,
+    /// IMAP: the folder actually selected (after hierarchy separator mapping).
+    pub folder: Option<String>,
+}
+
+/// Why talking to the upstream failed. `kind()` is the metrics label.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot resolve {host}: {detail}")]
+    Dns { host: String, detail: String },
+    #[error("cannot connect to {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("TLS with {host} failed: {detail}")]
+    Tls { host: String, detail: String },
+    #[error("authentication failed for {user}: {detail}")]
+    Auth { user: String, detail: String },
+    #[error("folder {folder:?} not found or not selectable: {detail}")]
+    Folder { folder: String, detail: String },
+    #[error("server does not support {what}")]
+    Unsupported { what: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out during {0}")]
+    Timeout(String),
+    #[error("connection error: {0}")]
+    Io(String),
+}
+
+impl FetchError {
+    /// Short, stable label for metrics and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Dns { .. } => "dns",
+            FetchError::Connect { .. } => "connect",
+            FetchError::Tls { .. } => "tls",
+            FetchError::Auth { .. } => "auth",
+            FetchError::Folder { .. } => "folder",
+            FetchError::Unsupported { .. } => "unsupported",
+            FetchError::Protocol(_) => "protocol",
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Io(_) => "io",
+        }
+    }
+}
+
+/// An open, authenticated session on one upstream mailbox (folder selected).
+///
+/// Implementations must not mark or delete anything except in `mark`, and
+/// `finish` must make deletions/moves final (IMAP expunge, POP3 QUIT).
+#[allow(async_fn_in_trait)]
+pub trait Upstream {
+    /// Messages to import now, oldest first: IMAP `UNSEEN` without our
+    /// keywords; POP3 every UIDL (the engine skips UIDLs it has committed).
+    async fn list_new(&mut self) -> Result<Vec<UpstreamMessage>, FetchError>;
+    /// The whole message, byte-exact.
+    async fn fetch(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError>;
+    /// Only the header block (for messages too large to download).
+    async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError>;
+    /// Apply the after-import action for this verdict.
+    async fn mark(&mut self, message: &UpstreamMessage, verdict: Verdict)
+    -> Result<(), FetchError>;
+    /// Make marks final and log out.
+    async fn finish(self) -> Result<(), FetchError>;
+}

@@ -1,0 +1,23 @@
+//! The shared vocabulary every layer may use: where mail came from, a parsed
+//! message, why a message was refused, the ticket tag format, secrets and
+//! credentials, upstream and SMTP policy enums. It depends on nothing else in
+//! the crate, so config, protocol cores, tickets and the I/O layers can all
+//! speak it without importing each other.
+
+pub mod bare_lf;
+pub mod credential;
+pub mod origin;
+pub mod parsed;
+pub mod reason;
+pub mod secret;
+pub mod tag;
+pub mod upstream;
+
+pub use bare_lf::BareLf;
+pub use credential::Credential;
+pub use origin::{EnvelopeInfo, Origin};
+pub use parsed::{Attachment, AttachmentMeta, Markers, ParsedMail, Person};
+pub use reason::RejectReason;
+pub use secret::Secret;
+pub use tag::TagFormat;
+pub use upstream::{AfterImport, Security, valid_keyword};

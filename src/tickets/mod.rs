@@ -1,0 +1,4 @@
+//! The ticket domain: the records kept (tickets, messages, rejections) and
+//! what committing a message means for them.
+
+pub mod model;
