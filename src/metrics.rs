@@ -53,6 +53,8 @@ pub struct Metrics {
     pub received: Family<SourceMailbox, Counter>,
     pub rejected: Family<SourceReason, Counter>,
     pub duplicates: Family<SourceMailbox, Counter>,
+    /// Same Message-ID as an earlier, different message: stored as its own.
+    pub id_collisions: Family<SourceMailbox, Counter>,
     pub tickets_created: Family<MailboxLabel, Counter>,
     pub smtp_sessions_active: Gauge,
     pub smtp_connections: Family<OutcomeLabel, Counter>,
@@ -91,6 +93,12 @@ impl Metrics {
             "mailgate_messages_duplicate",
             "Messages seen before for the same mailbox; nothing new stored",
             duplicates.clone(),
+        );
+        let id_collisions = Family::<SourceMailbox, Counter>::default();
+        registry.register(
+            "mailgate_messages_message_id_collision",
+            "Messages whose Message-ID an earlier, different message of the mailbox carried; stored as their own message",
+            id_collisions.clone(),
         );
         let tickets_created = Family::<MailboxLabel, Counter>::default();
         registry.register(
@@ -162,6 +170,7 @@ impl Metrics {
             received,
             rejected,
             duplicates,
+            id_collisions,
             tickets_created,
             smtp_sessions_active,
             smtp_connections,
@@ -180,6 +189,7 @@ impl Metrics {
             };
             let _ = self.received.get_or_create(&labels);
             let _ = self.duplicates.get_or_create(&labels);
+            let _ = self.id_collisions.get_or_create(&labels);
             let _ = self
                 .tickets_created
                 .get_or_create(&MailboxLabel { mailbox: m.clone() });

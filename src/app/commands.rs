@@ -18,8 +18,9 @@ use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
 use crate::mail::{Secret, Security};
 use crate::metrics::Metrics;
-use crate::store::commit::{Committer, TicketSettings};
+use crate::store::commit::Committer;
 use crate::store::{Store, StoreError};
+use crate::tickets::TicketSettings;
 
 fn find<'c>(config: &'c Config, name: &str) -> Result<(&'c MailboxConfig, &'c UpstreamConfig)> {
     let Some(mailbox) = config.mailboxes.iter().find(|m| m.name == name) else {

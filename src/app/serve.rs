@@ -14,7 +14,8 @@ use crate::ingest::route::Router;
 use crate::metrics::Metrics;
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::Store;
-use crate::store::commit::{Committer, TicketSettings};
+use crate::store::commit::Committer;
+use crate::tickets::TicketSettings;
 
 /// How long shutdown waits for open SMTP sessions.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
-use crate::store::commit::{CommitRequest, Committer, Expected, Item, MailboxRef};
+use crate::store::commit::{Committer, Expected};
 use crate::tickets::model::{Earlier, Outcome};
+use crate::tickets::{CommitRequest, Item, MailboxRef};
 use route::Router;
 
 /// One received message, before parsing.
@@ -262,8 +263,22 @@ impl Ingestor {
                 message_id,
                 ticket_number,
                 new_ticket,
+                id_collision,
                 ..
             } => {
+                if *id_collision {
+                    m.id_collisions
+                        .get_or_create(&SourceMailbox {
+                            source: source.into(),
+                            mailbox: mailbox.into(),
+                        })
+                        .inc();
+                    tracing::warn!(
+                        mailbox,
+                        source,
+                        "an earlier, different message of this mailbox has the same Message-ID; kept as its own message={message_id}"
+                    );
+                }
                 if *new_ticket {
                     m.tickets_created
                         .get_or_create(&MailboxLabel {
@@ -286,7 +301,7 @@ impl Ingestor {
                 rejection_id,
                 reason,
             } => {
-                m.count_rejected(source, reason);
+                m.count_rejected(source, reason.as_str());
                 tracing::warn!(
                     rejection = rejection_id,
                     reason = %reason,
@@ -331,7 +346,10 @@ pub fn describe_outcomes(outcomes: &[Outcome]) -> String {
                 rejection_id,
                 reason,
             } => format!("recorded as rejection {rejection_id} ({reason})"),
-            Outcome::Duplicate(e) => format!("duplicate of {}", describe_earlier(e)),
+            // Which record it repeats is the operator's business (the log
+            // says it), not the sender's: naming it would confirm that a
+            // Message-ID was seen.
+            Outcome::Duplicate(_) => "duplicate, already recorded".to_string(),
         })
         .collect();
     parts.join("; ")

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::Config;
-use crate::store::commit::MailboxRef;
+use crate::tickets::MailboxRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {

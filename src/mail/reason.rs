@@ -58,3 +58,17 @@ impl fmt::Display for RejectReason {
         f.write_str(self.as_str())
     }
 }
+
+impl serde::Serialize for RejectReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RejectReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RejectReason::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown rejection reason {s:?}")))
+    }
+}

@@ -5,7 +5,6 @@
 use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
-use super::commit::parse_earlier;
 use super::schema::{MAILBOX_STATE, UPSTREAM_SEEN};
 use super::{Store, StoreError, decode, encode};
 use crate::tickets::model::Earlier;
@@ -65,6 +64,6 @@ impl Store {
         let table = txn.open_table(UPSTREAM_SEEN)?;
         Ok(table
             .get((mailbox, key))?
-            .and_then(|v| parse_earlier(v.value())))
+            .and_then(|v| Earlier::decode(v.value())))
     }
 }

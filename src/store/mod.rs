@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod mailbox_state;
 pub mod query;
+pub mod redb_txn;
 pub mod schema;
 
 use std::path::Path;

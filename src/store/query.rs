@@ -40,7 +40,11 @@ impl Store {
         let mut items = Vec::new();
         let mut next = None;
         let mut take = |ticket: Ticket, items: &mut Vec<Ticket>| -> bool {
-            if filter.status.as_ref().is_some_and(|s| *s != ticket.status) {
+            if filter
+                .status
+                .as_ref()
+                .is_some_and(|s| s != ticket.status.as_str())
+            {
                 return true;
             }
             if items.len() == limit {
@@ -137,7 +141,7 @@ impl Store {
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev() {
             let (k, v) = entry?;
             let rejection: Rejection = decode("rejections", k.value(), v.value())?;
-            if reason.is_some_and(|r| r != rejection.reason) {
+            if reason.is_some_and(|r| r != rejection.reason.as_str()) {
                 continue;
             }
             if items.len() == limit {

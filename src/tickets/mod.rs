@@ -1,4 +1,17 @@
 //! The ticket domain: the records kept (tickets, messages, rejections) and
-//! what committing a message means for them.
+//! the rules of committing mail to them (threading, dedup, numbering),
+//! written once against a small transaction trait ([`txn::TicketTxn`]) that
+//! each store backend implements.
 
+pub mod apply;
+pub mod dedup;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod model;
+pub mod request;
+#[cfg(test)]
+pub(crate) mod suite;
+pub mod txn;
+
+pub use apply::apply;
+pub use request::{CommitRequest, Item, MailboxRef, TicketSettings};

@@ -1,18 +1,67 @@
 //! Records kept in the store; the same shapes are served by the JSON API,
-//! so what an operator sees is exactly what was committed.
+//! so what an operator sees is exactly what was committed. States and
+//! directions are enums serialized as the strings the API has always shown.
 
 use serde::{Deserialize, Serialize};
 
-use crate::mail::{AttachmentMeta, EnvelopeInfo, Person};
+use crate::mail::{AttachmentMeta, EnvelopeInfo, Person, RejectReason};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where a ticket stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    New,
+    Open,
+    Pending,
+    Done,
+    Rejected,
+    Accepted,
+}
+
+impl TicketStatus {
+    pub const ALL: [TicketStatus; 6] = [
+        TicketStatus::New,
+        TicketStatus::Open,
+        TicketStatus::Pending,
+        TicketStatus::Done,
+        TicketStatus::Rejected,
+        TicketStatus::Accepted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketStatus::New => "new",
+            TicketStatus::Open => "open",
+            TicketStatus::Pending => "pending",
+            TicketStatus::Done => "done",
+            TicketStatus::Rejected => "rejected",
+            TicketStatus::Accepted => "accepted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TicketStatus> {
+        TicketStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Which way a message travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Received from a customer (MX or upstream mailbox).
+    Inbound,
+    /// Sent by the gateway (replies, notifications).
+    Outbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: u64,
     pub number: u64,
     pub tag: String,
     pub mailbox: String,
     pub queue: String,
-    pub status: String,
+    pub status: TicketStatus,
     pub subject: String,
     pub requester: Person,
     pub created_at: String,
@@ -20,11 +69,11 @@ pub struct Ticket {
     pub message_count: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     pub id: u64,
     pub ticket_id: u64,
-    pub direction: String,
+    pub direction: Direction,
     pub message_id: String,
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
@@ -43,10 +92,10 @@ pub struct StoredMessage {
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub id: u64,
-    pub reason: String,
+    pub reason: RejectReason,
     pub detail: String,
     pub source: String,
     pub mailbox: Option<String>,
@@ -63,14 +112,21 @@ pub struct Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored as a ticket message; `new_ticket` when it opened the ticket.
+    /// `id_collision` when an earlier, different message of this mailbox
+    /// carried the same Message-ID (a reused or planted id): this one was
+    /// kept as its own message rather than dropped as a duplicate.
     Stored {
         message_id: u64,
         ticket_id: u64,
         ticket_number: u64,
         new_ticket: bool,
+        id_collision: bool,
     },
     /// Recorded as a rejection.
-    Rejected { rejection_id: u64, reason: String },
+    Rejected {
+        rejection_id: u64,
+        reason: RejectReason,
+    },
     /// Seen before for this mailbox; nothing new was written.
     Duplicate(Earlier),
 }
@@ -91,4 +147,24 @@ impl Outcome {
 pub enum Earlier {
     Message(u64),
     Rejection(u64),
+}
+
+impl Earlier {
+    /// `m:ID` / `r:ID`, as kept in the dedup and upstream tables.
+    pub fn encode(self) -> String {
+        match self {
+            Earlier::Message(id) => format!("m:{id}"),
+            Earlier::Rejection(id) => format!("r:{id}"),
+        }
+    }
+
+    pub fn decode(value: &str) -> Option<Earlier> {
+        let (kind, id) = value.split_once(':')?;
+        let id = id.parse::<u64>().ok()?;
+        match kind {
+            "m" => Some(Earlier::Message(id)),
+            "r" => Some(Earlier::Rejection(id)),
+            _ => None,
+        }
+    }
 }

@@ -136,14 +136,15 @@ def base_config(workdir: Path, ports: dict) -> dict:
 
 MSG_PART_RE = re.compile(r"^message <?([^\s<>;]+?)>? in ticket <?#?(\d+)>?$")
 REJ_PART_RE = re.compile(r"^recorded as rejection <?([^\s<>;]+?)>? \(([a-z_]+)\)$")
-DUP_MSG_RE = re.compile(r"^duplicate of message <?([^\s<>;]+?)>?$")
-DUP_REJ_RE = re.compile(r"^duplicate of rejection <?([^\s<>;]+?)>?$")
+# A duplicate names nothing: which earlier record it matched is not the
+# sender's business (it would confirm that a Message-ID was seen).
+DUP_RE = re.compile(r"^duplicate, already recorded$")
 
 
 @dataclass
 class Outcome:
-    kind: str  # "message" | "rejection" | "dup_message" | "dup_rejection"
-    id: str
+    kind: str  # "message" | "rejection" | "duplicate"
+    id: str | None
     ticket: int | None = None
     reason: str | None = None
 
@@ -181,7 +182,7 @@ def parse_data_reply(code: int, text: str) -> Reply:
 
     250 2.0.0 Ok: message <MSGID> in ticket <NUMBER>[; ...]
     250 2.0.0 Ok: recorded as rejection <ID> (<reason>)
-    250 2.0.0 Ok: duplicate of message <MSGID> | duplicate of rejection <ID>
+    250 2.0.0 Ok: duplicate, already recorded
     """
     reply = Reply(code, text)
     if code != 250:
@@ -195,10 +196,8 @@ def parse_data_reply(code: int, text: str) -> Reply:
             reply.outcomes.append(Outcome("message", mm.group(1), ticket=int(mm.group(2))))
         elif mm := REJ_PART_RE.match(part):
             reply.outcomes.append(Outcome("rejection", mm.group(1), reason=mm.group(2)))
-        elif mm := DUP_MSG_RE.match(part):
-            reply.outcomes.append(Outcome("dup_message", mm.group(1)))
-        elif mm := DUP_REJ_RE.match(part):
-            reply.outcomes.append(Outcome("dup_rejection", mm.group(1)))
+        elif DUP_RE.match(part):
+            reply.outcomes.append(Outcome("duplicate", None))
         else:
             reply.outcomes.append(Outcome("unknown", part))
     return reply

@@ -199,7 +199,7 @@ def test_metrics_count(make_gateway):
 
     dup = make_msg("dup", msgid=new_msgid())
     g.send(dup).message()
-    g.send(dup).one("dup_message")
+    g.send(dup).one("duplicate")
     g.send(make_msg("bulk", headers=[("Precedence", "bulk")])).rejection()
     g.send(make_msg("bulk2", headers=[("Precedence", "junk")])).rejection()
     g.send(make_msg("loop", from_="support@example.test")).rejection()
@@ -253,7 +253,7 @@ def test_metrics_oversize_counted(make_gateway):
 def test_metrics_text_format(gw):
     dup = make_msg(f"fmt {unique()}", msgid=new_msgid())
     gw.send(dup).message()
-    gw.send(dup).one("dup_message")
+    gw.send(dup).one("duplicate")
     gw.send(make_msg(f"fmt {unique()}", headers=[("Precedence", "bulk")])).rejection()
     r = gw.http("GET", "/metrics")
     assert r.status == 200

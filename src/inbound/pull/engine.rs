@@ -265,7 +265,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::ingest::route::Router;
-    use crate::store::commit::{Committer, TicketSettings};
+    use crate::store::commit::Committer;
+    use crate::tickets::TicketSettings;
     use governor::{Quota, RateLimiter};
     use std::num::NonZeroU32;
 
@@ -486,7 +487,7 @@ mod tests {
             .unwrap()
             .items
             .into_iter()
-            .map(|r| r.reason)
+            .map(|r| r.reason.to_string())
             .collect();
         reasons.sort();
         assert_eq!(reasons, vec!["oversize", "unparseable"]);

@@ -1,0 +1,249 @@
+//! The ticket rules' transaction interface over redb's tables: one
+//! [`RedbTxn`] is the set of tables opened in one write transaction.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::schema::*;
+use super::{StoreError, decode, encode};
+use crate::tickets::model::{Earlier, Rejection, StoredMessage, Ticket};
+use crate::tickets::txn::{Counter, DedupEntry, TicketTxn};
+
+/// The open tables of one write transaction.
+pub struct RedbTxn<'t> {
+    counters: Table<'t, &'static str, u64>,
+    tickets: Table<'t, u64, &'static [u8]>,
+    numbers: Table<'t, u64, u64>,
+    by_mailbox: Table<'t, (&'static str, u64), ()>,
+    messages: Table<'t, u64, &'static [u8]>,
+    message_raw: Table<'t, u64, &'static [u8]>,
+    attachments: Table<'t, (u64, u32), &'static [u8]>,
+    ticket_messages: Table<'t, (u64, u64), ()>,
+    message_ids: Table<'t, (&'static str, &'static str), (u64, u64)>,
+    dedup: Table<'t, (&'static str, &'static str), &'static str>,
+    rejections: Table<'t, u64, &'static [u8]>,
+    rejection_raw: Table<'t, u64, &'static [u8]>,
+    upstream_seen: Table<'t, (&'static str, &'static str), &'static str>,
+}
+
+impl<'t> RedbTxn<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(RedbTxn {
+            counters: txn.open_table(COUNTERS)?,
+            tickets: txn.open_table(TICKETS)?,
+            numbers: txn.open_table(TICKET_NUMBERS)?,
+            by_mailbox: txn.open_table(TICKETS_BY_MAILBOX)?,
+            messages: txn.open_table(MESSAGES)?,
+            message_raw: txn.open_table(MESSAGE_RAW)?,
+            attachments: txn.open_table(ATTACHMENTS)?,
+            ticket_messages: txn.open_table(TICKET_MESSAGES)?,
+            message_ids: txn.open_table(MESSAGE_IDS)?,
+            dedup: txn.open_table(DEDUP)?,
+            rejections: txn.open_table(REJECTIONS)?,
+            rejection_raw: txn.open_table(REJECTION_RAW)?,
+            upstream_seen: txn.open_table(UPSTREAM_SEEN)?,
+        })
+    }
+}
+
+impl TicketTxn for RedbTxn<'_> {
+    type Error = StoreError;
+
+    fn counter(&self, counter: Counter) -> Result<Option<u64>, StoreError> {
+        Ok(self.counters.get(counter.as_str())?.map(|v| v.value()))
+    }
+
+    fn set_counter(&mut self, counter: Counter, value: u64) -> Result<(), StoreError> {
+        self.counters.insert(counter.as_str(), value)?;
+        Ok(())
+    }
+
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>, StoreError> {
+        match self.tickets.get(id)? {
+            Some(v) => Ok(Some(decode("tickets", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn ticket_by_number(&self, number: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self.numbers.get(number)?.map(|v| v.value()))
+    }
+
+    fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
+        self.numbers.insert(ticket.number, ticket.id)?;
+        self.by_mailbox
+            .insert((ticket.mailbox.as_str(), ticket.id), ())?;
+        self.update_ticket(ticket)
+    }
+
+    fn update_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
+        self.tickets.insert(ticket.id, encode(ticket).as_slice())?;
+        Ok(())
+    }
+
+    fn thread_lookup(&self, mailbox: &str, id: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self.message_ids.get((mailbox, id))?.map(|v| v.value()))
+    }
+
+    fn index_message_id(
+        &mut self,
+        mailbox: &str,
+        id: &str,
+        message: u64,
+        ticket: u64,
+    ) -> Result<(), StoreError> {
+        self.message_ids.insert((mailbox, id), (message, ticket))?;
+        Ok(())
+    }
+
+    fn insert_message(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
+        self.messages
+            .insert(message.id, encode(message).as_slice())?;
+        self.message_raw.insert(message.id, raw)?;
+        self.ticket_messages
+            .insert((message.ticket_id, message.id), ())?;
+        Ok(())
+    }
+
+    fn insert_attachment(
+        &mut self,
+        message: u64,
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.attachments.insert((message, index), bytes)?;
+        Ok(())
+    }
+
+    fn insert_rejection(&mut self, r: &Rejection, raw: Option<&[u8]>) -> Result<(), StoreError> {
+        self.rejections.insert(r.id, encode(r).as_slice())?;
+        if let Some(raw) = raw {
+            self.rejection_raw.insert(r.id, raw)?;
+        }
+        Ok(())
+    }
+
+    fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, StoreError> {
+        Ok(self
+            .dedup
+            .get((mailbox, key))?
+            .and_then(|v| DedupEntry::decode(v.value())))
+    }
+
+    fn put_dedup(
+        &mut self,
+        mailbox: &str,
+        key: &str,
+        entry: &DedupEntry,
+    ) -> Result<(), StoreError> {
+        self.dedup.insert((mailbox, key), entry.encode().as_str())?;
+        Ok(())
+    }
+
+    fn upstream(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, StoreError> {
+        Ok(self
+            .upstream_seen
+            .get((mailbox, key))?
+            .and_then(|v| Earlier::decode(v.value())))
+    }
+
+    fn put_upstream(
+        &mut self,
+        mailbox: &str,
+        key: &str,
+        earlier: Earlier,
+    ) -> Result<(), StoreError> {
+        self.upstream_seen
+            .insert((mailbox, key), earlier.encode().as_str())?;
+        Ok(())
+    }
+}
+
+impl super::commit::Backend for super::Store {
+    fn apply_batch(
+        &self,
+        settings: &crate::tickets::TicketSettings,
+        requests: &[&crate::tickets::CommitRequest],
+    ) -> Result<Vec<Vec<crate::tickets::model::Outcome>>, StoreError> {
+        let started = std::time::Instant::now();
+        let txn = self.db().begin_write()?;
+        let mut all = Vec::with_capacity(requests.len());
+        {
+            let mut tables = RedbTxn::open(&txn)?;
+            for request in requests {
+                all.push(crate::tickets::apply(&mut tables, settings, request)?);
+            }
+        }
+        let applied = started.elapsed();
+        txn.commit()?;
+        tracing::debug!(
+            requests = requests.len(),
+            apply_us = applied.as_micros() as u64,
+            commit_us = (started.elapsed() - applied).as_micros() as u64,
+            "store transaction committed"
+        );
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::commit::Backend;
+    use crate::tickets::CommitRequest;
+    use crate::tickets::model::{Outcome, StoredMessage, Ticket};
+    use crate::tickets::suite::{Harness, settings, ticket_rules_suite};
+
+    /// A redb file in a temporary directory, one write transaction per batch.
+    struct Redb {
+        _dir: tempfile::TempDir,
+        store: Store,
+    }
+
+    fn redb() -> Redb {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        Redb { _dir: dir, store }
+    }
+
+    impl Harness for Redb {
+        fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
+            let refs: Vec<&CommitRequest> = requests.iter().collect();
+            self.store.apply_batch(&settings(), &refs).unwrap()
+        }
+        fn ticket(&self, id: u64) -> Option<Ticket> {
+            self.store.ticket(id).unwrap()
+        }
+        fn ticket_message_ids(&self, ticket: u64) -> Vec<u64> {
+            let messages = self.store.ticket_messages(ticket).unwrap();
+            messages.iter().map(|m| m.id).collect()
+        }
+        fn message(&self, id: u64) -> Option<StoredMessage> {
+            self.store.message(id).unwrap()
+        }
+        fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
+            self.store.rejection_raw(id).unwrap()
+        }
+        fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
+            self.store.attachment(message, index).unwrap()
+        }
+    }
+
+    ticket_rules_suite!(redb());
+
+    #[test]
+    fn entries_written_before_fingerprints_still_deduplicate() {
+        use crate::tickets::suite::{mail, request};
+        let h = &mut redb();
+        let m = mail("a@x.test", Some("old@x"), "s");
+        let first = h.one(request(&m));
+        // What an older version wrote: the earlier record without a fingerprint.
+        let txn = h.store.db().begin_write().unwrap();
+        {
+            let mut dedup = txn.open_table(crate::store::schema::DEDUP).unwrap();
+            dedup.insert(("support", "id:old@x"), "m:1").unwrap();
+        }
+        txn.commit().unwrap();
+        let other = mail("b@x.test", Some("old@x"), "t").text("other");
+        assert_eq!(h.one(request(&other)), Outcome::Duplicate(first.earlier()));
+    }
+}

@@ -1,0 +1,354 @@
+//! The ticket rules: what committing one request means, decided inside the
+//! backend's transaction so that two copies in one batch still make one
+//! ticket message.
+//!
+//! - an upstream identity already recorded for the mailbox changes nothing;
+//! - a message seen before (same dedup key and fingerprint) is a duplicate;
+//! - a message threads onto the ticket of a Message-ID it references
+//!   (In-Reply-To, then References newest first), else onto the ticket its
+//!   subject tag names, within its mailbox; else it opens a ticket;
+//! - automatic mail that threads nowhere becomes a rejection instead.
+
+use super::dedup;
+use super::model::{Direction, Earlier, Outcome, Rejection, StoredMessage, Ticket, TicketStatus};
+use super::request::{CommitRequest, Item, MailboxRef, TicketSettings};
+use super::txn::{Counter, DedupEntry, TicketTxn};
+use crate::mail::{ParsedMail, RejectReason};
+
+/// Records one request and returns one outcome per item, in order.
+pub fn apply<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    request: &CommitRequest,
+) -> Result<Vec<Outcome>, T::Error> {
+    let Some(key) = &request.upstream_key else {
+        return apply_items(txn, settings, request);
+    };
+    let scope = request.items.first().map(Item::mailbox).unwrap_or("");
+    if let Some(earlier) = txn.upstream(scope, key)? {
+        return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
+    }
+    let outcomes = apply_items(txn, settings, request)?;
+    if let Some(first) = outcomes.first() {
+        txn.put_upstream(scope, key, first.earlier())?;
+    }
+    Ok(outcomes)
+}
+
+/// What a rejection record says beyond its origin.
+struct RejectFields<'a> {
+    mailbox: Option<&'a str>,
+    reason: RejectReason,
+    detail: &'a str,
+    message_id: Option<&'a str>,
+    from: Option<&'a str>,
+    subject: Option<&'a str>,
+}
+
+/// How a new record relates to what the dedup table knows.
+enum Seen {
+    /// The same message again.
+    Duplicate(Earlier),
+    /// New: remember it under this key (the primary key, or the collision
+    /// key when another message already holds the primary one).
+    New { key: String, collision: bool },
+}
+
+fn seen<T: TicketTxn>(
+    txn: &T,
+    mailbox: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Seen, T::Error> {
+    let Some(entry) = txn.dedup(mailbox, key)? else {
+        return Ok(Seen::New {
+            key: key.to_string(),
+            collision: false,
+        });
+    };
+    // Entries from before fingerprints existed compare equal, as they did.
+    if entry
+        .fingerprint
+        .as_deref()
+        .is_none_or(|f| f == fingerprint)
+    {
+        return Ok(Seen::Duplicate(entry.earlier));
+    }
+    let second = dedup::collision_key(key, fingerprint);
+    Ok(match txn.dedup(mailbox, &second)? {
+        Some(e) => Seen::Duplicate(e.earlier),
+        None => Seen::New {
+            key: second,
+            collision: true,
+        },
+    })
+}
+
+fn apply_items<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    request: &CommitRequest,
+) -> Result<Vec<Outcome>, T::Error> {
+    let mut outcomes = Vec::with_capacity(request.items.len());
+    for item in &request.items {
+        let outcome = match item {
+            Item::Message {
+                mailbox,
+                mail,
+                automatic,
+            } => {
+                let key = dedup::message_key(mail, &request.raw);
+                let fingerprint = dedup::message_fingerprint(mail);
+                match seen(txn, &mailbox.name, &key, &fingerprint)? {
+                    Seen::Duplicate(e) => Outcome::Duplicate(e),
+                    Seen::New { key, collision } => {
+                        let outcome = store_message(
+                            txn,
+                            settings,
+                            request,
+                            mailbox,
+                            mail,
+                            automatic.as_ref(),
+                            collision,
+                        )?;
+                        remember(txn, &mailbox.name, &key, &outcome, fingerprint)?;
+                        outcome
+                    }
+                }
+            }
+            Item::Reject {
+                mailbox,
+                reason,
+                detail,
+                message_id,
+                from,
+                subject,
+                keep_raw,
+            } => {
+                // Oversize mail is not kept: without a Message-ID it cannot
+                // be compared, so it is never deduplicated.
+                let key = match (message_id, *keep_raw) {
+                    (Some(id), _) => Some(format!("id:{id}")),
+                    (None, true) => Some(dedup::content_key(&request.raw)),
+                    (None, false) => None,
+                };
+                let fingerprint = if *keep_raw {
+                    dedup::raw_fingerprint(&request.raw)
+                } else {
+                    dedup::fields_fingerprint(from.as_deref(), subject.as_deref(), request.size)
+                };
+                let scope = mailbox.as_deref().unwrap_or("");
+                let seen = match &key {
+                    Some(k) => seen(txn, scope, k, &fingerprint)?,
+                    None => Seen::New {
+                        key: String::new(),
+                        collision: false,
+                    },
+                };
+                match seen {
+                    Seen::Duplicate(e) => Outcome::Duplicate(e),
+                    Seen::New { key: k, .. } => {
+                        let fields = RejectFields {
+                            mailbox: mailbox.as_deref(),
+                            reason: *reason,
+                            detail,
+                            message_id: message_id.as_deref(),
+                            from: from.as_deref(),
+                            subject: subject.as_deref(),
+                        };
+                        let outcome = reject(txn, request, fields, *keep_raw)?;
+                        if key.is_some() {
+                            remember(txn, scope, &k, &outcome, fingerprint)?;
+                        }
+                        outcome
+                    }
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn remember<T: TicketTxn>(
+    txn: &mut T,
+    mailbox: &str,
+    key: &str,
+    outcome: &Outcome,
+    fingerprint: String,
+) -> Result<(), T::Error> {
+    let entry = DedupEntry {
+        earlier: outcome.earlier(),
+        fingerprint: Some(fingerprint),
+    };
+    txn.put_dedup(mailbox, key, &entry)
+}
+
+fn next<T: TicketTxn>(txn: &mut T, counter: Counter) -> Result<u64, T::Error> {
+    let next = txn.counter(counter)?.unwrap_or(0) + 1;
+    txn.set_counter(counter, next)?;
+    Ok(next)
+}
+
+/// Ticket numbers start at `first_number` and never go back, even when the
+/// configured start is lowered later.
+fn next_number<T: TicketTxn>(txn: &mut T, settings: &TicketSettings) -> Result<u64, T::Error> {
+    let next = match txn.counter(Counter::Number)? {
+        Some(n) => (n + 1).max(settings.first_number),
+        None => settings.first_number,
+    };
+    txn.set_counter(Counter::Number, next)?;
+    Ok(next)
+}
+
+/// The ticket this message continues: by In-Reply-To / References (the
+/// newest reference first), then by a tag in the subject; same mailbox only.
+pub fn find_ticket<T: TicketTxn>(
+    txn: &T,
+    settings: &TicketSettings,
+    mailbox: &str,
+    mail: &ParsedMail,
+) -> Result<Option<Ticket>, T::Error> {
+    let referenced = mail.in_reply_to.iter().chain(mail.references.iter().rev());
+    for id in referenced {
+        if let Some((_, ticket_id)) = txn.thread_lookup(mailbox, id)?
+            && let Some(ticket) = txn.ticket(ticket_id)?
+        {
+            return Ok(Some(ticket));
+        }
+    }
+    for number in settings.tag.find_all(&mail.subject) {
+        if let Some(id) = txn.ticket_by_number(number)?
+            && let Some(ticket) = txn.ticket(id)?
+            && ticket.mailbox == mailbox
+        {
+            return Ok(Some(ticket));
+        }
+    }
+    Ok(None)
+}
+
+fn store_message<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    request: &CommitRequest,
+    mailbox: &MailboxRef,
+    mail: &ParsedMail,
+    automatic: Option<&(RejectReason, String)>,
+    id_collision: bool,
+) -> Result<Outcome, T::Error> {
+    let now = &request.origin.received_at;
+    let existing = find_ticket(txn, settings, &mailbox.name, mail)?;
+    if existing.is_none()
+        && let Some((reason, detail)) = automatic
+    {
+        let fields = RejectFields {
+            mailbox: Some(&mailbox.name),
+            reason: *reason,
+            detail,
+            message_id: mail.message_id.as_deref(),
+            from: Some(&mail.from.address),
+            subject: Some(&mail.subject),
+        };
+        return reject(txn, request, fields, true);
+    }
+    let new_ticket = existing.is_none();
+    let mut ticket = match existing {
+        Some(t) => t,
+        None => {
+            let id = next(txn, Counter::Ticket)?;
+            let number = next_number(txn, settings)?;
+            Ticket {
+                id,
+                number,
+                tag: settings.tag.format(number),
+                mailbox: mailbox.name.clone(),
+                queue: mailbox.queue.clone(),
+                status: TicketStatus::Open,
+                subject: mail.subject.clone(),
+                requester: mail.from.clone(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                message_count: 0,
+            }
+        }
+    };
+    let id = next(txn, Counter::Message)?;
+    // Every message gets a Message-ID to thread on; ours when it had none.
+    let message_id = mail
+        .message_id
+        .clone()
+        .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
+    let stored = StoredMessage {
+        id,
+        ticket_id: ticket.id,
+        direction: Direction::Inbound,
+        message_id: message_id.clone(),
+        in_reply_to: mail.in_reply_to.clone(),
+        references: mail.references.clone(),
+        from: mail.from.clone(),
+        to: mail.to.clone(),
+        cc: mail.cc.clone(),
+        date: mail.date.clone(),
+        subject: mail.subject.clone(),
+        text: mail.text.clone(),
+        html: mail.html.clone(),
+        attachments: mail.attachments.iter().map(|a| a.meta.clone()).collect(),
+        auto_submitted: automatic.is_some(),
+        source: request.origin.source.clone(),
+        envelope: request.origin.envelope.clone(),
+        received_at: now.clone(),
+        size: request.size,
+    };
+    txn.insert_message(&stored, request.raw.as_ref())?;
+    for a in &mail.attachments {
+        txn.insert_attachment(id, a.meta.index, &a.bytes)?;
+    }
+    // The first message with an id keeps it for threading: a later message
+    // reusing the id (a collision) must not redirect replies to its ticket.
+    if txn.thread_lookup(&mailbox.name, &message_id)?.is_none() {
+        txn.index_message_id(&mailbox.name, &message_id, id, ticket.id)?;
+    }
+    ticket.message_count += 1;
+    ticket.updated_at = now.clone();
+    if new_ticket {
+        txn.insert_ticket(&ticket)?;
+    } else {
+        txn.update_ticket(&ticket)?;
+    }
+    Ok(Outcome::Stored {
+        message_id: id,
+        ticket_id: ticket.id,
+        ticket_number: ticket.number,
+        new_ticket,
+        id_collision,
+    })
+}
+
+/// Records a rejection, with the raw bytes when `keep_raw`.
+fn reject<T: TicketTxn>(
+    txn: &mut T,
+    request: &CommitRequest,
+    fields: RejectFields<'_>,
+    keep_raw: bool,
+) -> Result<Outcome, T::Error> {
+    let rejection = Rejection {
+        id: next(txn, Counter::Rejection)?,
+        reason: fields.reason,
+        detail: fields.detail.to_string(),
+        source: request.origin.source.clone(),
+        mailbox: fields.mailbox.map(str::to_string),
+        envelope: request.origin.envelope.clone(),
+        message_id: fields.message_id.map(str::to_string),
+        from: fields.from.map(str::to_string),
+        subject: fields.subject.map(str::to_string),
+        size: request.size,
+        received_at: request.origin.received_at.clone(),
+        raw_available: keep_raw,
+    };
+    txn.insert_rejection(&rejection, keep_raw.then_some(request.raw.as_ref()))?;
+    Ok(Outcome::Rejected {
+        rejection_id: rejection.id,
+        reason: rejection.reason,
+    })
+}

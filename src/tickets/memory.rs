@@ -1,0 +1,128 @@
+//! The transaction interface over plain maps: the ticket rules' test
+//! backend, proving they hold for a backend other than redb.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use super::model::{Earlier, Rejection, StoredMessage, Ticket};
+use super::txn::{Counter, DedupEntry, TicketTxn};
+
+/// Everything one store holds. A transaction is a clone that replaces the
+/// original on commit, so a failed batch leaves nothing behind.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTxn {
+    counters: BTreeMap<Counter, u64>,
+    tickets: BTreeMap<u64, Ticket>,
+    numbers: BTreeMap<u64, u64>,
+    by_mailbox: BTreeMap<(String, u64), ()>,
+    messages: BTreeMap<u64, (StoredMessage, Vec<u8>)>,
+    ticket_messages: BTreeMap<(u64, u64), ()>,
+    attachments: BTreeMap<(u64, u32), Vec<u8>>,
+    message_ids: BTreeMap<(String, String), (u64, u64)>,
+    rejections: BTreeMap<u64, (Rejection, Option<Vec<u8>>)>,
+    dedup: BTreeMap<(String, String), DedupEntry>,
+    upstream: BTreeMap<(String, String), Earlier>,
+}
+
+impl MemoryTxn {
+    /// A ticket's message ids, oldest first.
+    pub fn ticket_message_ids(&self, ticket: u64) -> Vec<u64> {
+        self.ticket_messages
+            .range((ticket, 0)..=(ticket, u64::MAX))
+            .map(|((_, m), _)| *m)
+            .collect()
+    }
+
+    pub fn message(&self, id: u64) -> Option<StoredMessage> {
+        self.messages.get(&id).map(|(m, _)| m.clone())
+    }
+
+    pub fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
+        self.rejections.get(&id).and_then(|(_, raw)| raw.clone())
+    }
+
+    pub fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
+        self.attachments.get(&(message, index)).cloned()
+    }
+}
+
+fn key(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+impl TicketTxn for MemoryTxn {
+    type Error = Infallible;
+
+    fn counter(&self, counter: Counter) -> Result<Option<u64>, Infallible> {
+        Ok(self.counters.get(&counter).copied())
+    }
+    fn set_counter(&mut self, counter: Counter, value: u64) -> Result<(), Infallible> {
+        self.counters.insert(counter, value);
+        Ok(())
+    }
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>, Infallible> {
+        Ok(self.tickets.get(&id).cloned())
+    }
+    fn ticket_by_number(&self, number: u64) -> Result<Option<u64>, Infallible> {
+        Ok(self.numbers.get(&number).copied())
+    }
+    fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), Infallible> {
+        self.numbers.insert(ticket.number, ticket.id);
+        self.by_mailbox
+            .insert((ticket.mailbox.clone(), ticket.id), ());
+        self.tickets.insert(ticket.id, ticket.clone());
+        Ok(())
+    }
+    fn update_ticket(&mut self, ticket: &Ticket) -> Result<(), Infallible> {
+        self.tickets.insert(ticket.id, ticket.clone());
+        Ok(())
+    }
+    fn thread_lookup(&self, mailbox: &str, id: &str) -> Result<Option<(u64, u64)>, Infallible> {
+        Ok(self.message_ids.get(&key(mailbox, id)).copied())
+    }
+    fn index_message_id(
+        &mut self,
+        mailbox: &str,
+        id: &str,
+        message: u64,
+        ticket: u64,
+    ) -> Result<(), Infallible> {
+        self.message_ids.insert(key(mailbox, id), (message, ticket));
+        Ok(())
+    }
+    fn insert_message(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), Infallible> {
+        self.ticket_messages
+            .insert((message.ticket_id, message.id), ());
+        self.messages
+            .insert(message.id, (message.clone(), raw.to_vec()));
+        Ok(())
+    }
+    fn insert_attachment(
+        &mut self,
+        message: u64,
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<(), Infallible> {
+        self.attachments.insert((message, index), bytes.to_vec());
+        Ok(())
+    }
+    fn insert_rejection(&mut self, r: &Rejection, raw: Option<&[u8]>) -> Result<(), Infallible> {
+        self.rejections
+            .insert(r.id, (r.clone(), raw.map(<[u8]>::to_vec)));
+        Ok(())
+    }
+    fn dedup(&self, mailbox: &str, k: &str) -> Result<Option<DedupEntry>, Infallible> {
+        Ok(self.dedup.get(&key(mailbox, k)).cloned())
+    }
+    fn put_dedup(&mut self, mailbox: &str, k: &str, entry: &DedupEntry) -> Result<(), Infallible> {
+        self.dedup.insert(key(mailbox, k), entry.clone());
+        Ok(())
+    }
+    fn upstream(&self, mailbox: &str, k: &str) -> Result<Option<Earlier>, Infallible> {
+        Ok(self.upstream.get(&key(mailbox, k)).copied())
+    }
+    fn put_upstream(&mut self, mailbox: &str, k: &str, earlier: Earlier) -> Result<(), Infallible> {
+        self.upstream.insert(key(mailbox, k), earlier);
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! The ticket rules' tests, written once against [`Harness`] and run on
+//! every backend: `ticket_rules_suite!(make)` expands to one `#[test]` per
+//! rule for the backend `make()` builds (the in-memory maps here, redb in
+//! `store`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::model::{Earlier, Outcome, StoredMessage, Ticket};
+use super::request::{CommitRequest, Item, MailboxRef, TicketSettings};
+use crate::mail::{
+    Attachment, AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
+};
+
+/// A backend under test: each `commit` is one transaction.
+pub trait Harness {
+    fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>>;
+    fn ticket(&self, id: u64) -> Option<Ticket>;
+    fn ticket_message_ids(&self, ticket: u64) -> Vec<u64>;
+    fn message(&self, id: u64) -> Option<StoredMessage>;
+    fn rejection_raw(&self, id: u64) -> Option<Vec<u8>>;
+    fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>>;
+
+    fn commit(&mut self, request: CommitRequest) -> Vec<Outcome> {
+        self.commit_batch(&[request]).remove(0)
+    }
+    fn one(&mut self, request: CommitRequest) -> Outcome {
+        self.commit(request).remove(0)
+    }
+}
+
+pub fn settings() -> TicketSettings {
+    TicketSettings {
+        tag: TagFormat::parse("[MG#{number}]").unwrap(),
+        first_number: 1000,
+    }
+}
+
+/// A parsed message, built by hand (the parser is a layer above).
+#[derive(Clone)]
+pub struct Mail {
+    pub from: &'static str,
+    pub id: Option<&'static str>,
+    pub subject: &'static str,
+    pub in_reply_to: Vec<&'static str>,
+    pub references: Vec<&'static str>,
+    pub text: &'static str,
+}
+
+pub fn mail(from: &'static str, id: Option<&'static str>, subject: &'static str) -> Mail {
+    Mail {
+        from,
+        id,
+        subject,
+        in_reply_to: vec![],
+        references: vec![],
+        text: "body",
+    }
+}
+
+impl Mail {
+    pub fn replying(mut self, in_reply_to: &'static str) -> Mail {
+        self.in_reply_to = vec![in_reply_to];
+        self
+    }
+    pub fn referencing(mut self, refs: &[&'static str]) -> Mail {
+        self.references = refs.to_vec();
+        self
+    }
+    pub fn text(mut self, text: &'static str) -> Mail {
+        self.text = text;
+        self
+    }
+    fn parsed(&self) -> ParsedMail {
+        ParsedMail {
+            message_id: self.id.map(str::to_string),
+            in_reply_to: self.in_reply_to.iter().map(|s| s.to_string()).collect(),
+            references: self.references.iter().map(|s| s.to_string()).collect(),
+            from: Person {
+                address: self.from.into(),
+                name: None,
+            },
+            subject: self.subject.into(),
+            text: self.text.into(),
+            ..ParsedMail::default()
+        }
+    }
+    fn raw(&self) -> Bytes {
+        let mut raw = format!("From: {}\r\nSubject: {}\r\n", self.from, self.subject);
+        if let Some(id) = self.id {
+            raw.push_str(&format!("Message-ID: <{id}>\r\n"));
+        }
+        raw.push_str(&format!("\r\n{}\r\n", self.text));
+        Bytes::from(raw)
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        source: "test".into(),
+        envelope: EnvelopeInfo::default(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn mailbox(name: &str) -> MailboxRef {
+    MailboxRef {
+        name: name.into(),
+        queue: name.to_uppercase(),
+    }
+}
+
+pub fn request_for(m: &Mail, mailboxes: &[&str], automatic: bool) -> CommitRequest {
+    request_with(m, m.parsed(), mailboxes, automatic)
+}
+
+fn request_with(
+    m: &Mail,
+    parsed: ParsedMail,
+    mailboxes: &[&str],
+    automatic: bool,
+) -> CommitRequest {
+    let raw = m.raw();
+    let parsed = Arc::new(parsed);
+    CommitRequest {
+        origin: origin(),
+        size: raw.len() as u64,
+        raw,
+        upstream_key: None,
+        items: mailboxes
+            .iter()
+            .map(|name| Item::Message {
+                mailbox: mailbox(name),
+                mail: parsed.clone(),
+                automatic: automatic.then(|| (RejectReason::AutoSubmitted, "test".into())),
+            })
+            .collect(),
+    }
+}
+
+pub fn request(m: &Mail) -> CommitRequest {
+    request_for(m, &["support"], false)
+}
+
+fn reject_request(raw: &'static [u8], message_id: Option<&str>, keep_raw: bool) -> CommitRequest {
+    CommitRequest {
+        origin: origin(),
+        raw: if keep_raw {
+            Bytes::from_static(raw)
+        } else {
+            Bytes::new()
+        },
+        size: raw.len() as u64,
+        upstream_key: None,
+        items: vec![Item::Reject {
+            mailbox: Some("support".into()),
+            reason: if keep_raw {
+                RejectReason::NoSender
+            } else {
+                RejectReason::Oversize
+            },
+            detail: "test".into(),
+            message_id: message_id.map(str::to_string),
+            from: None,
+            subject: Some("s".into()),
+            keep_raw,
+        }],
+    }
+}
+
+/// (message id, ticket number, new ticket) of a stored outcome.
+pub fn stored(o: &Outcome) -> (u64, u64, bool) {
+    match o {
+        Outcome::Stored {
+            message_id,
+            ticket_number,
+            new_ticket,
+            ..
+        } => (*message_id, *ticket_number, *new_ticket),
+        other => panic!("expected a stored message, got {other:?}"),
+    }
+}
+
+pub fn threads_by_references_in_reply_to_and_tag(h: &mut impl Harness) {
+    let first = h.one(request(&mail("a@x.test", Some("1@x"), "Help")));
+    assert_eq!(stored(&first), (1, 1000, true));
+    let by_refs = h.one(request(
+        &mail("a@x.test", Some("2@x"), "Re: Help").referencing(&["unknown@x", "1@x"]),
+    ));
+    assert_eq!(stored(&by_refs), (2, 1000, false));
+    let by_irt = h.one(request(&mail("a@x.test", Some("3@x"), "x").replying("2@x")));
+    assert_eq!(stored(&by_irt).1, 1000);
+    let by_tag = h.one(request(&mail(
+        "b@x.test",
+        Some("4@x"),
+        "Re: [MG#1000] Help",
+    )));
+    assert_eq!(stored(&by_tag).1, 1000);
+    let unknown_tag = h.one(request(&mail(
+        "b@x.test",
+        Some("5@x"),
+        "Re: [MG#4242] Help",
+    )));
+    assert_eq!(stored(&unknown_tag), (5, 1001, true));
+    let ticket = h.ticket(1).unwrap();
+    assert_eq!(ticket.message_count, 4);
+    assert_eq!(ticket.tag, "[MG#1000]");
+    assert_eq!(ticket.requester.address, "a@x.test");
+    assert_eq!(h.ticket_message_ids(1), vec![1, 2, 3, 4]);
+}
+
+pub fn threading_is_scoped_to_the_mailbox(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("a@x.test", Some("s1@x"), "Help"))));
+    let other = h.one(request_for(
+        &mail("a@x.test", Some("s2@x"), "Re: [MG#1000] Help").replying("s1@x"),
+        &["sales"],
+        false,
+    ));
+    assert_eq!(stored(&other), (2, 1001, true));
+}
+
+pub fn duplicates_by_message_id_and_by_content(h: &mut impl Harness) {
+    let m = mail("a@x.test", Some("d@x"), "s");
+    stored(&h.one(request(&m)));
+    assert_eq!(h.one(request(&m)), Outcome::Duplicate(Earlier::Message(1)));
+    let no_id = mail("a@x.test", None, "s").text("no id");
+    let (id, _, _) = stored(&h.one(request(&no_id)));
+    assert_eq!(
+        h.one(request(&no_id)),
+        Outcome::Duplicate(Earlier::Message(id))
+    );
+    // Another mailbox is another scope.
+    let other = h.commit(request_for(&m, &["sales"], false));
+    assert!(matches!(
+        other[0],
+        Outcome::Stored {
+            new_ticket: true,
+            ..
+        }
+    ));
+}
+
+pub fn duplicates_inside_one_batch_are_caught(h: &mut impl Harness) {
+    let m = mail("a@x.test", Some("same@x"), "s");
+    let outcomes = h.commit_batch(&[request(&m), request(&m)]);
+    assert!(matches!(outcomes[0][0], Outcome::Stored { .. }));
+    assert_eq!(outcomes[1][0], Outcome::Duplicate(Earlier::Message(1)));
+}
+
+pub fn a_planted_message_id_does_not_suppress_the_real_mail(h: &mut impl Harness) {
+    let planted = mail("stranger@evil.test", Some("real@customer.test"), "hi").text("spam");
+    let genuine = mail("ann@customer.test", Some("real@customer.test"), "Invoice").text("real");
+    let first = h.one(request(&planted));
+    assert!(matches!(
+        first,
+        Outcome::Stored {
+            id_collision: false,
+            ..
+        }
+    ));
+    let real = h.one(request(&genuine));
+    match real {
+        Outcome::Stored {
+            message_id,
+            id_collision,
+            new_ticket,
+            ..
+        } => {
+            assert!(
+                id_collision,
+                "a same-id, other-content message is a collision"
+            );
+            assert!(new_ticket);
+            let m = h.message(message_id).unwrap();
+            assert_eq!(m.from.address, "ann@customer.test");
+            assert_eq!(m.text, "real");
+        }
+        other => panic!("the genuine message was not stored: {other:?}"),
+    }
+    // Copies of either are still duplicates, each of its own record.
+    assert_eq!(
+        h.one(request(&planted)),
+        Outcome::Duplicate(Earlier::Message(1))
+    );
+    assert_eq!(
+        h.one(request(&genuine)),
+        Outcome::Duplicate(Earlier::Message(2))
+    );
+    // Replies keep threading on the first holder of the id.
+    let reply = h.one(request(
+        &mail("x@y.test", Some("r@y"), "Re").replying("real@customer.test"),
+    ));
+    assert_eq!(stored(&reply).1, 1000);
+}
+
+pub fn automatic_mail_threads_or_is_rejected(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("a@x.test", Some("t@x"), "s"))));
+    let threaded = h.one(request_for(
+        &mail("a@x.test", Some("ar1@x"), "Out of office").replying("t@x"),
+        &["support"],
+        true,
+    ));
+    assert_eq!(stored(&threaded).1, 1000);
+    assert!(h.message(2).unwrap().auto_submitted);
+    let alone = h.one(request_for(
+        &mail("a@x.test", Some("ar2@x"), "Out of office"),
+        &["support"],
+        true,
+    ));
+    assert_eq!(
+        alone,
+        Outcome::Rejected {
+            rejection_id: 1,
+            reason: RejectReason::AutoSubmitted
+        }
+    );
+    assert!(h.rejection_raw(1).is_some());
+}
+
+pub fn rejections_dedup_and_oversize_without_id_never_does(h: &mut impl Harness) {
+    let raw: &'static [u8] = b"Subject: s\r\n\r\nno from\r\n";
+    let r = h.one(reject_request(raw, None, true));
+    assert!(matches!(
+        r,
+        Outcome::Rejected {
+            rejection_id: 1,
+            ..
+        }
+    ));
+    assert_eq!(h.rejection_raw(1).as_deref(), Some(raw));
+    assert_eq!(
+        h.one(reject_request(raw, None, true)),
+        Outcome::Duplicate(Earlier::Rejection(1))
+    );
+    // Oversize: raw not kept; without an id every notice is its own record.
+    for expected in [2, 3] {
+        match h.one(reject_request(raw, None, false)) {
+            Outcome::Rejected { rejection_id, .. } => assert_eq!(rejection_id, expected),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.rejection_raw(expected), None);
+    }
+    // With an id the same oversize message is recognised.
+    let first = h.one(reject_request(raw, Some("big@x"), false));
+    assert_eq!(
+        h.one(reject_request(raw, Some("big@x"), false)),
+        Outcome::Duplicate(first.earlier())
+    );
+}
+
+pub fn upstream_identity_makes_a_refetch_a_duplicate(h: &mut impl Harness) {
+    let m = mail("a@x.test", Some("u@x"), "s");
+    let mut r = request(&m);
+    r.upstream_key = Some("imap:7:42".into());
+    let first = h.one(r.clone());
+    assert!(matches!(first, Outcome::Stored { .. }));
+    // Even with other content: the identity decides, nothing is re-imported.
+    let mut again = request(&mail("a@x.test", Some("other@x"), "t"));
+    again.upstream_key = Some("imap:7:42".into());
+    assert_eq!(h.one(again), Outcome::Duplicate(first.earlier()));
+    assert_eq!(h.ticket(2), None);
+}
+
+pub fn one_message_for_two_mailboxes_makes_two_tickets(h: &mut impl Harness) {
+    let outcomes = h.commit(request_for(
+        &mail("a@x.test", Some("two@x"), "s"),
+        &["support", "sales"],
+        false,
+    ));
+    assert_eq!(stored(&outcomes[0]), (1, 1000, true));
+    assert_eq!(stored(&outcomes[1]), (2, 1001, true));
+    assert_eq!(h.ticket(2).unwrap().mailbox, "sales");
+}
+
+pub fn attachments_are_kept_with_their_message(h: &mut impl Harness) {
+    let m = mail("a@x.test", Some("att@x"), "s");
+    let mut parsed = m.parsed();
+    parsed.attachments = vec![Attachment {
+        meta: AttachmentMeta {
+            index: 0,
+            name: Some("a.bin".into()),
+            content_type: "application/octet-stream".into(),
+            size: 3,
+        },
+        bytes: vec![1, 2, 3],
+    }];
+    let o = h.one(request_with(&m, parsed, &["support"], false));
+    let (id, _, _) = stored(&o);
+    assert_eq!(h.attachment(id, 0), Some(vec![1, 2, 3]));
+    assert_eq!(h.message(id).unwrap().attachments.len(), 1);
+}
+
+/// One `#[test]` per rule for the backend built by `$make`.
+macro_rules! ticket_rules_suite {
+    ($make:expr) => {
+        $crate::tickets::suite::ticket_rules_suite!(@tests $make;
+            threads_by_references_in_reply_to_and_tag,
+            threading_is_scoped_to_the_mailbox,
+            duplicates_by_message_id_and_by_content,
+            duplicates_inside_one_batch_are_caught,
+            a_planted_message_id_does_not_suppress_the_real_mail,
+            automatic_mail_threads_or_is_rejected,
+            rejections_dedup_and_oversize_without_id_never_does,
+            upstream_identity_makes_a_refetch_a_duplicate,
+            one_message_for_two_mailboxes_makes_two_tickets,
+            attachments_are_kept_with_their_message,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let mut h = $make;
+                $crate::tickets::suite::$name(&mut h);
+            }
+        )*
+    };
+}
+pub(crate) use ticket_rules_suite;
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+    use crate::tickets::apply::apply;
+    use crate::tickets::memory::MemoryTxn;
+
+    /// The maps, committed whole or not at all.
+    #[derive(Default)]
+    struct Memory(MemoryTxn);
+
+    impl Harness for Memory {
+        fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
+            let mut txn = self.0.clone();
+            let settings = settings();
+            let out = requests
+                .iter()
+                .map(|r| match apply(&mut txn, &settings, r) {
+                    Ok(o) => o,
+                    Err(never) => match never {},
+                })
+                .collect();
+            self.0 = txn;
+            out
+        }
+        fn ticket(&self, id: u64) -> Option<Ticket> {
+            use crate::tickets::txn::TicketTxn;
+            self.0.ticket(id).unwrap_or_else(|never| match never {})
+        }
+        fn ticket_message_ids(&self, ticket: u64) -> Vec<u64> {
+            self.0.ticket_message_ids(ticket)
+        }
+        fn message(&self, id: u64) -> Option<StoredMessage> {
+            self.0.message(id)
+        }
+        fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
+            self.0.rejection_raw(id)
+        }
+        fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
+            self.0.attachment(message, index)
+        }
+    }
+
+    ticket_rules_suite!(Memory::default());
+}
