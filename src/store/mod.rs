@@ -65,11 +65,15 @@ impl Store {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            private_dir(dir).map_err(|source| StoreError::DataDir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
+        private_file(path).map_err(|source| StoreError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         {
@@ -103,6 +107,62 @@ impl Store {
     }
 }
 
+/// Mail is personal data: the data directory is created 0700 and the
+/// database file 0600, whatever the umask. An existing store that others can
+/// read is not changed behind the operator's back, but warned about.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    warn_if_shared(dir, "data directory");
+    Ok(())
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            return Ok(());
+        }
+    }
+    warn_if_shared(path, "database file");
+    Ok(())
+}
+
+fn warn_if_shared(path: &Path, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the {what} is readable by other users; it holds mail: chmod go-rwx it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     table: &'static str,
     key: impl std::fmt::Display,
@@ -119,4 +179,23 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Our records are plain structs of strings and numbers: serializing them
     // cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::Store;
+
+    #[test]
+    fn data_dir_and_database_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data").join("inner");
+        let path = data.join("mailgate.redb");
+        Store::open(&path).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+    }
 }
