@@ -115,7 +115,7 @@ impl Metrics {
         let smtp_connections = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "mailgate_smtp_connections",
-            "SMTP connections by outcome (accepted, refused_limit, refused_rate)",
+            "SMTP connections by outcome (accepted, refused_limit, refused_per_ip, refused_rate)",
             smtp_connections.clone(),
         );
         let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));

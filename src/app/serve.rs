@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::inbound::mx::budget::ConnectionBudget;
 use crate::inbound::mx::listener::{self, SmtpServer};
 use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
@@ -73,6 +74,8 @@ pub async fn run(config: Config) -> Result<()> {
         starttls_available: false,
         ..session.clone()
     };
+    // One budget for every SMTP listener (and, later, submission).
+    let budget = Arc::new(ConnectionBudget::new((&config.smtp).into()));
     let make = |session| {
         Arc::new(SmtpServer::new(
             session,
@@ -80,8 +83,7 @@ pub async fn run(config: Config) -> Result<()> {
             metrics.clone(),
             Some(acceptor.clone()),
             config.smtp.idle_timeout,
-            config.smtp.max_connections,
-            config.smtp.connections_per_minute_per_ip,
+            budget.clone(),
         ))
     };
     let plain_server = make(session);

@@ -68,6 +68,7 @@ pub struct SmtpConfig {
     pub listen_tls: Vec<SocketAddr>,
     pub bare_lf: BareLf,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub connections_per_minute_per_ip: u32,
     pub idle_timeout: Duration,
     pub max_recipients: usize,
@@ -149,6 +150,7 @@ struct RawSmtp {
     listen_tls: Vec<String>,
     bare_lf: String,
     max_connections: i64,
+    max_connections_per_ip: i64,
     connections_per_minute_per_ip: i64,
     idle_timeout: Quantity,
     max_recipients: i64,
@@ -163,6 +165,7 @@ impl Default for RawSmtp {
             listen_tls: vec!["127.0.0.1:2465".into()],
             bare_lf: "normalize".into(),
             max_connections: 256,
+            max_connections_per_ip: 50,
             connections_per_minute_per_ip: 600,
             idle_timeout: Quantity::Text("5m".into()),
             max_recipients: 100,
@@ -410,6 +413,11 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         }
     };
     let max_connections = positive("smtp.max_connections", raw.smtp.max_connections, &mut err);
+    let max_connections_per_ip = positive(
+        "smtp.max_connections_per_ip",
+        raw.smtp.max_connections_per_ip,
+        &mut err,
+    );
     let rate = positive(
         "smtp.connections_per_minute_per_ip",
         raw.smtp.connections_per_minute_per_ip,
@@ -588,6 +596,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             listen_tls,
             bare_lf,
             max_connections,
+            max_connections_per_ip,
             connections_per_minute_per_ip: u32::try_from(rate).unwrap_or(u32::MAX),
             idle_timeout,
             max_recipients,
@@ -705,6 +714,7 @@ mod tests {
         let c = Config::parse(EMBEDDED_DEFAULT).expect("embedded default must validate");
         assert_eq!(c.limits.max_message_size, 50_000_000);
         assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.smtp.max_connections_per_ip, 50);
         assert_eq!(
             c.default_mailbox().map(|m| m.name.as_str()),
             Some("support")
@@ -721,6 +731,7 @@ listen = ["nope"]
 lisen = 3
 bare_lf = "maybe"
 idle_timeout = "soon"
+max_connections_per_ip = 0
 [limits]
 max_message_size = "50XB"
 [tls]
@@ -744,6 +755,7 @@ colour = "red"
             "smtp.listen[0]: invalid socket address \"nope\"",
             "smtp.bare_lf: must be",
             "smtp.idle_timeout: invalid duration",
+            "smtp.max_connections_per_ip: must be a positive number, not 0",
             "limits.max_message_size: invalid size \"50XB\"",
             "tls.cert: file not found: /nonexistent/cert.pem",
             "tls.key: file not found",

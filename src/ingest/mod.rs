@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::mail::printable::Printable;
 use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
@@ -244,7 +245,7 @@ impl Ingestor {
         let outcomes = match result {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(source = %source, from = %origin.envelope.mail_from, error = %e, "message not stored");
+                tracing::error!(source = %source, from = %Printable(&origin.envelope.mail_from), error = %e, "message not stored");
                 return Err(e);
             }
         };
@@ -292,8 +293,8 @@ impl Ingestor {
                     new_ticket,
                     mailbox,
                     source,
-                    from = %origin.envelope.mail_from,
-                    client = %origin.envelope.client,
+                    from = %Printable(&origin.envelope.mail_from),
+                    client = %Printable(&origin.envelope.client),
                     "message accepted message={message_id}"
                 );
             }
@@ -307,8 +308,8 @@ impl Ingestor {
                     reason = %reason,
                     mailbox,
                     source,
-                    from = %origin.envelope.mail_from,
-                    client = %origin.envelope.client,
+                    from = %Printable(&origin.envelope.mail_from),
+                    client = %Printable(&origin.envelope.client),
                     "message rejected"
                 );
             }

@@ -8,6 +8,7 @@ pub mod bare_lf;
 pub mod credential;
 pub mod origin;
 pub mod parsed;
+pub mod printable;
 pub mod reason;
 pub mod secret;
 pub mod tag;

@@ -3,3 +3,5 @@
 
 pub mod pop3;
 pub mod smtp;
+#[cfg(test)]
+pub(crate) mod testing;

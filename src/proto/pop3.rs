@@ -405,6 +405,7 @@ pub fn has_sasl(capabilities: &[String], mechanism: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::testing::Rng;
 
     const MULTI: Expect = Expect::Multi {
         max: 1 << 20,
@@ -691,13 +692,6 @@ mod tests {
         assert_eq!(r.text, "bad?[31m \u{fffd}");
     }
 
-    fn xorshift(mut x: u64) -> u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-
     /// Random bytes biased toward POP3 tokens, in random chunks: no panic,
     /// the result does not depend on the chunking, memory stays bounded.
     #[test]
@@ -720,19 +714,9 @@ mod tests {
             b"\xff",
             b"1 abc\r\n",
         ];
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         for iter in 0..3000 {
-            let mut input = Vec::new();
-            rng = xorshift(rng);
-            let len = rng % 120;
-            for _ in 0..len {
-                rng = xorshift(rng);
-                if rng.is_multiple_of(3) {
-                    input.push((rng >> 8) as u8);
-                } else {
-                    input.extend_from_slice(TOKENS[(rng >> 8) as usize % TOKENS.len()]);
-                }
-            }
+            let input = rng.soup(TOKENS, 120);
             let max = 1 + (iter % 64);
             let overflow = if iter % 2 == 0 {
                 Overflow::Fail
@@ -747,8 +731,7 @@ mod tests {
             let whole = parse_chunked(expect, &input, &[]);
             let mut sizes = Vec::new();
             for _ in 0..8 {
-                rng = xorshift(rng);
-                sizes.push((rng % 17) as usize + 1);
+                sizes.push(rng.size(17));
             }
             let split = parse_chunked(expect, &input, &sizes);
             let bytewise = parse_chunked(expect, &input, &[1]);

@@ -1,6 +1,8 @@
 """Bounded resources, as documented in config/mailgate.toml: exact size limit,
-recipients, line length, commands, connections, connection rate."""
+recipients, line length, commands, connections, connections per IP,
+connection rate."""
 
+from clients import RawSMTPFrom, wait_sessions
 from harness import RawSMTP
 from mailmsg import make_msg, new_msgid
 
@@ -117,3 +119,44 @@ def test_connection_rate_per_ip(make_gateway):
             assert text.startswith("4.7.0"), text
             break
     assert got[-1] == 421, f"no 421 4.7.0 after {len(got)} quick connections: {got}"
+
+
+# ------------------------------------------------- connections per IP ---
+
+def test_max_connections_per_ip(make_gateway):
+    """Over smtp.max_connections_per_ip, a client gets 421 4.7.0 and is closed;
+    another address is unaffected, and a closed connection frees its slot."""
+    g = make_gateway({"smtp": {"max_connections_per_ip": 3, "max_connections": 100}})
+    wait_sessions(g, 0)
+    opened = []
+    try:
+        for _ in range(3):
+            r = RawSMTPFrom(g.smtp_port, "127.0.0.1")
+            opened.append(r)
+            assert r.reply()[0] == 220
+        fourth = RawSMTPFrom(g.smtp_port, "127.0.0.1")
+        opened.append(fourth)
+        code, text = fourth.reply()
+        assert code == 421 and text.startswith("4.7.0"), f"{code} {text}"
+        assert "concurrent connections from your address" in text, text
+        assert fourth.closed_by_server()
+
+        other = RawSMTPFrom(g.smtp_port, "127.0.0.2")
+        opened.append(other)
+        assert other.reply()[0] == 220, "127.0.0.2 is another client"
+        other.expect("EHLO client.test", 250)
+
+        m = g.metrics()
+        assert m.get("mailgate_smtp_connections_total", outcome="refused_per_ip") == 1
+        assert m.get("mailgate_smtp_connections_total", outcome="refused_limit") == 0
+
+        opened[0].expect("QUIT", 221)
+        opened[0].close()
+        wait_sessions(g, 3)
+        again = RawSMTPFrom(g.smtp_port, "127.0.0.1")
+        opened.append(again)
+        assert again.reply()[0] == 220, "the closed connection's slot is free again"
+    finally:
+        for r in opened:
+            r.close()
+    assert "concurrent connections per client address exceeded; refused" in g.log_text()

@@ -1,22 +1,22 @@
 //! The thin I/O layer around [`Session`]: accept, limit, read, write, TLS.
 //!
 //! All protocol decisions live in the sans-IO session; this file only moves
-//! bytes, enforces connection caps and idle time, upgrades to TLS, and hands
-//! finished messages to ingest, answering only after the durable commit.
+//! bytes, applies the shared [`ConnectionBudget`] and the idle time, upgrades
+//! to TLS, and hands finished messages to ingest, answering only after the
+//! durable commit.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::budget::{ConnectionBudget, Refusal};
 use crate::ingest::route::{RouteError, Router};
 use crate::ingest::{Inbound, Ingestor, OversizeNotice, describe_outcomes};
 use crate::mail::EnvelopeInfo;
@@ -29,16 +29,18 @@ use crate::proto::smtp::session::{Envelope, Event, RecipientPolicy, Session, Ses
 const READ_CHUNK: usize = 64 * 1024;
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for answering a refused connection (TLS handshake included).
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Everything a connection needs, shared by all listeners.
+/// Everything a connection of one kind of listener needs. The connection
+/// budget is shared with the other SMTP listeners.
 pub struct SmtpServer {
     pub session: Arc<SessionConfig>,
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
     pub tls: Option<TlsAcceptor>,
     pub idle_timeout: Duration,
-    connections: Arc<Semaphore>,
-    rate: DefaultKeyedRateLimiter<IpAddr>,
+    budget: Arc<ConnectionBudget>,
 }
 
 impl SmtpServer {
@@ -48,18 +50,15 @@ impl SmtpServer {
         metrics: Arc<Metrics>,
         tls: Option<TlsAcceptor>,
         idle_timeout: Duration,
-        max_connections: usize,
-        connections_per_minute_per_ip: u32,
+        budget: Arc<ConnectionBudget>,
     ) -> SmtpServer {
-        let per_minute = NonZeroU32::new(connections_per_minute_per_ip).unwrap_or(NonZeroU32::MIN);
         SmtpServer {
             session: Arc::new(session),
             ingestor,
             metrics,
             tls,
             idle_timeout,
-            connections: Arc::new(Semaphore::new(max_connections)),
-            rate: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            budget,
         }
     }
 
@@ -99,36 +98,50 @@ impl SmtpServer {
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
-        if self.rate.check_key(&peer.ip()).is_err() {
-            self.metrics.count_connection("refused_rate");
-            tracing::warn!(client = %peer, "connection rate exceeded; refused");
-            refuse(
-                stream,
-                "421 4.7.0 Too many connections from your address, try again later\r\n",
-                implicit_tls,
-            )
-            .await;
-            return;
-        }
-        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
-            self.metrics.count_connection("refused_limit");
-            tracing::warn!(client = %peer, "connection limit reached; refused");
-            refuse(
-                stream,
-                "421 4.7.0 Too many connections, try again later\r\n",
-                implicit_tls,
-            )
-            .await;
-            return;
+        let admission = match self.budget.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                self.metrics.count_connection(refusal.outcome());
+                tracing::warn!(client = %peer, "{}; refused", refusal.describe());
+                if let Some(_slot) = self.budget.refusal_slot() {
+                    self.refuse(stream, refusal, implicit_tls).await;
+                }
+                return;
+            }
         };
         self.metrics.count_connection("accepted");
         self.metrics.smtp_sessions_active.inc();
         let result = self.run(stream, peer, implicit_tls, shutdown).await;
+        // The budget is free again before the session stops counting as active.
+        drop(admission);
         self.metrics.smtp_sessions_active.dec();
         match result {
             Ok(()) => tracing::debug!(client = %peer, "session closed"),
             Err(e) => tracing::debug!(client = %peer, error = %e, "session ended"),
         }
+    }
+
+    /// Answers a refused connection with its 421 and closes it; on
+    /// implicit-TLS ports the reply goes over TLS (a plaintext one would be
+    /// garbage to the client). Bounded by [`REFUSAL_TIMEOUT`].
+    async fn refuse(&self, stream: TcpStream, refusal: Refusal, implicit_tls: bool) {
+        let reply = refusal.reply().as_bytes();
+        let answer = async {
+            match (&self.tls, implicit_tls) {
+                (Some(acceptor), true) => {
+                    let mut tls = acceptor.accept(stream).await?;
+                    tls.write_all(reply).await?;
+                    tls.shutdown().await
+                }
+                (None, true) => Ok(()),
+                (_, false) => {
+                    let mut stream = stream;
+                    stream.write_all(reply).await?;
+                    stream.shutdown().await
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
     }
 
     async fn run(
@@ -326,16 +339,6 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> 
         stream.flush().await?;
     }
     Ok(())
-}
-
-/// Answers a refused connection. On implicit-TLS ports a plaintext reply
-/// would be garbage to the client, so the connection is just closed.
-async fn refuse(mut stream: TcpStream, reply: &str, implicit_tls: bool) {
-    if !implicit_tls {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply.as_bytes())).await;
-    }
-    let _ = stream.shutdown().await;
 }
 
 /// The router as the session's recipient policy.
