@@ -4,8 +4,9 @@
 # also works with sudo for a developer.
 #
 #   Debian packages: swaks libnet-ssleay-perl postfix dovecot-core
-#                    dovecot-imapd dovecot-pop3d openssl (no daemon is started;
-#                    openssl makes the private CA of the Dovecot tests)
+#                    dovecot-imapd dovecot-pop3d openssl prometheus (no daemon
+#                    is started; openssl makes the private CA of the Dovecot
+#                    tests; prometheus brings promtool, which checks /metrics)
 #   Python:          pytest (requirements-test.txt)
 set -euo pipefail
 
@@ -45,13 +46,14 @@ for p in "${APT_PKGS[@]}"; do
     fi
 done
 # Belt and braces: the binaries we actually call.
-for bin in swaks /usr/sbin/postfix /usr/sbin/smtp-source /usr/sbin/dovecot doveadm openssl; do
+for bin in swaks /usr/sbin/postfix /usr/sbin/smtp-source /usr/sbin/dovecot doveadm openssl promtool; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "$bin" ]; then
         case "$bin" in
             swaks) missing+=(swaks) ;;
             */postfix|*/smtp-source) missing+=(postfix) ;;
             */dovecot|doveadm) missing+=(dovecot-core) ;;
             openssl) missing+=(openssl) ;;
+            promtool) missing+=(prometheus) ;;
         esac
     fi
 done
@@ -64,6 +66,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo 'postfix postfix/main_mailer_type select No configuration' \
         | $SUDO debconf-set-selections
     apt_install "${missing[@]}"
+    # The prometheus package enables and starts a Prometheus server; the
+    # tests only want its promtool.
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus \
+        && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 else
     log "Debian packages already installed"
 fi

@@ -1,4 +1,8 @@
 //! Prometheus metrics: what operators graph and alert on.
+//!
+//! Two expositions of the same registry: OpenMetrics 1.0 (what
+//! prometheus-client encodes) for scrapers that ask for it, and the classic
+//! Prometheus text format 0.0.4 for everyone else (promtool, older scrapers).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -232,12 +236,20 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus/OpenMetrics text exposition.
+    /// OpenMetrics 1.0 text exposition (ends with `# EOF`).
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition in the format asked for.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.render(),
+            Format::Classic => to_classic(&self.render()),
+        }
     }
 
     pub fn count_received(&self, source: &str, mailbox: &str) {
@@ -264,5 +276,172 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+}
+
+/// An exposition format of /metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, the classic Prometheus text format.
+    Classic,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// OpenMetrics when the Accept header asks for it (version 1.0.0 or no
+    /// version) at least as much as for text/plain; the classic format
+    /// otherwise, including without an Accept header and for `*/*`.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Classic;
+        };
+        let (mut openmetrics, mut classic) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let (mut q, mut version) = (1.0f32, None);
+            for param in parts {
+                let Some((k, v)) = param.split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0),
+                    "version" => version = Some(v.to_string()),
+                    _ => {}
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text"
+                    if version.as_deref().is_none_or(|v| v == "1.0.0") =>
+                {
+                    openmetrics = openmetrics.max(q);
+                }
+                "text/plain" if version.as_deref().is_none_or(|v| v == "0.0.4") => {
+                    classic = classic.max(q);
+                }
+                "text/*" | "*/*" => classic = classic.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= classic {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text as the classic text format:
+/// a counter's HELP and TYPE lines name its sample (`x_total`, not `x`), and
+/// there are no `# UNIT` lines, no `_created` samples and no `# EOF`.
+fn to_classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // prometheus-client writes HELP, then TYPE, then samples, per family.
+    let mut help: Option<(&str, &str)> = None;
+    let mut family: (&str, &str) = ("", "");
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            family = (name, kind);
+            let (shown, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                // info, stateset, gaugehistogram, unknown: no classic type.
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {shown} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {shown} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" || line.is_empty() {
+            continue;
+        }
+        let sample = line.split(['{', ' ']).next().unwrap_or("");
+        if sample
+            .strip_prefix(family.0)
+            .is_some_and(|suffix| suffix == "_created")
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        use Format::*;
+        assert_eq!(Format::negotiate(None), Classic);
+        assert_eq!(Format::negotiate(Some("*/*")), Classic);
+        assert_eq!(Format::negotiate(Some("text/plain")), Classic);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Classic);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            OpenMetrics
+        );
+        // What Prometheus 2.x sends.
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text; version=1.0.0; q=0.2, text/plain; q=0.9"
+            )),
+            Classic
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Classic
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=2.0.0")),
+            Classic
+        );
+    }
+
+    #[test]
+    fn classic_names_counters_by_their_sample() {
+        let m = Metrics::new();
+        m.count_received("smtp", "support");
+        m.commit_seconds.observe(0.01);
+        let text = m.render_as(Format::Classic);
+        assert!(text.contains("# HELP mailgate_messages_received_total Messages received"));
+        assert!(text.contains("# TYPE mailgate_messages_received_total counter\n"));
+        assert!(
+            text.contains(
+                "mailgate_messages_received_total{source=\"smtp\",mailbox=\"support\"} 1\n"
+            )
+        );
+        assert!(text.contains("# TYPE mailgate_store_commit_seconds histogram\n"));
+        assert!(text.contains("# TYPE mailgate_smtp_sessions_active gauge\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("_created"));
+        let om = m.render_as(Format::OpenMetrics);
+        assert!(om.contains("# TYPE mailgate_messages_received counter\n"));
+        assert!(om.ends_with("# EOF\n"));
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
         api_token,
         mailboxes: config.mailboxes.clone(),
         fetch: fetch.clone(),
+        http: config.http.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -92,6 +92,51 @@ pub struct TlsConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub api_token_env: Option<String>,
+    /// Host names (not IP addresses, which are always accepted) that requests
+    /// may name in `Host`; anything else is refused (DNS rebinding).
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// Open connections; at the cap the longest-idle one is closed for a new one.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers, also between keep-alive requests.
+    pub header_read_timeout: Duration,
+}
+
+/// One `http.allowed_hosts` entry: a lower-case name, and a port when the
+/// entry names one (then only that port matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    pub name: String,
+    pub port: Option<u16>,
+}
+
+impl AllowedHost {
+    /// Parses `name`, `name:port`, `[v6]` or `[v6]:port`; `None` when it is
+    /// none of these.
+    pub fn parse(entry: &str) -> Option<AllowedHost> {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (name, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (inside, after) = rest.split_once(']')?;
+            inside.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
+            };
+            return Some(AllowedHost {
+                name: format!("[{inside}]"),
+                port,
+            });
+        } else {
+            match entry.split_once(':') {
+                Some((n, p)) => (n, Some(p.parse::<u16>().ok()?)),
+                None => (entry.as_str(), None),
+            }
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        valid_domain(name).then(|| AllowedHost {
+            name: name.to_string(),
+            port,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +257,9 @@ impl Default for RawTls {
 struct RawHttp {
     listen: String,
     api_token_env: Option<String>,
+    allowed_hosts: Vec<String>,
+    max_connections: i64,
+    header_read_timeout: Quantity,
 }
 
 impl Default for RawHttp {
@@ -219,6 +267,9 @@ impl Default for RawHttp {
         RawHttp {
             listen: "127.0.0.1:8025".into(),
             api_token_env: None,
+            allowed_hosts: vec!["localhost".into()],
+            max_connections: 256,
+            header_read_timeout: Quantity::Text("10s".into()),
         }
     }
 }
@@ -489,6 +540,22 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             format!("invalid environment variable name {name:?}"),
         );
     }
+    let mut allowed_hosts = Vec::new();
+    for entry in &raw.http.allowed_hosts {
+        match AllowedHost::parse(entry) {
+            Some(h) => allowed_hosts.push(h),
+            None => err(
+                "http.allowed_hosts",
+                format!("{entry:?} is not a host name, optionally with \":port\""),
+            ),
+        }
+    }
+    let http_max_connections = positive("http.max_connections", raw.http.max_connections, &mut err);
+    let header_read_timeout = duration(
+        "http.header_read_timeout",
+        &raw.http.header_read_timeout,
+        &mut err,
+    );
 
     // tickets
     let tag = match crate::mail::TagFormat::parse(&raw.tickets.tag) {
@@ -612,6 +679,9 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         http: HttpConfig {
             listen: http_listen,
             api_token_env,
+            allowed_hosts,
+            max_connections: http_max_connections,
+            header_read_timeout,
         },
         tickets: TicketsConfig { tag, first_number },
         mailboxes,
@@ -719,6 +789,49 @@ mod tests {
             c.default_mailbox().map(|m| m.name.as_str()),
             Some("support")
         );
+    }
+
+    #[test]
+    fn http_section() {
+        let c = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(
+            c.http.allowed_hosts,
+            vec![AllowedHost {
+                name: "localhost".into(),
+                port: None
+            }]
+        );
+        assert_eq!(c.http.max_connections, 256);
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            AllowedHost::parse("Mail.Example.:8025"),
+            Some(AllowedHost {
+                name: "mail.example".into(),
+                port: Some(8025)
+            })
+        );
+        assert_eq!(
+            AllowedHost::parse("[::1]:80").map(|h| h.name),
+            Some("[::1]".into())
+        );
+        let text = r#"
+[http]
+allowed_hosts = ["localhost", "http://x.example/", "a:b"]
+max_connections = 0
+header_read_timeout = "later"
+"#;
+        let joined = Config::parse(text).unwrap_err().problems().join("\n");
+        for expected in [
+            "http.allowed_hosts: \"http://x.example/\" is not a host name",
+            "http.allowed_hosts: \"a:b\" is not a host name",
+            "http.max_connections: must be a positive number",
+            "http.header_read_timeout: invalid duration",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
     }
 
     #[test]

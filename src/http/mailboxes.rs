@@ -1,14 +1,15 @@
 //! /api/v1/mailboxes: each mailbox with its upstream sync status, and the
 //! two operator actions: resume (after auth_failed) and sync now.
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::HttpState;
+use super::error::ApiResult;
 use super::respond::{Reply, error, json as json_reply};
+use super::router::{Ctx, Route};
 use crate::config::MailboxConfig;
 use crate::mail::{AfterImport, Secret, Security};
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
@@ -16,40 +17,44 @@ use crate::store::mailbox_state::{MailboxState, SyncStatus};
 /// Largest POST body accepted (it holds at most a password).
 const MAX_BODY: usize = 8 * 1024;
 
-/// Answers /api/v1/mailboxes requests; gives any other request back.
-pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Result<Reply, Request<Incoming>> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let Some(rest) = path.strip_prefix("/api/v1/mailboxes") else {
-        return Err(req);
-    };
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return Err(req);
-    }
-    if let Some(denied) = super::api::check_token(state, &req) {
-        return Ok(denied);
-    }
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    let method = req.method().clone();
-    Ok(match (method, parts.as_slice()) {
-        (Method::GET | Method::HEAD, []) => list(state).await,
-        (Method::GET | Method::HEAD, [name]) => match one(state, name).await {
-            Some(r) => r,
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no mailbox named {name:?}"),
-            ),
-        },
-        (Method::POST, [name, action]) => {
-            let (name, action) = (name.to_string(), action.to_string());
-            post(state, &name, &action, req.into_body()).await
-        }
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET /api/v1/mailboxes[/{name}] or POST /api/v1/mailboxes/{name}/resume|sync",
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/api/v1/mailboxes",
+        handler: |c| Box::pin(async move { Ok(list(&c.state).await) }),
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/mailboxes/{name}",
+        handler: |c| Box::pin(get_one(c)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/mailboxes/{name}/resume",
+        handler: |c| Box::pin(action(c, "resume")),
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/v1/mailboxes/{name}/sync",
+        handler: |c| Box::pin(action(c, "sync")),
+    },
+];
+
+async fn get_one(c: Ctx) -> ApiResult {
+    let name = c.param(0);
+    Ok(match one(&c.state, name).await {
+        Some(r) => r,
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no mailbox named {name:?}"),
         ),
     })
+}
+
+async fn action(c: Ctx, action: &'static str) -> ApiResult {
+    let name = c.param(0).to_string();
+    Ok(post(&c.state, &name, action, c.body).await)
 }
 
 async fn list(state: &HttpState) -> Reply {
@@ -137,15 +142,9 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
             json_reply(StatusCode::OK, &v)
         }
         "sync" => {
-            let bytes = match Limited::new(body, MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        "request body too large",
-                    );
-                }
+            let bytes = match super::body::read(body, MAX_BODY).await {
+                Ok(b) => b,
+                Err(refused) => return refused,
             };
             let parsed: SyncBody = if bytes.iter().all(u8::is_ascii_whitespace) {
                 SyncBody::default()

@@ -1,32 +1,44 @@
 //! HTTP: health, Prometheus metrics and the JSON API (hyper, HTTP/1.1).
 //!
-//! Loopback by default. The API can require a bearer token, read from an
-//! environment variable at start (never from the config, never logged).
+//! Loopback by default. Every request must name an accepted `Host` (DNS
+//! rebinding); state-changing requests must be same-origin JSON (cross-site
+//! requests); the API can require a bearer token, read from an environment
+//! variable at start (never from the config, never logged).
+//!
+//! `router` maps method and path to a handler of one of the resource files;
+//! `auth` holds the checks; `connections` keeps health reachable when idle
+//! connections fill the cap.
 
-mod api;
+mod auth;
+mod body;
+mod connections;
+mod error;
+mod health;
 mod mailboxes;
+mod messages;
+mod metrics;
+mod params;
+mod read;
+mod rejections;
 mod respond;
+mod router;
+mod tickets;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
-
-/// Concurrent HTTP connections; more are closed at once.
-const MAX_CONNECTIONS: usize = 256;
+use connections::Connections;
 
 /// What the handlers read.
 pub struct HttpState {
@@ -38,6 +50,8 @@ pub struct HttpState {
     pub mailboxes: Vec<crate::config::MailboxConfig>,
     /// Upstream workers, for status, resume and sync-now.
     pub fetch: Arc<crate::inbound::pull::scheduler::FetchControl>,
+    /// The `[http]` section: accepted hosts, connection cap, timeouts.
+    pub http: HttpConfig,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
@@ -49,7 +63,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
 /// Serves until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: watch::Receiver<bool>) {
     let mut stop = shutdown.clone();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::new(state.http.max_connections);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -62,28 +76,36 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: watch
             },
             _ = stop.changed() => return,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "too many HTTP connections; closing this one");
+        let Some(slot) = connections.admit() else {
+            tracing::warn!(client = %peer, "too many busy HTTP connections; closing this one");
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| handle(state.clone(), req));
+            let service_slot = slot.clone();
+            let service_state = state.clone();
+            let service = service_fn(move |req| {
+                let busy = service_slot.busy();
+                let state = service_state.clone();
+                async move {
+                    let reply = router::route(state, req).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(reply)
+                }
+            });
             let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
+                .timer(TokioTimer::new())
+                // Also bounds the idle time between keep-alive requests.
+                .header_read_timeout(state.http.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %peer, error = %e, "http connection ended");
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "http connection ended");
+                },
+                () = slot.evicted() => {
+                    tracing::debug!(client = %peer, "idle http connection closed to make room");
+                }
             }
         });
     }
-}
-
-async fn handle(
-    state: Arc<HttpState>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(api::route(state, req).await)
 }
