@@ -5,12 +5,10 @@
 //! operator resumes it or a manual sync with a good password succeeds.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{Quota, RateLimiter};
-use std::sync::PoisonError;
-
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -33,7 +31,7 @@ pub struct FetchControl {
     mailboxes: HashMap<String, Arc<MailboxWorker>>,
     /// Turns true at shutdown: no new sync, no new message in a sync.
     stop: watch::Sender<bool>,
-    /// The polling loops `start` spawned, for `shutdown` to join.
+    /// The polling loops `start` spawned, for `join`.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -77,7 +75,7 @@ impl FetchControl {
         self.mailboxes.get(name)
     }
 
-    /// Spawns the polling loops; [`shutdown`](Self::shutdown) stops them.
+    /// Spawns the polling loops; [`join`](Self::join) stops and joins them.
     pub fn start(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         for worker in self.mailboxes.values() {
