@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mailgate::config::Config;
@@ -51,6 +52,9 @@ enum Command {
     },
 }
 
+/// How long the runtime waits, after a command ended, for tasks it did not join.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
 fn load(path: Option<PathBuf>) -> Result<(Config, String), mailgate::config::ConfigError> {
     match path {
         Some(p) => Ok((Config::load(&p)?, p.display().to_string())),
@@ -74,12 +78,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Sync { mailbox, config } => foreground(config, |c| async move {
-            mailgate::app::commands::sync(&c, &mailbox)
+            mailgate::app::commands::sync(c, &mailbox)
                 .await
                 .map(|()| true)
         }),
         Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
-            mailgate::app::commands::test_connection(&c, &mailbox).await
+            mailgate::app::commands::test_connection(c, &mailbox).await
         }),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
@@ -104,7 +108,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(mailgate::app::serve::run(config)) {
+            let result = runtime.block_on(mailgate::app::serve::run(config));
+            // Everything that matters was joined; a stray blocking read must not hold the exit.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -144,7 +151,9 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -2,44 +2,25 @@
 //! one upstream mailbox, with the password typed at the prompt when the
 //! config names no source for it.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use super::shutdown::{WORKER_TIMEOUT, WRITER_TIMEOUT};
+use super::{App, Core};
 use crate::auth::password;
-use crate::config::upstream::UpstreamConfig;
-use crate::config::{Config, MailboxConfig};
+use crate::config::Config;
 use crate::inbound::pull::connect::UpstreamSettings;
-use crate::inbound::pull::scheduler::FetchControl;
-use crate::ingest::Ingestor;
-use crate::ingest::route::Router;
 use crate::mail::{Secret, Security};
-use crate::metrics::Metrics;
-use crate::store::commit::Committer;
-use crate::store::{Store, StoreError};
-use crate::tickets::TicketSettings;
-
-fn find<'c>(config: &'c Config, name: &str) -> Result<(&'c MailboxConfig, &'c UpstreamConfig)> {
-    let Some(mailbox) = config.mailboxes.iter().find(|m| m.name == name) else {
-        let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
-        bail!(
-            "no mailbox named {name:?} (configured: {})",
-            names.join(", ")
-        );
-    };
-    let Some(upstream) = &mailbox.upstream else {
-        bail!("mailbox {name:?} has no [mailbox.upstream] to pull from");
-    };
-    Ok((mailbox, upstream))
-}
+use crate::store::StoreError;
 
 /// Connects, authenticates, opens the folder, and says what it found or
 /// exactly what failed. Returns whether it worked.
-pub async fn test_connection(config: &Config, name: &str) -> Result<bool> {
-    let (_, upstream) = find(config, name)?;
+pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
+    let app = App::new(config);
+    let config = app.config();
+    let (_, upstream) = app.upstream(name)?;
     let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
     let settings = UpstreamSettings::new(upstream, secret, config.limits.max_message_size as u64);
     let security = match upstream.security {
@@ -77,29 +58,28 @@ pub async fn test_connection(config: &Config, name: &str) -> Result<bool> {
 
 /// One sync now. Runs locally when the database is free; when a running
 /// `mailgate serve` holds it, asks that server to sync instead.
-pub async fn sync(config: &Config, name: &str) -> Result<()> {
-    let (_, upstream) = find(config, name)?;
+pub async fn sync(config: Config, name: &str) -> Result<()> {
+    let app = App::new(config);
+    let (_, upstream) = app.upstream(name)?;
     let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
-    let store = match Store::open(&config.db_path()) {
+    let store = match app.open_store() {
         Ok(store) => store,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
             println!("the database is in use by a running mailgate; asking it to sync {name}");
-            return sync_remote(config, name, secret).await;
+            return sync_remote(app.config(), name, secret).await;
         }
         Err(e) => return Err(e).context("opening the database"),
     };
-    let metrics = Arc::new(Metrics::new());
-    let committer = Committer::start(
-        &store,
-        TicketSettings {
-            tag: config.tickets.tag.clone(),
-            first_number: config.tickets.first_number,
-        },
-        Arc::new(|_, _| {}),
-    );
-    let ingestor = Ingestor::new(committer, Arc::new(Router::new(config)), metrics.clone());
-    let control = FetchControl::new(config, &ingestor, &store, &metrics);
-    let worker = control
+    let core = app.core(store);
+    let result = sync_here(&core, name, secret).await;
+    // Whatever happened, the writer commits what is queued before we exit.
+    core.close(WORKER_TIMEOUT, WRITER_TIMEOUT).await?;
+    result
+}
+
+async fn sync_here(core: &Core, name: &str, secret: Secret) -> Result<()> {
+    let worker = core
+        .fetch
         .get(name)
         .ok_or_else(|| anyhow!("mailbox {name:?} has no upstream"))?;
     if worker.state().await.status == crate::store::mailbox_state::SyncStatus::AuthFailed {

@@ -1,5 +1,10 @@
-//! The composition root: builds store, committer, ingest, listeners,
-//! workers and HTTP from a config, for `serve` and the foreground commands.
+//! The application: one composition root ([`root::App`]) that builds store,
+//! committer, ingest, workers, listeners and HTTP from a config, the
+//! commands that use it, and the ordered, joinable shutdown.
 
 pub mod commands;
+pub mod root;
 pub mod serve;
+pub mod shutdown;
+
+pub use root::{App, Core, Front};

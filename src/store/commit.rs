@@ -9,8 +9,8 @@
 //! still make one ticket message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -38,10 +38,13 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
 }
 
+/// The way into the writer's queue; None once [`WriterHandle::close`] ran.
+type Queue = Arc<RwLock<Option<mpsc::Sender<Job>>>>;
+
 /// Handle on the writer thread; clone freely.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Job>,
+    tx: Queue,
     expected: Arc<AtomicUsize>,
 }
 
@@ -68,17 +71,43 @@ pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
 impl Committer {
     /// Starts the writer thread. It ends when every handle is dropped.
     pub fn start(store: &Store, settings: TicketSettings, observer: CommitObserver) -> Committer {
+        Committer::start_joinable(store, settings, observer).0
+    }
+
+    /// Starts the writer thread and returns, besides the handle, the means
+    /// to stop it in order: [`WriterHandle::close`] then [`WriterHandle::join`].
+    pub fn start_joinable(
+        store: &Store,
+        settings: TicketSettings,
+        observer: CommitObserver,
+    ) -> (Committer, WriterHandle) {
         // Unbounded, but each sender waits for its answer: at most one
         // request per SMTP session or fetch worker is ever queued.
         let (tx, rx) = mpsc::channel::<Job>();
+        let tx: Queue = Arc::new(RwLock::new(Some(tx)));
         let expected = Arc::new(AtomicUsize::new(0));
         let backend: Arc<dyn Backend> = Arc::new(store.clone());
         let waiting = expected.clone();
-        std::thread::Builder::new()
+        let counts = Arc::new(WriterCounts {
+            at_close: AtomicU64::new(u64::MAX),
+            ..WriterCounts::default()
+        });
+        let counting = counts.clone();
+        let observer: CommitObserver = Arc::new(move |elapsed, batch| {
+            counting.transactions.fetch_add(1, Ordering::AcqRel);
+            counting.requests.fetch_add(batch as u64, Ordering::AcqRel);
+            observer(elapsed, batch)
+        });
+        let thread = std::thread::Builder::new()
             .name("mailgate-commit".into())
             .spawn(move || writer_loop(backend, settings, observer, rx, waiting))
             .expect("spawning the commit thread");
-        Committer { tx, expected }
+        let handle = WriterHandle {
+            tx: tx.clone(),
+            thread,
+            counts,
+        };
+        (Committer { tx, expected }, handle)
     }
 
     /// Announces a request that will come soon (see [`Expected`]).
@@ -101,6 +130,10 @@ impl Committer {
         let (reply, rx) = oneshot::channel();
         drop(expected);
         self.tx
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or(StoreError::Closed)?
             .send(Job { request, reply })
             .map_err(|_| StoreError::Closed)?;
         match rx.await {
@@ -108,6 +141,67 @@ impl Committer {
             Ok(Err(message)) => Err(StoreError::Failed(message)),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+}
+
+/// Transactions and requests the writer committed (or failed) so far.
+#[derive(Default)]
+struct WriterCounts {
+    transactions: AtomicU64,
+    requests: AtomicU64,
+    /// `transactions` when the queue closed; u64::MAX while open.
+    at_close: AtomicU64,
+}
+
+/// What the writer did from its start until it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterReport {
+    pub transactions: u64,
+    pub requests: u64,
+    /// Of those, the transactions committed after [`WriterHandle::close`]:
+    /// requests that were already queued when the queue closed.
+    pub after_close: u64,
+}
+
+/// The writer thread, for an orderly shutdown.
+pub struct WriterHandle {
+    tx: Queue,
+    thread: std::thread::JoinHandle<()>,
+    counts: Arc<WriterCounts>,
+}
+
+impl WriterHandle {
+    /// Closes the queue: from now on a commit answers [`StoreError::Closed`]
+    /// at once (so nothing new is acknowledged), while everything already
+    /// queued is still committed and answered. Returns the transactions
+    /// committed so far.
+    pub fn close(&self) -> u64 {
+        let closed = self
+            .tx
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if closed.is_some() {
+            let now = self.counts.transactions.load(Ordering::Acquire);
+            self.counts.at_close.store(now, Ordering::Release);
+        }
+        drop(closed);
+        self.counts.at_close.load(Ordering::Acquire)
+    }
+
+    /// Closes the queue (if not yet) and waits, blocking, until the writer
+    /// has committed everything queued and its thread has ended.
+    pub fn join(self) -> Result<WriterReport, StoreError> {
+        let at_close = self.close();
+        self.thread
+            .join()
+            .map_err(|_| StoreError::Failed("the commit thread panicked".into()))?;
+        let transactions = self.counts.transactions.load(Ordering::Acquire);
+        Ok(WriterReport {
+            transactions,
+            requests: self.counts.requests.load(Ordering::Acquire),
+            after_close: transactions.saturating_sub(at_close),
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::budget::{ConnectionBudget, Refusal};
@@ -62,14 +63,18 @@ impl SmtpServer {
         }
     }
 
-    /// Accepts connections until shutdown; `implicit_tls` for port-465 style listeners.
+    /// Accepts connections until shutdown; `implicit_tls` for port-465 style
+    /// listeners. Then closes the listening socket and returns the sessions
+    /// still open (each answers 421 as it sees the same shutdown), for the
+    /// caller to join.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         implicit_tls: bool,
         shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> JoinSet<()> {
         let mut stop = shutdown.clone();
+        let mut sessions = JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -80,11 +85,13 @@ impl SmtpServer {
                         continue;
                     }
                 },
-                _ = stop.changed() => return,
+                // Reap finished sessions so the set stays as small as the open ones.
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+                _ = stop.changed() => return sessions,
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
+            sessions.spawn(async move {
                 server.handle(stream, peer, implicit_tls, shutdown).await;
             });
         }

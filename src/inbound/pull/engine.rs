@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use bytes::Bytes;
@@ -94,14 +95,31 @@ type Pending = (
 /// Imports everything new from an open session, then finishes it.
 pub async fn sync_once<U: Upstream>(
     ctx: &SyncContext,
+    upstream: U,
+) -> Result<SyncReport, SyncError> {
+    let (_keep, never) = watch::channel(false);
+    sync_until(ctx, upstream, &never).await
+}
+
+/// [`sync_once`], but once `stop` turns true no further message is
+/// started: the commits under way complete and are marked, and the session
+/// is finished (moves and deletions made final). The rest waits for the
+/// next sync.
+pub async fn sync_until<U: Upstream>(
+    ctx: &SyncContext,
     mut upstream: U,
+    stop: &watch::Receiver<bool>,
 ) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     let listed = upstream.list_new().await?;
     report.listed = listed.len();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     for message in &listed {
-        if let Some(commit) = start(ctx, &mut upstream, message, &mut report).await? {
+        if *stop.borrow() {
+            tracing::info!(mailbox = %ctx.mailbox, in_flight = pending.len(), "stopping: finishing the commits and marks under way");
+            break;
+        }
+        if let Some(commit) = start(ctx, &mut upstream, message, &mut report, stop).await? {
             pending.push_back((message.clone(), commit));
         }
         while pending.len() >= IN_FLIGHT {
@@ -126,6 +144,7 @@ async fn start<U: Upstream>(
     upstream: &mut U,
     message: &UpstreamMessage,
     report: &mut SyncReport,
+    stop: &watch::Receiver<bool>,
 ) -> Result<Option<JoinHandle<Result<Vec<Outcome>, StoreError>>>, SyncError> {
     let store = ctx.store.clone();
     let (mailbox, key) = (ctx.mailbox.clone(), message.key.clone());
@@ -151,7 +170,12 @@ async fn start<U: Upstream>(
                 mailbox: ctx.mailbox.clone(),
             })
             .inc();
-        ctx.limiter.until_ready().await;
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = ctx.limiter.until_ready() => {}
+            // Stopping: this message waits for the next sync.
+            Ok(_) = stop.wait_for(|s| *s) => return Ok(None),
+        }
     }
     let ingestor = ctx.ingestor.clone();
     if message.size > ctx.max_message_size {
@@ -278,6 +302,10 @@ mod tests {
         fail_marks_after: Option<usize>,
         /// POP3 `keep`: marks change nothing, every message is listed again.
         keep: bool,
+        /// Turned true once this many messages were downloaded (a shutdown
+        /// arriving during a sync).
+        stop_after_fetches: Option<(usize, watch::Sender<bool>)>,
+        finished: bool,
     }
 
     impl Upstream for &mut Memory {
@@ -291,6 +319,12 @@ mod tests {
                 .collect())
         }
         async fn fetch(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
+            if let Some((n, stop)) = &mut self.stop_after_fetches {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    let _ = stop.send(true);
+                }
+            }
             Ok(self
                 .messages
                 .iter()
@@ -322,6 +356,7 @@ mod tests {
             Ok(())
         }
         async fn finish(self) -> Result<(), FetchError> {
+            self.finished = true;
             Ok(())
         }
     }
@@ -373,7 +408,39 @@ mod tests {
                 .collect(),
             fail_marks_after: None,
             keep: false,
+            stop_after_fetches: None,
+            finished: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_begun_messages_finish_and_starts_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(
+            dir.path(),
+            Quota::per_minute(NonZeroU32::new(1000).unwrap()),
+            1 << 20,
+        );
+        let (stop_tx, stop) = watch::channel(false);
+        let mut up = memory(10);
+        up.stop_after_fetches = Some((3, stop_tx));
+        let report = sync_until(&ctx, &mut up, &stop).await.unwrap();
+        assert_eq!((report.listed, report.imported), (10, 3), "{report:?}");
+        assert!(
+            up.finished,
+            "the session is finished (moves, deletions made final)"
+        );
+        let marked = up.messages.iter().filter(|m| m.2.is_some()).count();
+        assert_eq!(marked, 3, "every message committed was also marked");
+        let stored = ctx
+            .store
+            .list_tickets(&Default::default(), None, 100)
+            .unwrap()
+            .items
+            .len();
+        assert_eq!(stored, 3, "nothing was committed without its mark");
+        let rest = sync_once(&ctx, &mut up).await.unwrap();
+        assert_eq!((rest.listed, rest.imported), (7, 7), "{rest:?}");
     }
 
     #[tokio::test]

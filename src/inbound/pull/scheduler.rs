@@ -5,14 +5,15 @@
 //! operator resumes it or a manual sync with a good password succeeds.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinHandle;
 
 use super::connect::{AnyUpstream, UpstreamSettings};
-use super::engine::{SyncContext, SyncError, SyncReport, sync_once};
+use super::engine::{SyncContext, SyncError, SyncReport, sync_until};
 use crate::auth::password;
 use crate::config::upstream::{Protocol, UpstreamConfig};
 use crate::config::{Config, MailboxConfig};
@@ -26,9 +27,12 @@ use crate::store::mailbox_state::{MailboxState, SyncStatus};
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 
 /// The handle the API and CLI use to reach the workers.
-#[derive(Default)]
 pub struct FetchControl {
     mailboxes: HashMap<String, Arc<MailboxWorker>>,
+    /// Turns true at shutdown: no new sync, no new message in a sync.
+    stop: watch::Sender<bool>,
+    /// The polling loops `start` spawned, for `join`.
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// One upstream mailbox: its settings, its state, and the lock that keeps
@@ -39,6 +43,7 @@ pub struct MailboxWorker {
     ctx: SyncContext,
     wake: Notify,
     running: Mutex<()>,
+    stop: watch::Receiver<bool>,
 }
 
 impl FetchControl {
@@ -49,26 +54,79 @@ impl FetchControl {
         store: &Store,
         metrics: &Arc<Metrics>,
     ) -> FetchControl {
+        let (stop, stopped) = watch::channel(false);
         let mut mailboxes = HashMap::new();
         for mailbox in &config.mailboxes {
             if let Some(upstream) = &mailbox.upstream {
                 let worker =
-                    MailboxWorker::new(mailbox, upstream, config, ingestor, store, metrics);
+                    MailboxWorker::new(mailbox, upstream, config, ingestor, store, metrics)
+                        .stopped_by(stopped.clone());
                 mailboxes.insert(mailbox.name.clone(), Arc::new(worker));
             }
         }
-        FetchControl { mailboxes }
+        FetchControl {
+            mailboxes,
+            stop,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<MailboxWorker>> {
         self.mailboxes.get(name)
     }
 
-    /// Spawns the polling loops.
-    pub fn start(&self, shutdown: watch::Receiver<bool>) {
+    /// Spawns the polling loops; [`join`](Self::join) stops and joins them.
+    pub fn start(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         for worker in self.mailboxes.values() {
-            tokio::spawn(worker.clone().run(shutdown.clone()));
+            tasks.push(tokio::spawn(worker.clone().run(self.stop.subscribe())));
         }
+    }
+
+    /// Workers with an upstream.
+    pub fn len(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mailboxes.is_empty()
+    }
+
+    /// Tells every worker to stop: no new sync, and a sync under way starts
+    /// no further message but completes the commits and upstream marks it
+    /// has begun and finishes its session.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// [`stop`](Self::stop)s the workers and waits for their loops to end,
+    /// and for a sync asked for by hand (API, CLI) to end as well. Gives up
+    /// after `timeout` (the rest are cancelled; what they committed but did
+    /// not mark is marked by the next start). Returns (joined, cancelled).
+    pub async fn join(&self, timeout: Duration) -> (usize, usize) {
+        self.stop();
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (mut joined, mut cancelled) = (0, 0);
+        for mut task in tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(_) => joined += 1,
+                Err(_) => {
+                    task.abort();
+                    cancelled += 1;
+                }
+            }
+        }
+        for worker in self.mailboxes.values() {
+            if tokio::time::timeout_at(deadline, worker.running.lock())
+                .await
+                .is_err()
+            {
+                tracing::warn!(mailbox = %worker.name, "a sync did not finish in time");
+            }
+        }
+        (joined, cancelled)
     }
 }
 
@@ -113,7 +171,12 @@ impl MailboxWorker {
             },
             wake: Notify::new(),
             running: Mutex::new(()),
+            stop: watch::channel(false).1,
         }
+    }
+
+    fn stopped_by(self, stop: watch::Receiver<bool>) -> MailboxWorker {
+        MailboxWorker { stop, ..self }
     }
 
     /// Ask the worker to sync now (and to resume, when paused by auth failures).
@@ -167,7 +230,7 @@ impl MailboxWorker {
         let _guard = self.running.lock().await;
         let settings = UpstreamSettings::new(&self.upstream, password, self.ctx.max_message_size);
         let result = match settings.open().await {
-            Ok(session) => sync_once::<AnyUpstream>(&self.ctx, session).await,
+            Ok(session) => sync_until::<AnyUpstream>(&self.ctx, session, &self.stop).await,
             Err(e) => Err(e.into()),
         };
         let mut state = self.state().await;
@@ -259,6 +322,9 @@ impl MailboxWorker {
         self.save(&state).await;
         let mut failures: u32 = 0;
         loop {
+            if *shutdown.borrow() {
+                return;
+            }
             let state = self.state().await;
             if state.status == SyncStatus::AuthFailed {
                 // Paused: only an operator wakes it (resume or sync).

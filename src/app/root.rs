@@ -1,0 +1,227 @@
+//! The one place the application is wired from a [`Config`]: store,
+//! committer, ingest, metrics, fetch workers, SMTP listeners and HTTP.
+//!
+//! Each command builds only what it needs: `test-connection` nothing but
+//! the upstream settings, `sync` the [`Core`] (store, writer, ingest,
+//! workers), `serve` the core and the [`Front`] (listeners). Whatever was
+//! built is taken down by [`super::shutdown`], in order.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::upstream::UpstreamConfig;
+use crate::config::{Config, MailboxConfig};
+use crate::inbound::mx::budget::ConnectionBudget;
+use crate::inbound::mx::listener::{self, SmtpServer};
+use crate::inbound::pull::scheduler::FetchControl;
+use crate::ingest::Ingestor;
+use crate::ingest::route::Router;
+use crate::mail::reason::RejectReason;
+use crate::metrics::Metrics;
+use crate::proto::smtp::session::SessionConfig;
+use crate::store::commit::{Committer, WriterHandle};
+use crate::store::{Store, StoreError};
+use crate::tickets::TicketSettings;
+
+/// A loaded config and the builders that turn it into running parts.
+pub struct App {
+    config: Config,
+}
+
+/// What stores and pulls mail: the store, its single writer, ingest, and
+/// one fetch worker per upstream mailbox (built, not yet started).
+pub struct Core {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub ingestor: Ingestor,
+    pub fetch: Arc<FetchControl>,
+    pub(super) writer: WriterHandle,
+}
+
+/// The network side of `serve`: SMTP listeners and HTTP, accepting until
+/// the stop signal.
+pub struct Front {
+    pub(super) stop: watch::Sender<bool>,
+    /// One task per SMTP listener; each returns its open sessions.
+    pub(super) smtp: Vec<tokio::task::JoinHandle<JoinSet<()>>>,
+    pub(super) http: tokio::task::JoinHandle<()>,
+    /// The certificate the TLS listeners present.
+    pub certificate: std::path::PathBuf,
+}
+
+impl App {
+    pub fn new(config: Config) -> App {
+        App { config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The mailbox `name` and the upstream it pulls from.
+    pub fn upstream(&self, name: &str) -> Result<(&MailboxConfig, &UpstreamConfig)> {
+        let config = &self.config;
+        let Some(mailbox) = config.mailboxes.iter().find(|m| m.name == name) else {
+            let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "no mailbox named {name:?} (configured: {})",
+                names.join(", ")
+            );
+        };
+        let Some(upstream) = &mailbox.upstream else {
+            bail!("mailbox {name:?} has no [mailbox.upstream] to pull from");
+        };
+        Ok((mailbox, upstream))
+    }
+
+    /// Opens the database (the caller decides what "already open" means).
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.config.db_path())
+    }
+
+    pub fn ticket_settings(&self) -> TicketSettings {
+        TicketSettings {
+            tag: self.config.tickets.tag.clone(),
+            first_number: self.config.tickets.first_number,
+        }
+    }
+
+    /// Metrics with every series the config implies present from the start.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        let metrics = Arc::new(Metrics::new());
+        let names: Vec<String> = self
+            .config
+            .mailboxes
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        let reasons: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        metrics.init_series("smtp", &names, &reasons);
+        for m in &self.config.mailboxes {
+            if let Some(u) = &m.upstream {
+                metrics.init_series(u.protocol.as_str(), std::slice::from_ref(&m.name), &reasons);
+            }
+        }
+        metrics
+    }
+
+    /// Starts the writer thread on `store` and builds ingest and the fetch
+    /// workers around it. Needs a Tokio runtime only once workers start.
+    pub fn core(&self, store: Store) -> Core {
+        let metrics = self.metrics();
+        let observer_metrics = metrics.clone();
+        let (committer, writer) = Committer::start_joinable(
+            &store,
+            self.ticket_settings(),
+            Arc::new(move |elapsed, batch| {
+                observer_metrics
+                    .commit_seconds
+                    .observe(elapsed.as_secs_f64());
+                observer_metrics.commit_batch_size.observe(batch as f64);
+            }),
+        );
+        let router = Arc::new(Router::new(&self.config));
+        let ingestor = Ingestor::new(committer, router, metrics.clone());
+        let fetch = Arc::new(FetchControl::new(&self.config, &ingestor, &store, &metrics));
+        Core {
+            store,
+            metrics,
+            ingestor,
+            fetch,
+            writer,
+        }
+    }
+
+    /// Binds every SMTP listener and HTTP (so port errors surface before
+    /// anything runs) and starts accepting.
+    pub async fn front(&self, core: &Core) -> Result<Front> {
+        let config = &self.config;
+        let (tls_config, cert_path) = crate::tls::server_config(&config.tls)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        let session = SessionConfig {
+            hostname: config.server.hostname.clone(),
+            max_message_size: config.limits.max_message_size,
+            max_recipients: config.smtp.max_recipients,
+            max_line_length: config.smtp.max_line_length,
+            max_commands: config.smtp.max_commands,
+            max_errors: 20,
+            bare_lf: config.smtp.bare_lf,
+            starttls_available: true,
+        };
+        let implicit_session = SessionConfig {
+            starttls_available: false,
+            ..session.clone()
+        };
+        // One budget for every SMTP listener (and, later, submission).
+        let budget = Arc::new(ConnectionBudget::new((&config.smtp).into()));
+        let make = |session| {
+            Arc::new(SmtpServer::new(
+                session,
+                core.ingestor.clone(),
+                core.metrics.clone(),
+                Some(acceptor.clone()),
+                config.smtp.idle_timeout,
+                budget.clone(),
+            ))
+        };
+        let plain_server = make(session);
+        let tls_server = make(implicit_session);
+
+        let plain = listener::bind(&config.smtp.listen).await?;
+        let implicit = listener::bind(&config.smtp.listen_tls).await?;
+        let http_listener = crate::http::bind(config.http.listen).await?;
+
+        let api_token = config
+            .http
+            .api_token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|t| !t.is_empty());
+        let http_state = Arc::new(crate::http::HttpState {
+            store: core.store.clone(),
+            metrics: core.metrics.clone(),
+            api_token,
+            mailboxes: config.mailboxes.clone(),
+            fetch: core.fetch.clone(),
+            http: config.http.clone(),
+        });
+
+        let (stop, stopped) = watch::channel(false);
+        let mut smtp = Vec::new();
+        let spawn = |server: &Arc<SmtpServer>, l: TcpListener, implicit_tls: bool| {
+            tokio::spawn(server.clone().serve(l, implicit_tls, stopped.clone()))
+        };
+        for l in plain {
+            tracing::info!(address = %local(&l)?, "SMTP listening (STARTTLS offered)");
+            smtp.push(spawn(&plain_server, l, false));
+        }
+        for l in implicit {
+            tracing::info!(address = %local(&l)?, "SMTP listening (implicit TLS)");
+            smtp.push(spawn(&tls_server, l, true));
+        }
+        tracing::info!(
+            address = %config.http.listen,
+            api_token = http_state.api_token.is_some(),
+            "HTTP listening (/healthz, /metrics, /api/v1)"
+        );
+        let http = tokio::spawn(crate::http::serve(
+            http_listener,
+            http_state,
+            stopped.clone(),
+        ));
+        Ok(Front {
+            stop,
+            smtp,
+            http,
+            certificate: cert_path,
+        })
+    }
+}
+
+fn local(l: &TcpListener) -> Result<std::net::SocketAddr> {
+    l.local_addr().context("reading a listener's address")
+}
