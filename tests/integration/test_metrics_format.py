@@ -39,7 +39,7 @@ def busy_gw(gw):
     counters, gauges and histograms all have samples."""
     dup = make_msg(f"metrics {unique()}", msgid=new_msgid())
     gw.send(dup).message()
-    gw.send(dup).one("dup_message")
+    gw.send(dup).one("duplicate")
     gw.send(make_msg(f"metrics {unique()}", headers=[("Precedence", "bulk")])).rejection()
     return gw
 
