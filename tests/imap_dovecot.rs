@@ -12,7 +12,7 @@ use mailgate::inbound::pull::providers::imap::{ImapSettings, ImapUpstream};
 use mailgate::inbound::pull::upstream::{
     ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
-use mailgate::mail::{AfterImport, Secret, Security};
+use mailgate::mail::{AfterImport, Credential, Secret, Security};
 use support::dovecot::{Dovecot, PASSWORD, Separator, USER};
 
 const PROCESSED: &str = "Mailgate";
@@ -33,7 +33,7 @@ fn settings(d: &Dovecot, folder: &str, after: AfterImport) -> ImapSettings {
             port: d.imap_port,
             security: Security::StartTls,
             user: USER.into(),
-            password: Secret::new(PASSWORD),
+            credential: Credential::Password(Secret::new(PASSWORD)),
             ca_file: Some(d.ca_file.clone()),
             connect_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(30),
@@ -115,7 +115,7 @@ async fn tls_and_starttls_verify_through_the_ca_file() {
 async fn wrong_password_and_missing_folder() {
     let d = Dovecot::start();
     let mut s = settings(&d, "INBOX", label());
-    s.connect.password = Secret::new("not-the-password");
+    s.connect.credential = Credential::Password(Secret::new("not-the-password"));
     let err = ImapUpstream::open(&s).await.unwrap_err();
     match &err {
         FetchError::Auth { user, detail } => {

@@ -9,14 +9,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-use crate::auth::password;
+use crate::auth::credential;
 use crate::config::upstream::UpstreamConfig;
 use crate::config::{Config, MailboxConfig};
 use crate::inbound::pull::connect::UpstreamSettings;
 use crate::inbound::pull::scheduler::FetchControl;
 use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
-use crate::mail::{Secret, Security};
+use crate::mail::{Credential, Security};
 use crate::metrics::Metrics;
 use crate::store::commit::{Committer, TicketSettings};
 use crate::store::{Store, StoreError};
@@ -39,8 +39,9 @@ fn find<'c>(config: &'c Config, name: &str) -> Result<(&'c MailboxConfig, &'c Up
 /// exactly what failed. Returns whether it worked.
 pub async fn test_connection(config: &Config, name: &str) -> Result<bool> {
     let (_, upstream) = find(config, name)?;
-    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
-    let settings = UpstreamSettings::new(upstream, secret, config.limits.max_message_size as u64);
+    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let settings =
+        UpstreamSettings::new(upstream, credential, config.limits.max_message_size as u64);
     let security = match upstream.security {
         Security::Tls => "TLS",
         Security::StartTls => "STARTTLS",
@@ -78,12 +79,12 @@ pub async fn test_connection(config: &Config, name: &str) -> Result<bool> {
 /// `mailgate serve` holds it, asks that server to sync instead.
 pub async fn sync(config: &Config, name: &str) -> Result<()> {
     let (_, upstream) = find(config, name)?;
-    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
+    let credential = credential::resolve_or_prompt(upstream, name)?;
     let store = match Store::open(&config.db_path()) {
         Ok(store) => store,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
             println!("the database is in use by a running mailgate; asking it to sync {name}");
-            return sync_remote(config, name, secret).await;
+            return sync_remote(config, name, &credential).await;
         }
         Err(e) => return Err(e).context("opening the database"),
     };
@@ -106,7 +107,7 @@ pub async fn sync(config: &Config, name: &str) -> Result<()> {
             "mailbox {name} was paused after authentication failures; trying with this password"
         );
     }
-    match worker.sync_with(secret).await {
+    match worker.sync_with(credential).await {
         Ok(r) => {
             println!(
                 "synced {name}: {} listed, {} imported, {} rejected, {} duplicates, {} resumed",
@@ -118,14 +119,18 @@ pub async fn sync(config: &Config, name: &str) -> Result<()> {
     }
 }
 
-async fn sync_remote(config: &Config, name: &str, secret: Secret) -> Result<()> {
+async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Result<()> {
     let address = config.http.listen;
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| format!("the database is locked but no server answers on {address}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let body = serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?;
+    let body = match credential {
+        Credential::Password(secret) => {
+            serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
+        }
+    };
     let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
         .header("host", address.to_string())
         .header("content-type", "application/json");

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::HttpState;
 use super::respond::{Reply, error, json as json_reply};
 use crate::config::MailboxConfig;
-use crate::mail::{AfterImport, Secret, Security};
+use crate::mail::{AfterImport, Security};
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
 
 /// Largest POST body accepted (it holds at most a password).
@@ -161,14 +161,14 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
                     }
                 }
             };
-            let password = match parsed.password.filter(|p| !p.is_empty()) {
-                Some(p) => Secret::new(p),
-                None => match crate::auth::password::resolve(&worker.upstream.password) {
+            let credential = match parsed.password.filter(|p| !p.is_empty()) {
+                Some(p) => crate::auth::credential::from_password(p),
+                None => match crate::auth::credential::resolve(&worker.upstream) {
                     Ok(p) => p,
                     Err(e) => return error(StatusCode::BAD_REQUEST, "no_password", e.to_string()),
                 },
             };
-            match worker.sync_with(password).await {
+            match worker.sync_with(credential).await {
                 Ok(report) => json_reply(
                     StatusCode::OK,
                     &json!({
