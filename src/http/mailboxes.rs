@@ -152,11 +152,16 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
             } else {
                 match serde_json::from_slice(&bytes) {
                     Ok(b) => b,
+                    // serde's message may quote the value (the password): not echoed.
                     Err(e) => {
                         return error(
                             StatusCode::BAD_REQUEST,
                             "bad_request",
-                            format!("invalid JSON body: {e}"),
+                            format!(
+                                "invalid JSON body at line {} column {}: expected {{\"password\": \"...\"}} or nothing",
+                                e.line(),
+                                e.column()
+                            ),
                         );
                     }
                 }
