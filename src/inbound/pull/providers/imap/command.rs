@@ -4,7 +4,7 @@
 //! Lines are written straight onto the [`Transport`], never through
 //! async-imap's encoder: that one traces every line it sends (LOGIN with
 //! its password included) at `async_imap::imap_stream=trace`. async-imap
-//! is only the response parser here ([`Client::read_response`]). Its own
+//! is only the response parser here (`Client::read_response`). Its own
 //! command helpers also drop the tagged status of FETCH, SEARCH, STORE,
 //! LIST and EXPUNGE (a `NO` looks like an empty success) and leave the
 //! connection out of step when a stream is dropped early.

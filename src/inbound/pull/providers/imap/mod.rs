@@ -5,12 +5,12 @@
 //! nothing changes upstream before [`Upstream::mark`], and every network
 //! step is bounded by the configured timeouts and the message size cap.
 //!
-//! One concept per file: [`login`] opens the session (TCP, TLS/STARTTLS,
-//! greeting, credential), [`command`] is one command exchange, [`open`]
-//! selects the folder, [`folder`] finds mailboxes (LIST, separators, move
-//! targets), [`idle`] waits for new mail, [`mark`] labels, moves or deletes,
-//! and [`upstream`] is the [`Upstream`] impl gluing them together.
-//! async-imap only parses responses; every line is written by [`command`].
+//! One concept per file: `login` opens the session (TCP, TLS/STARTTLS,
+//! greeting, credential), `command` is one command exchange, `open`
+//! selects the folder, `folder` finds mailboxes (LIST, separators, move
+//! targets), `idle` waits for new mail, `mark` labels, moves or deletes,
+//! and `upstream` is the [`Upstream`] impl gluing them together.
+//! async-imap only parses responses; every line is written by `command`.
 
 mod command;
 mod folder;

@@ -3,13 +3,15 @@
 //!
 //! [`crate::proto::pop3`] is the sans-IO core (responses from bytes,
 //! bounded, any chunking); here are the thin tokio layers around it:
-//! [`conn`] (one command exchange under a timeout), [`login`] (TLS/STLS,
-//! greeting, credential) and [`upstream`] ([`Pop3Upstream`], implementing
-//! [`Upstream`](crate::inbound::pull::upstream::Upstream)). POP3 has no flags: every message
-//! in the maildrop is listed, keyed by its UIDL, and the engine skips the
-//! ones it already committed. Deletions (DELE) only take effect at QUIT in
-//! [`finish`](crate::inbound::pull::upstream::Upstream::finish); a dropped session deletes
-//! nothing.
+//! `conn` (one command exchange under a timeout), `login` (TLS/STLS,
+//! greeting, credential) and `upstream` ([`Pop3Upstream`], implementing
+//! [`Upstream`](crate::inbound::pull::upstream::Upstream)).
+//!
+//! POP3 has no flags: every message in the maildrop is listed, keyed by
+//! its UIDL, and the engine skips the ones it already committed. Deletions
+//! (DELE) only take effect at QUIT in
+//! [`finish`](crate::inbound::pull::upstream::Upstream::finish); a dropped
+//! session deletes nothing.
 
 mod conn;
 mod login;
