@@ -86,11 +86,7 @@ fn main() -> ExitCode {
             mailgate::app::commands::test_connection(c, &mailbox).await
         }),
         Command::Serve { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(log_filter("info"))
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging("info");
             let (config, source) = match load(config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -130,11 +126,7 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter("warn"))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging("warn");
     let config = match load(config) {
         Ok((c, _)) => c,
         Err(e) => {
@@ -163,14 +155,43 @@ where
     }
 }
 
-/// The log filter: MAILGATE_LOG or the default level. async-imap logs the
-/// commands it sends (LOGIN with its password) and whole responses at debug
-/// and trace, so it is held at info whatever MAILGATE_LOG asks for.
+/// Logs to stderr, filtered by [`log_filter`], with [`never_verbose`]
+/// layered on top so that no MAILGATE_LOG can lift its cap.
+fn init_logging(default: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(default))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(never_verbose())
+        .init();
+}
+
+/// The log filter: MAILGATE_LOG or the default level. What the user asks
+/// for is taken as is; [`never_verbose`] is a separate filter because in
+/// an EnvFilter a more specific directive (`async_imap::imap_stream=trace`)
+/// always beats a forced `async_imap=info`.
 fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    match "async_imap=info".parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    }
+    tracing_subscriber::EnvFilter::try_from_env("MAILGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
+/// Drops debug and trace events of the libraries that dump raw protocol
+/// traffic (async-imap traces every line it parses, and would trace every
+/// line it sends), whatever the EnvFilter enabled. Secrets never reach
+/// those libraries in the first place (the IMAP client writes its own
+/// lines, LOGIN included); this keeps message contents out of the log too.
+fn never_verbose() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool>
+{
+    tracing_subscriber::filter::filter_fn(|meta: &tracing::Metadata<'_>| {
+        let target = meta.target();
+        let raw_traffic = ["async_imap", "imap_proto"].iter().any(|t| {
+            target
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        });
+        !raw_traffic || *meta.level() <= tracing::Level::INFO
+    })
 }

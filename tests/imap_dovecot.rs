@@ -12,7 +12,7 @@ use mailgate::inbound::pull::providers::imap::{ImapSettings, ImapUpstream};
 use mailgate::inbound::pull::upstream::{
     ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
-use mailgate::mail::{AfterImport, Secret, Security};
+use mailgate::mail::{AfterImport, Credential, Secret, Security};
 use support::dovecot::{Dovecot, PASSWORD, Separator, USER};
 
 const PROCESSED: &str = "Mailgate";
@@ -33,7 +33,7 @@ fn settings(d: &Dovecot, folder: &str, after: AfterImport) -> ImapSettings {
             port: d.imap_port,
             security: Security::StartTls,
             user: USER.into(),
-            password: Secret::new(PASSWORD),
+            credential: Credential::Password(Secret::new(PASSWORD)),
             ca_file: Some(d.ca_file.clone()),
             connect_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(30),
@@ -115,7 +115,7 @@ async fn tls_and_starttls_verify_through_the_ca_file() {
 async fn wrong_password_and_missing_folder() {
     let d = Dovecot::start();
     let mut s = settings(&d, "INBOX", label());
-    s.connect.password = Secret::new("not-the-password");
+    s.connect.credential = Credential::Password(Secret::new("not-the-password"));
     let err = ImapUpstream::open(&s).await.unwrap_err();
     match &err {
         FetchError::Auth { user, detail } => {
@@ -432,4 +432,54 @@ async fn idle_wakes_up_on_new_mail() {
         .unwrap();
     assert!(!changed);
     up.finish().await.unwrap();
+}
+
+/// Everything logged in this test process, at every level (the `log`
+/// records of async-imap and rustls included, through tracing-log).
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_password_never_reaches_a_log_even_at_trace() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The whole test binary logs into it from now on; no filter at all.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .try_init();
+    let d = Dovecot::start();
+    d.save("INBOX", &raw(1));
+    for s in [
+        settings(&d, "INBOX", label()),
+        implicit_tls(&d, "INBOX", label()),
+    ] {
+        let probe = ImapUpstream::probe(&s).await.unwrap();
+        assert_eq!(probe.messages, 1);
+        let mut up = ImapUpstream::open(&s).await.unwrap();
+        let listed = up.list_new().await.unwrap();
+        assert_eq!(up.fetch(&listed[0]).await.unwrap(), raw(1));
+        up.finish().await.unwrap();
+    }
+    let mut wrong = settings(&d, "INBOX", label());
+    wrong.connect.credential = Credential::Password(Secret::new("not-the-password"));
+    ImapUpstream::open(&wrong).await.unwrap_err();
+
+    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    // The capture works: async-imap's trace of what it parsed is in it.
+    assert!(log.contains("decode: input"), "{log}");
+    assert!(log.contains("IMAP login"), "{log}");
+    for secret in [PASSWORD, "not-the-password"] {
+        assert!(!log.contains(secret), "{secret:?} was logged:\n{log}");
+    }
 }

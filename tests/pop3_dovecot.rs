@@ -9,7 +9,7 @@ use mailgate::inbound::pull::providers::pop3::{Pop3Settings, Pop3Upstream};
 use mailgate::inbound::pull::upstream::{
     ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
-use mailgate::mail::{AfterImport, Secret, Security};
+use mailgate::mail::{AfterImport, Credential, Secret, Security};
 use support::dovecot::{Dovecot, PASSWORD, USER};
 
 fn settings(d: &Dovecot, security: Security, after: AfterImport) -> Pop3Settings {
@@ -23,7 +23,7 @@ fn settings(d: &Dovecot, security: Security, after: AfterImport) -> Pop3Settings
             port,
             security,
             user: USER.into(),
-            password: Secret::new(PASSWORD),
+            credential: Credential::Password(Secret::new(PASSWORD)),
             ca_file: Some(d.ca_file.clone()),
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(10),
@@ -125,7 +125,7 @@ async fn tls_fails_without_the_ca_file() {
 async fn wrong_password_is_an_auth_error() {
     let d = Dovecot::start();
     let mut cfg = settings(&d, Security::Tls, AfterImport::Keep);
-    cfg.connect.password = Secret::new("wrong");
+    cfg.connect.credential = Credential::Password(Secret::new("wrong"));
     let err = Pop3Upstream::open(&cfg).await.unwrap_err();
     match &err {
         FetchError::Auth { user, detail } => {

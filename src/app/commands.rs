@@ -9,10 +9,10 @@ use hyper_util::rt::TokioIo;
 
 use super::shutdown::{WORKER_TIMEOUT, WRITER_TIMEOUT};
 use super::{App, Core};
-use crate::auth::password;
+use crate::auth::credential;
 use crate::config::Config;
 use crate::inbound::pull::connect::UpstreamSettings;
-use crate::mail::{Secret, Security};
+use crate::mail::{Credential, Security};
 use crate::store::StoreError;
 
 /// Connects, authenticates, opens the folder, and says what it found or
@@ -21,8 +21,9 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
     let app = App::new(config);
     let config = app.config();
     let (_, upstream) = app.upstream(name)?;
-    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
-    let settings = UpstreamSettings::new(upstream, secret, config.limits.max_message_size as u64);
+    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let settings =
+        UpstreamSettings::new(upstream, credential, config.limits.max_message_size as u64);
     let security = match upstream.security {
         Security::Tls => "TLS",
         Security::StartTls => "STARTTLS",
@@ -61,23 +62,23 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
 pub async fn sync(config: Config, name: &str) -> Result<()> {
     let app = App::new(config);
     let (_, upstream) = app.upstream(name)?;
-    let secret = password::resolve_or_prompt(&upstream.password, name, &upstream.user)?;
+    let credential = credential::resolve_or_prompt(upstream, name)?;
     let store = match app.open_store() {
         Ok(store) => store,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
             println!("the database is in use by a running mailgate; asking it to sync {name}");
-            return sync_remote(app.config(), name, secret).await;
+            return sync_remote(app.config(), name, &credential).await;
         }
         Err(e) => return Err(e).context("opening the database"),
     };
     let core = app.core(store);
-    let result = sync_here(&core, name, secret).await;
+    let result = sync_here(&core, name, credential).await;
     // Whatever happened, the writer commits what is queued before we exit.
     core.close(WORKER_TIMEOUT, WRITER_TIMEOUT).await?;
     result
 }
 
-async fn sync_here(core: &Core, name: &str, secret: Secret) -> Result<()> {
+async fn sync_here(core: &Core, name: &str, credential: Credential) -> Result<()> {
     let worker = core
         .fetch
         .get(name)
@@ -87,7 +88,7 @@ async fn sync_here(core: &Core, name: &str, secret: Secret) -> Result<()> {
             "mailbox {name} was paused after authentication failures; trying with this password"
         );
     }
-    match worker.sync_with(secret).await {
+    match worker.sync_with(credential).await {
         Ok(r) => {
             println!(
                 "synced {name}: {} listed, {} imported, {} rejected, {} duplicates, {} resumed",
@@ -99,14 +100,18 @@ async fn sync_here(core: &Core, name: &str, secret: Secret) -> Result<()> {
     }
 }
 
-async fn sync_remote(config: &Config, name: &str, secret: Secret) -> Result<()> {
+async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Result<()> {
     let address = config.http.listen;
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| format!("the database is locked but no server answers on {address}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let body = serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?;
+    let body = match credential {
+        Credential::Password(secret) => {
+            serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
+        }
+    };
     let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
         .header("host", address.to_string())
         .header("content-type", "application/json");

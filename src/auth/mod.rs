@@ -1,4 +1,6 @@
 //! Credentials the gateway uses towards upstream servers: where passwords
-//! come from (environment, file, prompt), never the config.
+//! come from (environment, file, prompt), never the config, and the
+//! [`Credential`](crate::mail::Credential) a mailbox logs in with.
 
+pub mod credential;
 pub mod password;

@@ -1,5 +1,9 @@
 //! Upstream passwords: from an environment variable, a private file, or
 //! typed at a prompt. Never from the config, never stored, never logged.
+//!
+//! Errors show the variable name or the file path only once it is proven
+//! to be one (the variable is set, the file exists): a value that names
+//! nothing may be the password itself, pasted into the wrong key.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -9,8 +13,14 @@ use crate::mail::Secret;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PasswordError {
-    #[error("environment variable {0} is not set (upstream.password_env)")]
-    EnvMissing(String),
+    #[error(
+        "the environment variable named by upstream.password_env is not set or empty (its name is not shown, in case the password itself was put there)"
+    )]
+    EnvMissing,
+    #[error(
+        "no password file at the path given in upstream.password_file: {detail} (the path is not shown, in case the password itself was put there)"
+    )]
+    FileMissing { detail: String },
     #[error("cannot read password file {path}: {detail} (upstream.password_file)")]
     FileUnreadable { path: String, detail: String },
     #[error(
@@ -32,7 +42,7 @@ pub fn resolve(source: &PasswordSource) -> Result<Secret, PasswordError> {
     match source {
         PasswordSource::Env(name) => match std::env::var(name) {
             Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-            _ => Err(PasswordError::EnvMissing(name.clone())),
+            _ => Err(PasswordError::EnvMissing),
         },
         PasswordSource::File(path) => read_file(path),
         PasswordSource::Prompt => Err(PasswordError::NeedsPrompt),
@@ -67,8 +77,7 @@ pub fn resolve_or_prompt(
 
 fn read_file(path: &Path) -> Result<Secret, PasswordError> {
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| PasswordError::FileUnreadable {
-        path: shown.clone(),
+    let meta = std::fs::metadata(path).map_err(|e| PasswordError::FileMissing {
         detail: e.to_string(),
     })?;
     #[cfg(unix)]
@@ -117,9 +126,16 @@ mod tests {
     #[test]
     fn env_and_prompt() {
         let name = "MAILGATE_TEST_PASSWORD_ENV_UNIT";
+        let err = resolve(&PasswordSource::Env(name.into())).unwrap_err();
+        assert_eq!(err, PasswordError::EnvMissing);
+        assert!(!err.to_string().contains(name), "{err}");
+        let pasted = "hunter2-pasted";
+        let err = resolve(&PasswordSource::File(pasted.into())).unwrap_err();
+        assert!(matches!(err, PasswordError::FileMissing { .. }), "{err:?}");
+        assert!(!format!("{err}{err:?}").contains(pasted), "{err}");
         assert_eq!(
-            resolve(&PasswordSource::Env(name.into())).unwrap_err(),
-            PasswordError::EnvMissing(name.into())
+            format!("{:?}", PasswordSource::Env(pasted.into())),
+            "Env(<not shown>)"
         );
         assert_eq!(
             resolve(&PasswordSource::Prompt).unwrap_err(),

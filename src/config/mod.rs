@@ -398,10 +398,20 @@ fn display_path(path: &str) -> String {
 
 /// A TOML or type error, with its line and the key toml names.
 fn syntax_problem(error: &toml::de::Error, text: &str) -> String {
-    let message = error.message().trim().to_string();
+    let mut message = error.message().trim().to_string();
     match error.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // toml quotes a mistyped value (`invalid type: integer `123``):
+            // not for a key that holds a secret's source.
+            let key = text[..start].rsplit('\n').next().unwrap_or("");
+            if ["password", "token", "secret"]
+                .iter()
+                .any(|s| key.contains(s))
+            {
+                message = upstream::hide_quoted(&message);
+            }
             format!("line {line}: {message}")
         }
         None => message,
@@ -537,7 +547,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     {
         err(
             "http.api_token_env",
-            format!("invalid environment variable name {name:?}"),
+            "is not an environment variable name (letters, digits and _ only); it must not be the token itself (value not shown)".into(),
         );
     }
     let mut allowed_hosts = Vec::new();

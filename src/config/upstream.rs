@@ -3,7 +3,8 @@
 //!
 //! Passwords are never in the config: only the name of an environment
 //! variable or the path of a file (checked not to be readable by others),
-//! or nothing, and then `mailgate sync` asks for it.
+//! or nothing, and then `mailgate sync` asks for it. Problems with those
+//! two keys never show their value: it may be a password pasted there.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,13 +29,24 @@ impl Protocol {
     }
 }
 
-/// Where the password comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the password comes from. Debug hides the variable name and the
+/// path (either may be a password pasted into the wrong key).
+#[derive(Clone, PartialEq, Eq)]
 pub enum PasswordSource {
     Env(String),
     File(PathBuf),
     /// Typed at the prompt of `mailgate sync`; `serve` cannot use the mailbox.
     Prompt,
+}
+
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PasswordSource::Env(_) => "Env(<not shown>)",
+            PasswordSource::File(_) => "File(<not shown>)",
+            PasswordSource::Prompt => "Prompt",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -188,10 +200,18 @@ pub(super) fn validate(
             PasswordSource::Prompt
         }
         (Some(name), None) => {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            // The value may be the password itself, pasted in by mistake:
+            // never shown, only what is wrong with it.
+            if name.is_empty() {
                 err(
                     &k("password_env"),
-                    format!("invalid environment variable name {name:?}"),
+                    "is empty: give the name of the environment variable that holds the password"
+                        .into(),
+                );
+            } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                err(
+                    &k("password_env"),
+                    "is not an environment variable name (letters, digits and _ only); it names the variable that holds the password and must not be the password itself (value not shown)".into(),
                 );
             }
             PasswordSource::Env(name.clone())
@@ -287,4 +307,22 @@ pub(super) fn validate(
         connect_timeout: duration(&k("connect_timeout"), &raw.connect_timeout, err),
         command_timeout: duration(&k("command_timeout"), &raw.command_timeout, err),
     }
+}
+
+/// A toml error message with every `quoted` value replaced (the value of
+/// a secret-holding key is never shown).
+pub(super) fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for ch in message.chars() {
+        if ch == '`' {
+            if !inside {
+                out.push_str("(value not shown)");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(ch);
+        }
+    }
+    out
 }

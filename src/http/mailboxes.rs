@@ -11,7 +11,7 @@ use super::error::ApiResult;
 use super::respond::{Reply, error, json as json_reply};
 use super::router::{Ctx, Route};
 use crate::config::MailboxConfig;
-use crate::mail::{AfterImport, Secret, Security};
+use crate::mail::{AfterImport, Security};
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
 
 /// Largest POST body accepted (it holds at most a password).
@@ -151,23 +151,28 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
             } else {
                 match serde_json::from_slice(&bytes) {
                     Ok(b) => b,
+                    // serde's message may quote the value (the password): not echoed.
                     Err(e) => {
                         return error(
                             StatusCode::BAD_REQUEST,
                             "bad_request",
-                            format!("invalid JSON body: {e}"),
+                            format!(
+                                "invalid JSON body at line {} column {}: expected {{\"password\": \"...\"}} or nothing",
+                                e.line(),
+                                e.column()
+                            ),
                         );
                     }
                 }
             };
-            let password = match parsed.password.filter(|p| !p.is_empty()) {
-                Some(p) => Secret::new(p),
-                None => match crate::auth::password::resolve(&worker.upstream.password) {
+            let credential = match parsed.password.filter(|p| !p.is_empty()) {
+                Some(p) => crate::auth::credential::from_password(p),
+                None => match crate::auth::credential::resolve(&worker.upstream) {
                     Ok(p) => p,
                     Err(e) => return error(StatusCode::BAD_REQUEST, "no_password", e.to_string()),
                 },
             };
-            match worker.sync_with(password).await {
+            match worker.sync_with(credential).await {
                 Ok(report) => json_reply(
                     StatusCode::OK,
                     &json!({

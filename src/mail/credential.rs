@@ -7,7 +7,7 @@ use super::secret::Secret;
 /// What to log in with. Debug never shows the secret.
 #[derive(Clone, Debug)]
 pub enum Credential {
-    /// IMAP LOGIN / AUTHENTICATE PLAIN, POP3 USER/PASS.
+    /// IMAP LOGIN; POP3 USER/PASS, or AUTH PLAIN where USER is not offered.
     Password(Secret),
 }
 

@@ -5,9 +5,9 @@ use super::providers::imap::{ImapSettings, ImapUpstream};
 use super::providers::pop3::{Pop3Settings, Pop3Upstream};
 use super::upstream::{ConnectSettings, FetchError, Probe, Upstream, UpstreamMessage, Verdict};
 use crate::config::upstream::{Protocol, UpstreamConfig};
-use crate::mail::Secret;
+use crate::mail::Credential;
 
-/// Settings for one upstream, password included (kept out of Debug output).
+/// Settings for one upstream, credential included (kept out of Debug output).
 #[derive(Debug, Clone)]
 pub enum UpstreamSettings {
     Imap(ImapSettings),
@@ -17,7 +17,7 @@ pub enum UpstreamSettings {
 impl UpstreamSettings {
     pub fn new(
         config: &UpstreamConfig,
-        password: Secret,
+        credential: Credential,
         max_message_size: u64,
     ) -> UpstreamSettings {
         let connect = ConnectSettings {
@@ -25,7 +25,7 @@ impl UpstreamSettings {
             port: config.port,
             security: config.security,
             user: config.user.clone(),
-            password,
+            credential,
             ca_file: config.ca_file.clone(),
             connect_timeout: config.connect_timeout,
             command_timeout: config.command_timeout,

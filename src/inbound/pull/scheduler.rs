@@ -14,11 +14,11 @@ use tokio::task::JoinHandle;
 
 use super::connect::{AnyUpstream, UpstreamSettings};
 use super::engine::{SyncContext, SyncError, SyncReport, sync_until};
-use crate::auth::password;
+use crate::auth::credential;
 use crate::config::upstream::{Protocol, UpstreamConfig};
 use crate::config::{Config, MailboxConfig};
 use crate::ingest::Ingestor;
-use crate::mail::Secret;
+use crate::mail::Credential;
 use crate::metrics::{MailboxLabel, Metrics};
 use crate::store::Store;
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
@@ -225,10 +225,10 @@ impl MailboxWorker {
         state
     }
 
-    /// One sync now, with this password; records the outcome in the state.
-    pub async fn sync_with(&self, password: Secret) -> Result<SyncReport, SyncError> {
+    /// One sync now, with this credential; records the outcome in the state.
+    pub async fn sync_with(&self, credential: Credential) -> Result<SyncReport, SyncError> {
         let _guard = self.running.lock().await;
-        let settings = UpstreamSettings::new(&self.upstream, password, self.ctx.max_message_size);
+        let settings = UpstreamSettings::new(&self.upstream, credential, self.ctx.max_message_size);
         let result = match settings.open().await {
             Ok(session) => sync_until::<AnyUpstream>(&self.ctx, session, &self.stop).await,
             Err(e) => Err(e.into()),
@@ -333,8 +333,8 @@ impl MailboxWorker {
                     _ = shutdown.changed() => return,
                 }
             }
-            let outcome = match password::resolve(&self.upstream.password) {
-                Ok(password) => match self.sync_with(password).await {
+            let outcome = match credential::resolve(&self.upstream) {
+                Ok(credential) => match self.sync_with(credential).await {
                     Ok(_) => None,
                     Err(e) => Some(e.to_string()),
                 },
@@ -379,11 +379,11 @@ impl MailboxWorker {
     /// Waits in IMAP IDLE for up to `wait`. True when it did wait (a change
     /// came, or the time passed); false when IDLE is unavailable.
     async fn idle(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let Ok(password) = password::resolve(&self.upstream.password) else {
+        let Ok(credential) = credential::resolve(&self.upstream) else {
             return false;
         };
         let UpstreamSettings::Imap(settings) =
-            UpstreamSettings::new(&self.upstream, password, self.ctx.max_message_size)
+            UpstreamSettings::new(&self.upstream, credential, self.ctx.max_message_size)
         else {
             return false;
         };

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::mail::{Secret, Security};
+use crate::mail::{Credential, Security};
 
 /// Everything needed to open an authenticated session.
 #[derive(Clone)]
@@ -17,8 +17,9 @@ pub struct ConnectSettings {
     pub port: u16,
     pub security: Security,
     pub user: String,
-    /// Never logged, never in Debug output.
-    pub password: Secret,
+    /// How to log in (dispatched on at IMAP and POP3 login). Never
+    /// logged, never in Debug output.
+    pub credential: Credential,
     /// Extra trusted CA certificate (PEM), on top of the system roots.
     pub ca_file: Option<PathBuf>,
     /// Connect + greeting + TLS + login must finish within this.
@@ -34,7 +35,7 @@ impl std::fmt::Debug for ConnectSettings {
             .field("port", &self.port)
             .field("security", &self.security)
             .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field("credential", &self.credential)
             .field("ca_file", &self.ca_file)
             .finish()
     }

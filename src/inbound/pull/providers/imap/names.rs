@@ -1,6 +1,5 @@
 //! Pure helpers of the IMAP client: message keys, UID sets, mailbox names
-//! (hierarchy separator mapping, modified UTF-7, quoting), keywords and the
-//! server's text inside async-imap's error strings. No I/O here.
+//! (hierarchy separator mapping, modified UTF-7, quoting), keywords. No I/O here.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, NO_PAD};
@@ -166,35 +165,6 @@ pub fn clean_text(text: &str) -> String {
     }
 }
 
-/// The server's own words inside an async-imap `Error::No`/`Error::Bad`
-/// string, which reads `code: <Debug>, info: Some("<text>")`. Falls back
-/// to the whole string when it does not have that shape.
-pub fn server_text(error: &str) -> String {
-    const MARK: &str = "info: Some(\"";
-    if let Some(start) = error.find(MARK) {
-        let rest = &error[start + MARK.len()..];
-        if let Some(body) = rest.strip_suffix("\")") {
-            // Undo Debug escaping of the common cases.
-            let mut out = String::with_capacity(body.len());
-            let mut chars = body.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    match chars.next() {
-                        Some('n') => out.push(' '),
-                        Some('r') | Some('t') => out.push(' '),
-                        Some(other) => out.push(other),
-                        None => {}
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            return clean_text(&out);
-        }
-    }
-    clean_text(error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,23 +257,5 @@ mod tests {
         assert_eq!(quoted("a\r\nb"), None);
         assert_eq!(quoted("ü"), None);
         assert_eq!(quoted("").as_deref(), Some("\"\""));
-    }
-
-    #[test]
-    fn server_text_is_extracted() {
-        let e = "code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")";
-        assert_eq!(
-            server_text(e),
-            "[AUTHENTICATIONFAILED] Authentication failed."
-        );
-        let e = "code: None, info: Some(\"say \\\"hi\\\"\")";
-        assert_eq!(server_text(e), "say \"hi\"");
-        assert_eq!(server_text("something else\r\n"), "something else");
-        assert_eq!(
-            server_text("code: None, info: None"),
-            "code: None, info: None"
-        );
-        let long = "x".repeat(1000);
-        assert!(server_text(&long).chars().count() <= 301);
     }
 }

@@ -9,7 +9,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::mail::Secret;
+use crate::inbound::pull::upstream::{
+    ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
+};
+use crate::mail::{AfterImport, Credential, Secret, Security};
+use names::parse_key;
 
 /// One expected command (prefix, without the tag) and the reply to it,
 /// `{tag}` standing for the command's tag. An empty reply: say nothing.
@@ -92,7 +96,7 @@ fn settings(port: u16, security: Security, after: AfterImport) -> ImapSettings {
             port,
             security,
             user: "u".into(),
-            password: Secret::new("pw"),
+            credential: Credential::Password(Secret::new("pw")),
             ca_file: None,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
@@ -499,4 +503,15 @@ fn futures_are_send() {
         send(up.finish());
     }
     let _ = (check, check_owned, check_finish);
+}
+
+#[tokio::test]
+async fn a_password_with_a_line_break_is_never_sent() {
+    let (port, server) = serve(GREETING, vec![]).await;
+    let mut s = settings(port, Security::None, label());
+    s.connect.credential = Credential::Password(Secret::new("pw\r\nmg9 DELETE INBOX"));
+    let err = ImapUpstream::open(&s).await.unwrap_err();
+    assert!(matches!(err, FetchError::Auth { .. }), "{err:?}");
+    assert!(!format!("{err}{err:?}").contains("DELETE"), "{err:?}");
+    assert!(server.await.unwrap().is_empty());
 }
