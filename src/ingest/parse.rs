@@ -3,7 +3,7 @@
 //! mail-parser is lenient by design; what it cannot make a message of, or a
 //! message without a usable sender, comes back as a reason instead.
 
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
+use mail_parser::{Address, Message, MessageParser, MimeHeaders};
 
 use crate::mail::{Attachment, AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
 
@@ -35,7 +35,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
     if message.headers().is_empty() {
         return Err(unparseable("no RFC 5322 header fields found"));
     }
-    let message_id = message.message_id().map(clean_id).filter(|s| !s.is_empty());
+    let message_id = message_id(&message);
     let subject = message.subject().map(str::to_string);
 
     let from = message.from().and_then(first_person);
@@ -57,8 +57,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
     };
 
     Ok(ParsedMail {
-        in_reply_to: id_list(message.in_reply_to()),
-        references: id_list(message.references()),
+        in_reply_to: id_header(&message, "In-Reply-To"),
+        references: id_header(&message, "References"),
         to: message.to().map(people).unwrap_or_default(),
         cc: message.cc().map(people).unwrap_or_default(),
         date: message
@@ -88,21 +88,81 @@ fn real_html(message: &Message<'_>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn clean_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .to_string()
+/// The Message-ID of a parsed message (or header block), unfolded and
+/// without angle brackets; the one definition both ticket messages and
+/// oversize records use, so dedup by Message-ID agrees between them.
+pub fn message_id(message: &Message<'_>) -> Option<String> {
+    id_header(message, "Message-ID").into_iter().next()
 }
 
-fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
-    let list: Vec<String> = match value {
-        HeaderValue::Text(t) => vec![clean_id(t)],
-        HeaderValue::TextList(l) => l.iter().map(|t| clean_id(t)).collect(),
-        _ => Vec::new(),
+/// Every message id in a header (first occurrence), from its raw value.
+fn id_header(message: &Message<'_>, name: &str) -> Vec<String> {
+    message.header_raw(name).map(ids_in).unwrap_or_default()
+}
+
+/// The ids in a Message-ID / In-Reply-To / References value. The raw value
+/// is read rather than mail-parser's, which keeps the CRLF and whitespace
+/// of a line folded inside `<...>`: a msg-id holds no whitespace (RFC 5322
+/// 3.6.4), so unfolding it means dropping all of it. Comments are skipped.
+/// When the value has bracketed ids only those count (an old-style
+/// In-Reply-To may carry a phrase around them); otherwise the bare tokens
+/// that look like ids (with an `@`), else any bare token.
+fn ids_in(raw: &str) -> Vec<String> {
+    let mut bracketed = Vec::new();
+    let mut bare = Vec::new();
+    let mut token = String::new();
+    let mut chars = raw.chars();
+    let flush = |token: &mut String, bare: &mut Vec<String>| {
+        if !token.is_empty() {
+            bare.push(std::mem::take(token));
+        }
     };
-    list.into_iter().filter(|s| !s.is_empty()).collect()
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                flush(&mut token, &mut bare);
+                let mut depth = 1usize;
+                while depth > 0 {
+                    match chars.next() {
+                        None => break,
+                        Some('\\') => {
+                            chars.next();
+                        }
+                        Some('(') => depth += 1,
+                        Some(')') => depth -= 1,
+                        Some(_) => {}
+                    }
+                }
+            }
+            '<' => {
+                flush(&mut token, &mut bare);
+                let id: String = chars
+                    .by_ref()
+                    .take_while(|&c| c != '>')
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                if !id.is_empty() {
+                    bracketed.push(id);
+                }
+            }
+            c if c.is_whitespace() || c == ',' => flush(&mut token, &mut bare),
+            c => token.push(c),
+        }
+    }
+    flush(&mut token, &mut bare);
+    if !bracketed.is_empty() {
+        return bracketed;
+    }
+    let bare = bare
+        .into_iter()
+        .map(|t| t.trim_matches('>').to_string())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>();
+    if bare.iter().any(|t| t.contains('@')) {
+        bare.into_iter().filter(|t| t.contains('@')).collect()
+    } else {
+        bare
+    }
 }
 
 fn first_person(address: &Address<'_>) -> Option<Person> {
@@ -202,6 +262,32 @@ mod tests {
         assert!(m.html.is_none(), "no HTML part, no HTML: {:?}", m.html);
     }
 
+    /// Ids folded anywhere (between ids, inside the brackets, unbracketed)
+    /// come out without CR, LF or folding whitespace.
+    #[test]
+    fn folded_ids_are_unfolded() {
+        let raw = b"From: a@b.test\r\nMessage-ID: <abc.\r\n 1234@exa\r\n\tmple.org>\r\nIn-Reply-To: <x1@a>\r\n (Ann's message)\r\nReferences: <r1@x>\r\n <r2@x><r3@\r\n x>,\r\n\t<r4\r\n @x>\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("abc.1234@example.org"));
+        assert_eq!(m.in_reply_to, vec!["x1@a"]);
+        assert_eq!(m.references, vec!["r1@x", "r2@x", "r3@x", "r4@x"]);
+
+        let raw = b"From: a@b.test\r\nMessage-ID:\r\n abc@example.org\r\nIn-Reply-To: Your message of Monday <x1@a>\r\nReferences: r1@x\r\n r2@x\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("abc@example.org"));
+        assert_eq!(m.in_reply_to, vec!["x1@a"]);
+        assert_eq!(m.references, vec!["r1@x", "r2@x"]);
+
+        let m =
+            parse(b"From: a@b.test\r\nMessage-ID: local-only\r\nReferences: (none)\r\n\r\nhi\r\n")
+                .unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("local-only"));
+        assert!(m.references.is_empty());
+        for id in m.message_id.iter().chain(&m.references) {
+            assert!(!id.contains(['\r', '\n', ' ', '\t']), "{id:?}");
+        }
+    }
+
     #[test]
     fn html_only_gets_text() {
         let raw = b"From: a@b.test\r\nContent-Type: text/html\r\n\r\n<p>Hello <b>world</b></p>\r\n";
@@ -276,5 +362,171 @@ mod tests {
         assert_eq!(a.meta.content_type, "application/pdf");
         assert_eq!(a.bytes, b"%PDF-1.4\n");
         assert_eq!(a.meta.size, 9);
+    }
+}
+
+/// Multi-byte and legacy charsets, in encoded words and in body parts: each
+/// sample is encoded here with encoding_rs, the parse must give it back.
+#[cfg(test)]
+mod charset_tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+
+    /// A Content-Transfer-Encoding applied to a body.
+    type TransferFn = fn(&[u8]) -> Vec<u8>;
+
+    /// (MIME charset label, encoding_rs encoding, sample text).
+    fn samples() -> Vec<(&'static str, &'static encoding_rs::Encoding, &'static str)> {
+        use encoding_rs::*;
+        vec![
+            ("ISO-2022-JP", ISO_2022_JP, "プリンターが壊れました"),
+            ("Shift_JIS", SHIFT_JIS, "請求書の件について"),
+            ("EUC-JP", EUC_JP, "会議の日程を変更します"),
+            ("GB2312", GBK, "打印机坏了，请帮忙"),
+            ("GBK", GBK, "发票问题需要处理"),
+            ("GB18030", GB18030, "账户无法登录"),
+            ("Big5", BIG5, "印表機壞了，請幫忙"),
+            ("EUC-KR", EUC_KR, "프린터가 고장났습니다"),
+            ("KOI8-R", KOI8_R, "Принтер сломался"),
+            ("windows-1251", WINDOWS_1251, "Счёт за услуги"),
+            ("windows-1252", WINDOWS_1252, "Café crème – “déjà vu” €5"),
+        ]
+    }
+
+    fn encode(enc: &'static encoding_rs::Encoding, text: &str) -> Vec<u8> {
+        let (bytes, _, unmappable) = enc.encode(text);
+        assert!(!unmappable, "{} cannot encode {text:?}", enc.name());
+        bytes.into_owned()
+    }
+
+    /// Quoted-printable for a body: every byte outside printable ASCII as =XX,
+    /// soft line breaks under 76 characters.
+    fn qp_body(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        let mut line = 0;
+        for &b in bytes {
+            let piece = if (b'!'..=b'~').contains(&b) && b != b'=' || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("={b:02X}")
+            };
+            if line + piece.len() > 72 {
+                out.push_str("=\r\n");
+                line = 0;
+            }
+            line += piece.len();
+            out.push_str(&piece);
+        }
+        out
+    }
+
+    /// RFC 2047 Q encoding: only letters and digits literal.
+    fn q_word(charset: &str, bytes: &[u8]) -> String {
+        let mut out = format!("=?{charset}?Q?");
+        for &b in bytes {
+            if b.is_ascii_alphanumeric() {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+        out.push_str("?=");
+        out
+    }
+
+    fn b_word(charset: &str, bytes: &[u8]) -> String {
+        format!("=?{charset}?B?{}?=", B64.encode(bytes))
+    }
+
+    fn message(from_name: &str, subject: &str, body_headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!(
+            "From: {from_name} <sender@example.org>\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <cs@example.org>\r\nMIME-Version: 1.0\r\n{body_headers}\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(b"\r\n");
+        raw
+    }
+
+    #[test]
+    fn encoded_words_in_subject_and_display_name() {
+        for (label, enc, text) in samples() {
+            let bytes = encode(enc, text);
+            for word in [b_word(label, &bytes), q_word(label, &bytes)] {
+                let raw = message(
+                    &word,
+                    &format!("Re: {word}"),
+                    "Content-Type: text/plain; charset=us-ascii\r\n",
+                    b"hello",
+                );
+                let m = parse(&raw).unwrap();
+                assert_eq!(m.subject, format!("Re: {text}"), "{label} subject {word}");
+                assert_eq!(
+                    m.from.name.as_deref(),
+                    Some(text),
+                    "{label} From name {word}"
+                );
+                assert_eq!(m.from.address, "sender@example.org");
+            }
+        }
+    }
+
+    #[test]
+    fn text_and_html_bodies_in_every_transfer_encoding() {
+        for (label, enc, text) in samples() {
+            let plain = encode(enc, &format!("{text}\r\nZeile zwei"));
+            let html = encode(enc, &format!("<p>{text}</p>"));
+            let transfer: [(&str, TransferFn); 3] = [
+                ("quoted-printable", |b| qp_body(b).into_bytes()),
+                ("base64", |b| B64.encode(b).into_bytes()),
+                ("8bit", |b| b.to_vec()),
+            ];
+            for (cte, encode_body) in transfer {
+                let raw = message(
+                    "Ann",
+                    "charset test",
+                    &format!(
+                        "Content-Type: text/plain; charset=\"{label}\"\r\nContent-Transfer-Encoding: {cte}\r\n"
+                    ),
+                    &encode_body(&plain),
+                );
+                let m = parse(&raw).unwrap();
+                assert_eq!(
+                    m.text.trim_end(),
+                    format!("{text}\r\nZeile zwei"),
+                    "{label} text/plain {cte}"
+                );
+
+                let mut alt = format!(
+                    "--sep\r\nContent-Type: text/plain; charset={label}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+                )
+                .into_bytes();
+                alt.extend(encode_body(&plain));
+                alt.extend(
+                    format!("\r\n--sep\r\nContent-Type: text/html; charset={label}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n")
+                        .into_bytes(),
+                );
+                alt.extend(encode_body(&html));
+                alt.extend(b"\r\n--sep--\r\n");
+                let raw = message(
+                    "Ann",
+                    "charset test",
+                    "Content-Type: multipart/alternative; boundary=\"sep\"\r\n",
+                    &alt,
+                );
+                let m = parse(&raw).unwrap();
+                assert!(
+                    m.text.starts_with(text),
+                    "{label} alternative text {cte}: {:?}",
+                    m.text
+                );
+                assert_eq!(
+                    m.html.as_deref().map(str::trim_end),
+                    Some(format!("<p>{text}</p>").as_str()),
+                    "{label} text/html {cte}"
+                );
+            }
+        }
     }
 }
