@@ -102,8 +102,12 @@ fn id_header(message: &Message<'_>, name: &str) -> Vec<String> {
 
 /// The ids in a Message-ID / In-Reply-To / References value. The raw value
 /// is read rather than mail-parser's, which keeps the CRLF and whitespace
-/// of a line folded inside `<...>`: a msg-id holds no whitespace (RFC 5322
-/// 3.6.4), so unfolding it means dropping all of it. Comments are skipped.
+/// of a line folded inside `<...>`. A msg-id holds no whitespace (RFC 5322
+/// 3.6.4), so a fold inside one was put there by the sender's mailer: the
+/// line break goes together with the folding whitespace after it, which
+/// restores the id as its author wrote it and as other messages cite it.
+/// (Spaces not at a fold stay: malformed ids are kept as they came.)
+/// Comments are skipped.
 /// When the value has bracketed ids only those count (an old-style
 /// In-Reply-To may carry a phrase around them); otherwise the bare tokens
 /// that look like ids (with an `@`), else any bare token.
@@ -136,13 +140,21 @@ fn ids_in(raw: &str) -> Vec<String> {
             }
             '<' => {
                 flush(&mut token, &mut bare);
-                let id: String = chars
-                    .by_ref()
-                    .take_while(|&c| c != '>')
-                    .filter(|c| !c.is_whitespace())
-                    .collect();
+                let mut id = String::new();
+                let mut folding = false;
+                for c in chars.by_ref().take_while(|&c| c != '>') {
+                    match c {
+                        '\r' | '\n' => folding = true,
+                        ' ' | '\t' if folding => {}
+                        c => {
+                            folding = false;
+                            id.push(c);
+                        }
+                    }
+                }
+                let id = id.trim();
                 if !id.is_empty() {
-                    bracketed.push(id);
+                    bracketed.push(id.to_string());
                 }
             }
             c if c.is_whitespace() || c == ',' => flush(&mut token, &mut bare),
@@ -277,6 +289,12 @@ mod tests {
         assert_eq!(m.message_id.as_deref(), Some("abc@example.org"));
         assert_eq!(m.in_reply_to, vec!["x1@a"]);
         assert_eq!(m.references, vec!["r1@x", "r2@x"]);
+
+        let raw =
+            b"From: a@b.test\r\nMessage-ID: < odd id@x >\r\nReferences: <a@\r\n b>\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("odd id@x"), "no fold, kept");
+        assert_eq!(m.references, vec!["a@b"]);
 
         let m =
             parse(b"From: a@b.test\r\nMessage-ID: local-only\r\nReferences: (none)\r\n\r\nhi\r\n")
