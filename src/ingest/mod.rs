@@ -6,6 +6,7 @@
 //! [`crate::store::commit`]); this module prepares what to commit and reports
 //! what happened (metrics, one log line per outcome).
 
+pub mod charset;
 pub mod classify;
 pub mod parse;
 pub mod route;

@@ -3,7 +3,12 @@
 //! mail-parser is lenient by design; what it cannot make a message of, or a
 //! message without a usable sender, comes back as a reason instead.
 
-use mail_parser::{Address, Message, MessageParser, MimeHeaders};
+use std::borrow::Cow;
+
+use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders};
+
+use super::charset;
 
 use crate::mail::{Attachment, AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
 
@@ -36,9 +41,18 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
         return Err(unparseable("no RFC 5322 header fields found"));
     }
     let message_id = message_id(&message);
-    let subject = message.subject().map(str::to_string);
+    let subject = message.subject().map(|parsed| {
+        let ours = raw_header(&message, "Subject").and_then(|raw| charset::decode_words(&raw));
+        charset::better(parsed.to_string(), ours)
+    });
 
-    let from = message.from().and_then(first_person);
+    let from = message.from().and_then(first_person).map(|mut from| {
+        if let Some(name) = from.name.take() {
+            let ours = raw_header(&message, "From").and_then(|raw| charset::display_name(&raw));
+            from.name = Some(charset::better(name, ours));
+        }
+        from
+    });
     let Some(from) = from else {
         let (detail, from_raw) = match message.header_raw("From") {
             None => ("no From header".to_string(), None),
@@ -66,10 +80,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
             .filter(|d| d.is_valid())
             .map(|d| d.to_rfc3339()),
         subject: subject.unwrap_or_default(),
-        text: message
-            .body_text(0)
-            .map(|t| t.into_owned())
-            .unwrap_or_default(),
+        text: body_text(&message),
         html: real_html(&message),
         attachments: attachments(&message),
         markers: markers(&message),
@@ -81,11 +92,54 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
 /// The first text/html body part; mail-parser would otherwise synthesize
 /// HTML from a plain-text body, which is not what the sender wrote.
 fn real_html(message: &Message<'_>) -> Option<String> {
-    message
-        .html_bodies()
-        .find(|part| part.is_text_html())
-        .and_then(|part| part.text_contents())
-        .map(str::to_string)
+    let part = message.html_bodies().find(|part| part.is_text_html())?;
+    redecoded(message, part).or_else(|| part.text_contents().map(str::to_string))
+}
+
+/// The first text body (an HTML-only message's HTML as text).
+fn body_text(message: &Message<'_>) -> String {
+    let part = message.text_body.first().and_then(|&id| message.part(id));
+    match part.and_then(|part| Some((part, redecoded(message, part)?))) {
+        Some((part, text)) if part.is_text_html() => {
+            mail_parser::decoders::html::html_to_text(&text)
+        }
+        Some((_, text)) => text,
+        None => message
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A text part whose charset mail-parser does not know (it then reads the
+/// bytes as UTF-8) but [`charset::decode`] does, decoded from its raw bytes.
+fn redecoded(message: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    let label = part.content_type()?.attribute("charset")?;
+    if charset::known_to_mail_parser(label) {
+        return None;
+    }
+    let raw = message
+        .raw_message()
+        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    let bytes = match part.encoding {
+        mail_parser::Encoding::QuotedPrintable => quoted_printable_decode(raw)?,
+        mail_parser::Encoding::Base64 => base64_decode(raw)?,
+        mail_parser::Encoding::None => raw.to_vec(),
+    };
+    charset::decode(label, &bytes)
+}
+
+/// The raw value of a top-level header (first occurrence), read lossily:
+/// mail-parser's `header_raw` gives nothing for a value that is not UTF-8.
+fn raw_header<'a>(message: &'a Message<'_>, name: &str) -> Option<Cow<'a, str>> {
+    let header = message
+        .headers()
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))?;
+    let bytes = message
+        .raw_message()
+        .get(header.offset_start() as usize..header.offset_end() as usize)?;
+    Some(String::from_utf8_lossy(bytes))
 }
 
 /// The Message-ID of a parsed message (or header block), unfolded and
@@ -97,7 +151,9 @@ pub fn message_id(message: &Message<'_>) -> Option<String> {
 
 /// Every message id in a header (first occurrence), from its raw value.
 fn id_header(message: &Message<'_>, name: &str) -> Vec<String> {
-    message.header_raw(name).map(ids_in).unwrap_or_default()
+    raw_header(message, name)
+        .map(|raw| ids_in(&raw))
+        .unwrap_or_default()
 }
 
 /// The ids in a Message-ID / In-Reply-To / References value. The raw value
@@ -465,6 +521,48 @@ mod charset_tests {
         raw.extend_from_slice(body);
         raw.extend_from_slice(b"\r\n");
         raw
+    }
+
+    /// Encoded words split inside a character or an ISO-2022-JP shift
+    /// state, and a charset label only Windows and Python know (cp932):
+    /// mail-parser alone gives replacement characters for these.
+    #[test]
+    fn split_words_and_code_page_labels() {
+        let utf8 = "プリンター".as_bytes();
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode("壊れました");
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode("請求書の件");
+        let subject = format!(
+            "{} {}\r\n {} {}",
+            b_word("UTF-8", &utf8[..4]),
+            b_word("UTF-8", &utf8[4..]),
+            b_word("ISO-2022-JP", &jis[..7]),
+            q_word("ISO-2022-JP", &jis[7..])
+        );
+        let from = format!("\"{}\"", b_word("cp932", &sjis));
+        let raw = message(
+            &from,
+            &subject,
+            "Content-Type: text/plain; charset=cp932\r\nContent-Transfer-Encoding: base64\r\n",
+            B64.encode(&sjis).as_bytes(),
+        );
+        let m = parse(&raw).unwrap();
+        assert_eq!(m.subject, "プリンター壊れました");
+        assert_eq!(m.from.name.as_deref(), Some("請求書の件"));
+        assert_eq!(m.text.trim_end(), "請求書の件");
+
+        let html = encode(encoding_rs::SHIFT_JIS, "<p>請求書の件</p>");
+        let raw = message(
+            "Ann",
+            "x",
+            "Content-Type: text/html; charset=cp932\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+            qp_body(&html).as_bytes(),
+        );
+        let m = parse(&raw).unwrap();
+        assert_eq!(
+            m.html.as_deref().map(str::trim_end),
+            Some("<p>請求書の件</p>")
+        );
+        assert_eq!(m.text.trim(), "請求書の件");
     }
 
     #[test]

@@ -6,6 +6,7 @@ which is also what Python's email package decodes from the same bytes."""
 
 import base64
 import email
+import email.header
 import email.policy
 import quopri
 
@@ -92,3 +93,29 @@ def test_charset_subject_name_and_bodies(gw, label, codec, text):
             f"{what} text/plain: {m['text']!r}"
         assert (m["html"] or "").replace("\r\n", "\n").strip() == py[3].strip(), \
             f"{what} text/html: {m['html']!r}"
+
+
+def test_split_words_and_code_page_label(gw):
+    """Encoded words split inside a character (UTF-8) and inside an
+    ISO-2022-JP shift state, and the Windows label cp932: decoded as
+    Python's decode_header/make_header and its cp932 codec read them."""
+    utf8 = "プリンター".encode("utf-8")
+    jis = "壊れました".encode("iso2022_jp")
+    subject = (f"{b_word('UTF-8', utf8[:4])} {b_word('UTF-8', utf8[4:])}\r\n "
+               f"{b_word('ISO-2022-JP', jis[:7])} {q_word('ISO-2022-JP', jis[7:])}")
+    name = "請求書の件"
+    body = f"{name}\nsecond line\n"
+    mid = new_msgid()
+    raw = (f"From: \"{b_word('cp932', name.encode('cp932'))}\" <sender@client.test>\r\n"
+           f"To: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+           f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=cp932\r\n"
+           f"Content-Transfer-Encoding: base64\r\n\r\n").encode() + transfer("base64", body, "cp932")
+    py = email.message_from_bytes(raw)
+    py_subject = str(email.header.make_header(email.header.decode_header(py["Subject"])))
+    assert py_subject == "プリンター壊れました", py_subject
+    assert py.get_payload(decode=True).decode("cp932").replace("\r\n", "\n") == body
+
+    m, t = gw.stored(gw.send(raw, mail_from="sender@client.test"))
+    assert t["subject"] == py_subject
+    assert m["from"]["name"] == name, m["from"]
+    assert m["text"].replace("\r\n", "\n") == body, repr(m["text"])
