@@ -6,6 +6,7 @@
 //! [`crate::store::commit`]); this module prepares what to commit and reports
 //! what happened (metrics, one log line per outcome).
 
+pub mod charset;
 pub mod classify;
 pub mod parse;
 pub mod route;
@@ -178,7 +179,7 @@ impl Ingestor {
         let mailboxes = self.resolve(&notice.mailboxes);
         let head = mail_parser::MessageParser::default().parse_headers(&notice.head);
         let field = |f: fn(&mail_parser::Message<'_>) -> Option<String>| head.as_ref().and_then(f);
-        let message_id = field(|m| m.message_id().map(str::to_string));
+        let message_id = field(parse::message_id);
         let from = field(|m| {
             m.from()
                 .and_then(|a| a.first())

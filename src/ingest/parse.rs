@@ -3,7 +3,12 @@
 //! mail-parser is lenient by design; what it cannot make a message of, or a
 //! message without a usable sender, comes back as a reason instead.
 
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
+use std::borrow::Cow;
+
+use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders};
+
+use super::charset;
 
 use crate::mail::{Attachment, AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
 
@@ -35,10 +40,19 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
     if message.headers().is_empty() {
         return Err(unparseable("no RFC 5322 header fields found"));
     }
-    let message_id = message.message_id().map(clean_id).filter(|s| !s.is_empty());
-    let subject = message.subject().map(str::to_string);
+    let message_id = message_id(&message);
+    let subject = message.subject().map(|parsed| {
+        let ours = raw_header(&message, "Subject").and_then(|raw| charset::decode_words(&raw));
+        charset::better(parsed.to_string(), ours)
+    });
 
-    let from = message.from().and_then(first_person);
+    let from = message.from().and_then(first_person).map(|mut from| {
+        if let Some(name) = from.name.take() {
+            let ours = raw_header(&message, "From").and_then(|raw| charset::display_name(&raw));
+            from.name = Some(charset::better(name, ours));
+        }
+        from
+    });
     let Some(from) = from else {
         let (detail, from_raw) = match message.header_raw("From") {
             None => ("no From header".to_string(), None),
@@ -57,8 +71,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
     };
 
     Ok(ParsedMail {
-        in_reply_to: id_list(message.in_reply_to()),
-        references: id_list(message.references()),
+        in_reply_to: id_header(&message, "In-Reply-To"),
+        references: id_header(&message, "References"),
         to: message.to().map(people).unwrap_or_default(),
         cc: message.cc().map(people).unwrap_or_default(),
         date: message
@@ -66,10 +80,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
             .filter(|d| d.is_valid())
             .map(|d| d.to_rfc3339()),
         subject: subject.unwrap_or_default(),
-        text: message
-            .body_text(0)
-            .map(|t| t.into_owned())
-            .unwrap_or_default(),
+        text: body_text(&message),
         html: real_html(&message),
         attachments: attachments(&message),
         markers: markers(&message),
@@ -81,28 +92,145 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
 /// The first text/html body part; mail-parser would otherwise synthesize
 /// HTML from a plain-text body, which is not what the sender wrote.
 fn real_html(message: &Message<'_>) -> Option<String> {
-    message
-        .html_bodies()
-        .find(|part| part.is_text_html())
-        .and_then(|part| part.text_contents())
-        .map(str::to_string)
+    let part = message.html_bodies().find(|part| part.is_text_html())?;
+    redecoded(message, part).or_else(|| part.text_contents().map(str::to_string))
 }
 
-fn clean_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .to_string()
+/// The first text body (an HTML-only message's HTML as text).
+fn body_text(message: &Message<'_>) -> String {
+    let part = message.text_body.first().and_then(|&id| message.part(id));
+    match part.and_then(|part| Some((part, redecoded(message, part)?))) {
+        Some((part, text)) if part.is_text_html() => {
+            mail_parser::decoders::html::html_to_text(&text)
+        }
+        Some((_, text)) => text,
+        None => message
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default(),
+    }
 }
 
-fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
-    let list: Vec<String> = match value {
-        HeaderValue::Text(t) => vec![clean_id(t)],
-        HeaderValue::TextList(l) => l.iter().map(|t| clean_id(t)).collect(),
-        _ => Vec::new(),
+/// A text part whose charset mail-parser does not know (it then reads the
+/// bytes as UTF-8) but [`charset::decode`] does, decoded from its raw bytes.
+fn redecoded(message: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    let label = part.content_type()?.attribute("charset")?;
+    if charset::known_to_mail_parser(label) {
+        return None;
+    }
+    let raw = message
+        .raw_message()
+        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    let bytes = match part.encoding {
+        mail_parser::Encoding::QuotedPrintable => quoted_printable_decode(raw)?,
+        mail_parser::Encoding::Base64 => base64_decode(raw)?,
+        mail_parser::Encoding::None => raw.to_vec(),
     };
-    list.into_iter().filter(|s| !s.is_empty()).collect()
+    charset::decode(label, &bytes)
+}
+
+/// The raw value of a top-level header (first occurrence), read lossily:
+/// mail-parser's `header_raw` gives nothing for a value that is not UTF-8.
+fn raw_header<'a>(message: &'a Message<'_>, name: &str) -> Option<Cow<'a, str>> {
+    let header = message
+        .headers()
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))?;
+    let bytes = message
+        .raw_message()
+        .get(header.offset_start() as usize..header.offset_end() as usize)?;
+    Some(String::from_utf8_lossy(bytes))
+}
+
+/// The Message-ID of a parsed message (or header block), unfolded and
+/// without angle brackets; the one definition both ticket messages and
+/// oversize records use, so dedup by Message-ID agrees between them.
+pub fn message_id(message: &Message<'_>) -> Option<String> {
+    id_header(message, "Message-ID").into_iter().next()
+}
+
+/// Every message id in a header (first occurrence), from its raw value.
+fn id_header(message: &Message<'_>, name: &str) -> Vec<String> {
+    raw_header(message, name)
+        .map(|raw| ids_in(&raw))
+        .unwrap_or_default()
+}
+
+/// The ids in a Message-ID / In-Reply-To / References value. The raw value
+/// is read rather than mail-parser's, which keeps the CRLF and whitespace
+/// of a line folded inside `<...>`. A msg-id holds no whitespace (RFC 5322
+/// 3.6.4), so a fold inside one was put there by the sender's mailer: the
+/// line break goes together with the folding whitespace after it, which
+/// restores the id as its author wrote it and as other messages cite it.
+/// (Spaces not at a fold stay: malformed ids are kept as they came.)
+/// Comments are skipped.
+/// When the value has bracketed ids only those count (an old-style
+/// In-Reply-To may carry a phrase around them); otherwise the bare tokens
+/// that look like ids (with an `@`), else any bare token.
+fn ids_in(raw: &str) -> Vec<String> {
+    let mut bracketed = Vec::new();
+    let mut bare = Vec::new();
+    let mut token = String::new();
+    let mut chars = raw.chars();
+    let flush = |token: &mut String, bare: &mut Vec<String>| {
+        if !token.is_empty() {
+            bare.push(std::mem::take(token));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                flush(&mut token, &mut bare);
+                let mut depth = 1usize;
+                while depth > 0 {
+                    match chars.next() {
+                        None => break,
+                        Some('\\') => {
+                            chars.next();
+                        }
+                        Some('(') => depth += 1,
+                        Some(')') => depth -= 1,
+                        Some(_) => {}
+                    }
+                }
+            }
+            '<' => {
+                flush(&mut token, &mut bare);
+                let mut id = String::new();
+                let mut folding = false;
+                for c in chars.by_ref().take_while(|&c| c != '>') {
+                    match c {
+                        '\r' | '\n' => folding = true,
+                        ' ' | '\t' if folding => {}
+                        c => {
+                            folding = false;
+                            id.push(c);
+                        }
+                    }
+                }
+                let id = id.trim();
+                if !id.is_empty() {
+                    bracketed.push(id.to_string());
+                }
+            }
+            c if c.is_whitespace() || c == ',' => flush(&mut token, &mut bare),
+            c => token.push(c),
+        }
+    }
+    flush(&mut token, &mut bare);
+    if !bracketed.is_empty() {
+        return bracketed;
+    }
+    let bare = bare
+        .into_iter()
+        .map(|t| t.trim_matches('>').to_string())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>();
+    if bare.iter().any(|t| t.contains('@')) {
+        bare.into_iter().filter(|t| t.contains('@')).collect()
+    } else {
+        bare
+    }
 }
 
 fn first_person(address: &Address<'_>) -> Option<Person> {
@@ -202,6 +330,38 @@ mod tests {
         assert!(m.html.is_none(), "no HTML part, no HTML: {:?}", m.html);
     }
 
+    /// Ids folded anywhere (between ids, inside the brackets, unbracketed)
+    /// come out without CR, LF or folding whitespace.
+    #[test]
+    fn folded_ids_are_unfolded() {
+        let raw = b"From: a@b.test\r\nMessage-ID: <abc.\r\n 1234@exa\r\n\tmple.org>\r\nIn-Reply-To: <x1@a>\r\n (Ann's message)\r\nReferences: <r1@x>\r\n <r2@x><r3@\r\n x>,\r\n\t<r4\r\n @x>\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("abc.1234@example.org"));
+        assert_eq!(m.in_reply_to, vec!["x1@a"]);
+        assert_eq!(m.references, vec!["r1@x", "r2@x", "r3@x", "r4@x"]);
+
+        let raw = b"From: a@b.test\r\nMessage-ID:\r\n abc@example.org\r\nIn-Reply-To: Your message of Monday <x1@a>\r\nReferences: r1@x\r\n r2@x\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("abc@example.org"));
+        assert_eq!(m.in_reply_to, vec!["x1@a"]);
+        assert_eq!(m.references, vec!["r1@x", "r2@x"]);
+
+        let raw =
+            b"From: a@b.test\r\nMessage-ID: < odd id@x >\r\nReferences: <a@\r\n b>\r\n\r\nhi\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("odd id@x"), "no fold, kept");
+        assert_eq!(m.references, vec!["a@b"]);
+
+        let m =
+            parse(b"From: a@b.test\r\nMessage-ID: local-only\r\nReferences: (none)\r\n\r\nhi\r\n")
+                .unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("local-only"));
+        assert!(m.references.is_empty());
+        for id in m.message_id.iter().chain(&m.references) {
+            assert!(!id.contains(['\r', '\n', ' ', '\t']), "{id:?}");
+        }
+    }
+
     #[test]
     fn html_only_gets_text() {
         let raw = b"From: a@b.test\r\nContent-Type: text/html\r\n\r\n<p>Hello <b>world</b></p>\r\n";
@@ -276,5 +436,213 @@ mod tests {
         assert_eq!(a.meta.content_type, "application/pdf");
         assert_eq!(a.bytes, b"%PDF-1.4\n");
         assert_eq!(a.meta.size, 9);
+    }
+}
+
+/// Multi-byte and legacy charsets, in encoded words and in body parts: each
+/// sample is encoded here with encoding_rs, the parse must give it back.
+#[cfg(test)]
+mod charset_tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+
+    /// A Content-Transfer-Encoding applied to a body.
+    type TransferFn = fn(&[u8]) -> Vec<u8>;
+
+    /// (MIME charset label, encoding_rs encoding, sample text).
+    fn samples() -> Vec<(&'static str, &'static encoding_rs::Encoding, &'static str)> {
+        use encoding_rs::*;
+        vec![
+            ("ISO-2022-JP", ISO_2022_JP, "プリンターが壊れました"),
+            ("Shift_JIS", SHIFT_JIS, "請求書の件について"),
+            ("EUC-JP", EUC_JP, "会議の日程を変更します"),
+            ("GB2312", GBK, "打印机坏了，请帮忙"),
+            ("GBK", GBK, "发票问题需要处理"),
+            ("GB18030", GB18030, "账户无法登录"),
+            ("Big5", BIG5, "印表機壞了，請幫忙"),
+            ("EUC-KR", EUC_KR, "프린터가 고장났습니다"),
+            ("KOI8-R", KOI8_R, "Принтер сломался"),
+            ("windows-1251", WINDOWS_1251, "Счёт за услуги"),
+            ("windows-1252", WINDOWS_1252, "Café crème – “déjà vu” €5"),
+        ]
+    }
+
+    fn encode(enc: &'static encoding_rs::Encoding, text: &str) -> Vec<u8> {
+        let (bytes, _, unmappable) = enc.encode(text);
+        assert!(!unmappable, "{} cannot encode {text:?}", enc.name());
+        bytes.into_owned()
+    }
+
+    /// Quoted-printable for a body: every byte outside printable ASCII as =XX,
+    /// soft line breaks under 76 characters.
+    fn qp_body(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        let mut line = 0;
+        for &b in bytes {
+            let piece = if (b'!'..=b'~').contains(&b) && b != b'=' || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("={b:02X}")
+            };
+            if line + piece.len() > 72 {
+                out.push_str("=\r\n");
+                line = 0;
+            }
+            line += piece.len();
+            out.push_str(&piece);
+        }
+        out
+    }
+
+    /// RFC 2047 Q encoding: only letters and digits literal.
+    fn q_word(charset: &str, bytes: &[u8]) -> String {
+        let mut out = format!("=?{charset}?Q?");
+        for &b in bytes {
+            if b.is_ascii_alphanumeric() {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+        out.push_str("?=");
+        out
+    }
+
+    fn b_word(charset: &str, bytes: &[u8]) -> String {
+        format!("=?{charset}?B?{}?=", B64.encode(bytes))
+    }
+
+    fn message(from_name: &str, subject: &str, body_headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!(
+            "From: {from_name} <sender@example.org>\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <cs@example.org>\r\nMIME-Version: 1.0\r\n{body_headers}\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(b"\r\n");
+        raw
+    }
+
+    /// Encoded words split inside a character or an ISO-2022-JP shift
+    /// state, and a charset label only Windows and Python know (cp932):
+    /// mail-parser alone gives replacement characters for these.
+    #[test]
+    fn split_words_and_code_page_labels() {
+        let utf8 = "プリンター".as_bytes();
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode("壊れました");
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode("請求書の件");
+        let subject = format!(
+            "{} {}\r\n {} {}",
+            b_word("UTF-8", &utf8[..4]),
+            b_word("UTF-8", &utf8[4..]),
+            b_word("ISO-2022-JP", &jis[..7]),
+            q_word("ISO-2022-JP", &jis[7..])
+        );
+        let from = format!("\"{}\"", b_word("cp932", &sjis));
+        let raw = message(
+            &from,
+            &subject,
+            "Content-Type: text/plain; charset=cp932\r\nContent-Transfer-Encoding: base64\r\n",
+            B64.encode(&sjis).as_bytes(),
+        );
+        let m = parse(&raw).unwrap();
+        assert_eq!(m.subject, "プリンター壊れました");
+        assert_eq!(m.from.name.as_deref(), Some("請求書の件"));
+        assert_eq!(m.text.trim_end(), "請求書の件");
+
+        let html = encode(encoding_rs::SHIFT_JIS, "<p>請求書の件</p>");
+        let raw = message(
+            "Ann",
+            "x",
+            "Content-Type: text/html; charset=cp932\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+            qp_body(&html).as_bytes(),
+        );
+        let m = parse(&raw).unwrap();
+        assert_eq!(
+            m.html.as_deref().map(str::trim_end),
+            Some("<p>請求書の件</p>")
+        );
+        assert_eq!(m.text.trim(), "請求書の件");
+    }
+
+    #[test]
+    fn encoded_words_in_subject_and_display_name() {
+        for (label, enc, text) in samples() {
+            let bytes = encode(enc, text);
+            for word in [b_word(label, &bytes), q_word(label, &bytes)] {
+                let raw = message(
+                    &word,
+                    &format!("Re: {word}"),
+                    "Content-Type: text/plain; charset=us-ascii\r\n",
+                    b"hello",
+                );
+                let m = parse(&raw).unwrap();
+                assert_eq!(m.subject, format!("Re: {text}"), "{label} subject {word}");
+                assert_eq!(
+                    m.from.name.as_deref(),
+                    Some(text),
+                    "{label} From name {word}"
+                );
+                assert_eq!(m.from.address, "sender@example.org");
+            }
+        }
+    }
+
+    #[test]
+    fn text_and_html_bodies_in_every_transfer_encoding() {
+        for (label, enc, text) in samples() {
+            let plain = encode(enc, &format!("{text}\r\nZeile zwei"));
+            let html = encode(enc, &format!("<p>{text}</p>"));
+            let transfer: [(&str, TransferFn); 3] = [
+                ("quoted-printable", |b| qp_body(b).into_bytes()),
+                ("base64", |b| B64.encode(b).into_bytes()),
+                ("8bit", |b| b.to_vec()),
+            ];
+            for (cte, encode_body) in transfer {
+                let raw = message(
+                    "Ann",
+                    "charset test",
+                    &format!(
+                        "Content-Type: text/plain; charset=\"{label}\"\r\nContent-Transfer-Encoding: {cte}\r\n"
+                    ),
+                    &encode_body(&plain),
+                );
+                let m = parse(&raw).unwrap();
+                assert_eq!(
+                    m.text.trim_end(),
+                    format!("{text}\r\nZeile zwei"),
+                    "{label} text/plain {cte}"
+                );
+
+                let mut alt = format!(
+                    "--sep\r\nContent-Type: text/plain; charset={label}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+                )
+                .into_bytes();
+                alt.extend(encode_body(&plain));
+                alt.extend(
+                    format!("\r\n--sep\r\nContent-Type: text/html; charset={label}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n")
+                        .into_bytes(),
+                );
+                alt.extend(encode_body(&html));
+                alt.extend(b"\r\n--sep--\r\n");
+                let raw = message(
+                    "Ann",
+                    "charset test",
+                    "Content-Type: multipart/alternative; boundary=\"sep\"\r\n",
+                    &alt,
+                );
+                let m = parse(&raw).unwrap();
+                assert!(
+                    m.text.starts_with(text),
+                    "{label} alternative text {cte}: {:?}",
+                    m.text
+                );
+                assert_eq!(
+                    m.html.as_deref().map(str::trim_end),
+                    Some(format!("<p>{text}</p>").as_str()),
+                    "{label} text/html {cte}"
+                );
+            }
+        }
     }
 }

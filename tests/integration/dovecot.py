@@ -1,6 +1,7 @@
 """A private Dovecot (IMAP + POP3) on 127.0.0.1 for the upstream-puller tests.
 
-A port of tests/support/dovecot.rs: its own config directory, four listeners
+The Python twin of tests/support/dovecot.rs; both fill the one config
+template tests/support/dovecot.conf.in. Its own config directory, four listeners
 (IMAP with STARTTLS, IMAPS, POP3 with STLS, POP3S) on free ports, a server
 certificate for localhost / 127.0.0.1 signed by its own CA (clients verify it
 through `ca_file`), one passwd-file user, Maildir storage in either the
@@ -93,6 +94,24 @@ def _certificates() -> dict[str, bytes]:
 
 # --------------------------------------------------------------- Dovecot ---
 
+# The config template shared with tests/support/dovecot.rs.
+TEMPLATE = Path(__file__).resolve().parents[1] / "support" / "dovecot.conf.in"
+_PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+
+def render_config(values: dict) -> str:
+    """Fills every @NAME@ of the template; fails when a name is not in it or a
+    placeholder is left over, so the template and this harness cannot drift."""
+    conf = TEMPLATE.read_text()
+    for name, value in values.items():
+        key = f"@{name}@"
+        assert key in conf, f"{TEMPLATE} has no placeholder {key}"
+        conf = conf.replace(key, str(value))
+    left = _PLACEHOLDER.findall(conf)
+    assert not left, f"{TEMPLATE}: placeholders left unfilled: {left}"
+    return conf
+
+
 # Running instances by listening port (to find the Dovecot of an upstream config).
 _BY_PORT: dict[int, "Dovecot"] = {}
 
@@ -165,62 +184,16 @@ class Dovecot:
         return self
 
     def _write_conf(self):
-        root = self.root
-        layout = ":LAYOUT=fs" if self.layout == LAYOUT_FS else ""
-        r = str(root)
-        conf = f"""base_dir = {r}/run
-state_dir = {r}/state
-log_path = {r}/dovecot.log
-info_log_path = {r}/dovecot.log
-protocols = imap pop3
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{r}/cert.pem
-ssl_key = <{r}/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_verbose = yes
-mail_location = maildir:~/Maildir{layout}
-# Only the gateway's durability is under test; this keeps bulk APPENDs fast.
-mail_fsync = never
-mail_uid = 65534
-mail_gid = 65534
-first_valid_uid = 1
-pop3_uidl_format = %08Xu%08Xv
-default_login_user = nobody
-default_internal_user = nobody
-namespace inbox {{
-  inbox = yes
-  separator = {self.separator}
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {r}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home={r}/home/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = {self.imaps_port}
-    ssl = yes
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = {self.pop3s_port}
-    ssl = yes
-  }}
-}}
-"""
-        (root / "dovecot.conf").write_text(conf)
+        conf = render_config({
+            "ROOT": str(self.root),
+            "LAYOUT": ":LAYOUT=fs" if self.layout == LAYOUT_FS else "",
+            "SEPARATOR": self.separator,
+            "IMAP_PORT": self.imap_port,
+            "IMAPS_PORT": self.imaps_port,
+            "POP3_PORT": self.pop3_port,
+            "POP3S_PORT": self.pop3s_port,
+        })
+        (self.root / "dovecot.conf").write_text(conf)
 
     def _wait_ready(self, timeout: float = 20):
         deadline = time.monotonic() + timeout

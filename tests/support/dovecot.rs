@@ -1,7 +1,9 @@
 //! A private Dovecot (IMAP + POP3) on loopback for tests against a real
 //! upstream server: its own config, ports, TLS certificate signed by its own
 //! CA (so clients verify it through an extra CA file), one user, and doveadm
-//! to put mail in and read flags back.
+//! to put mail in and read flags back. The config comes from
+//! `dovecot.conf.in` next to this file, which tests/integration/dovecot.py
+//! fills the same way.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -89,62 +91,15 @@ impl Dovecot {
                 '.'
             },
         );
-        let r = root.display();
-        let conf = format!(
-            r#"base_dir = {r}/run
-state_dir = {r}/state
-log_path = {r}/dovecot.log
-info_log_path = {r}/dovecot.log
-protocols = imap pop3
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{r}/cert.pem
-ssl_key = <{r}/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:~/Maildir{layout}
-mail_uid = 65534
-mail_gid = 65534
-first_valid_uid = 1
-pop3_uidl_format = %08Xu%08Xv
-default_login_user = nobody
-default_internal_user = nobody
-namespace inbox {{
-  inbox = yes
-  separator = {sep}
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {r}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home={r}/home/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = {p0}
-  }}
-  inet_listener imaps {{
-    port = {p1}
-    ssl = yes
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {p2}
-  }}
-  inet_listener pop3s {{
-    port = {p3}
-    ssl = yes
-  }}
-}}
-"#,
-            p0 = ports[0],
-            p1 = ports[1],
-            p2 = ports[2],
-            p3 = ports[3],
-        );
+        let conf = render_config(&[
+            ("ROOT", root.display().to_string()),
+            ("LAYOUT", layout.to_string()),
+            ("SEPARATOR", sep.to_string()),
+            ("IMAP_PORT", ports[0].to_string()),
+            ("IMAPS_PORT", ports[1].to_string()),
+            ("POP3_PORT", ports[2].to_string()),
+            ("POP3S_PORT", ports[3].to_string()),
+        ]);
         let conf_path = root.join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(binary)
@@ -293,6 +248,49 @@ impl Drop for Dovecot {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The config template shared with tests/integration/dovecot.py.
+const TEMPLATE: &str = include_str!("dovecot.conf.in");
+
+/// Fills every `@NAME@` of the template; panics when a name is not in it or
+/// a placeholder is left over, so the template and this harness cannot drift.
+fn render_config(values: &[(&str, String)]) -> String {
+    let mut conf = TEMPLATE.to_string();
+    for (name, value) in values {
+        let key = format!("@{name}@");
+        assert!(
+            conf.contains(&key),
+            "tests/support/dovecot.conf.in has no placeholder {key}"
+        );
+        conf = conf.replace(&key, value);
+    }
+    let left = placeholders(&conf);
+    assert!(
+        left.is_empty(),
+        "tests/support/dovecot.conf.in: placeholders left unfilled: {left:?}"
+    );
+    conf
+}
+
+/// The `NAME`s of the `@NAME@` placeholders (upper case and `_`) in a text.
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let after = &rest[at + 1..];
+        let len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_uppercase() || *b == b'_')
+            .count();
+        if len > 0 && after[len..].starts_with('@') {
+            found.push(&after[..len]);
+            rest = &after[len + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    found
 }
 
 fn set_mode(path: &Path, mode: u32) {
