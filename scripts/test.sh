@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README: ./scripts/test.sh). Does all set-up:
 #   1. installs missing test dependencies (scripts/install-test-deps.sh)
-#   2. cargo build --locked       -> target/debug/mailgate
+#   2. cargo build --locked       -> target/debug/mailgate; the layering check
 #   3. cargo test --locked        -> Rust unit tests
 #   4. python3 -m pytest -q tests/integration  (real clients against the binary)
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k smuggling -x
@@ -30,6 +30,11 @@ if [ ! -x "$MAILGATE_BIN" ]; then
 fi
 
 failed=()
+
+step "layering (scripts/check_layers.py)"
+if ! "${PYTHON:-python3}" scripts/check_layers.py; then
+    failed+=("layering")
+fi
 
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
     step "cargo test --locked"

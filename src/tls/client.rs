@@ -1,6 +1,7 @@
-//! TLS for upstream connections: system roots plus an optional extra CA
-//! file (self-hosted servers with a private CA), and a connect helper that
-//! turns every failure into a [`FetchError`] naming what went wrong.
+//! TLS for connections the gateway opens (upstream mailboxes, the outbound
+//! relay): system roots plus an optional extra CA file (self-hosted servers
+//! with a private CA), and connect helpers that turn every failure into a
+//! [`ConnectError`] naming what went wrong.
 
 use std::sync::Arc;
 
@@ -12,18 +13,41 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::inbound::pull::upstream::{ConnectSettings, FetchError};
+/// Where to connect, and how long each step may take.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// Extra trusted CA certificate (PEM), on top of the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Resolving, connecting and the TLS handshake each finish within this.
+    pub connect_timeout: std::time::Duration,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {host}: {detail}")]
+    Dns { host: String, detail: String },
+    #[error("cannot connect to {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("TLS with {host} failed: {detail}")]
+    Tls { host: String, detail: String },
+    #[error("timed out during {0}")]
+    Timeout(String),
+}
+
 
 /// Builds the client config: native roots + `ca_file`.
-pub fn client_config(settings: &ConnectSettings) -> Result<Arc<ClientConfig>, FetchError> {
+pub fn client_config(target: &Target) -> Result<Arc<ClientConfig>, ConnectError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = &settings.ca_file {
-        let tls_err = |detail: String| FetchError::Tls {
-            host: settings.host.clone(),
+    if let Some(path) = &target.ca_file {
+        let tls_err = |detail: String| ConnectError::Tls {
+            host: target.host.clone(),
             detail,
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
@@ -45,8 +69,8 @@ pub fn client_config(settings: &ConnectSettings) -> Result<Arc<ClientConfig>, Fe
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Tls {
-            host: settings.host.clone(),
+        .map_err(|e| ConnectError::Tls {
+            host: target.host.clone(),
             detail: e.to_string(),
         })?
         .with_root_certificates(roots)
@@ -55,29 +79,29 @@ pub fn client_config(settings: &ConnectSettings) -> Result<Arc<ClientConfig>, Fe
 }
 
 /// Resolves and connects TCP within the connect timeout.
-pub async fn connect_tcp(settings: &ConnectSettings) -> Result<TcpStream, FetchError> {
-    let host = settings.host.clone();
-    let port = settings.port;
+pub async fn connect_tcp(target: &Target) -> Result<TcpStream, ConnectError> {
+    let host = target.host.clone();
+    let port = target.port;
     let addresses: Vec<_> = tokio::time::timeout(
-        settings.connect_timeout,
+        target.connect_timeout,
         tokio::net::lookup_host((host.as_str(), port)),
     )
     .await
-    .map_err(|_| FetchError::Timeout(format!("resolving {host}")))?
-    .map_err(|e| FetchError::Dns {
+    .map_err(|_| ConnectError::Timeout(format!("resolving {host}")))?
+    .map_err(|e| ConnectError::Dns {
         host: host.clone(),
         detail: e.to_string(),
     })?
     .collect();
     if addresses.is_empty() {
-        return Err(FetchError::Dns {
+        return Err(ConnectError::Dns {
             host,
             detail: "no addresses".into(),
         });
     }
     let mut last = String::new();
     for address in &addresses {
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(address)).await {
+        match tokio::time::timeout(target.connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
@@ -86,30 +110,30 @@ pub async fn connect_tcp(settings: &ConnectSettings) -> Result<TcpStream, FetchE
             Err(_) => last = "timed out".into(),
         }
     }
-    Err(FetchError::Connect {
+    Err(ConnectError::Connect {
         address: format!("{host}:{port}"),
         detail: last,
     })
 }
 
 /// Wraps a connected stream in TLS, verifying the certificate for `host`.
-pub async fn handshake<S>(settings: &ConnectSettings, stream: S) -> Result<TlsStream<S>, FetchError>
+pub async fn handshake<S>(target: &Target, stream: S) -> Result<TlsStream<S>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = client_config(settings)?;
-    let name = ServerName::try_from(settings.host.clone()).map_err(|e| FetchError::Tls {
-        host: settings.host.clone(),
+    let config = client_config(target)?;
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| ConnectError::Tls {
+        host: target.host.clone(),
         detail: format!("invalid server name: {e}"),
     })?;
     tokio::time::timeout(
-        settings.connect_timeout,
+        target.connect_timeout,
         TlsConnector::from(config).connect(name, stream),
     )
     .await
-    .map_err(|_| FetchError::Timeout("TLS handshake".into()))?
-    .map_err(|e| FetchError::Tls {
-        host: settings.host.clone(),
+    .map_err(|_| ConnectError::Timeout("TLS handshake".into()))?
+    .map_err(|e| ConnectError::Tls {
+        host: target.host.clone(),
         detail: e.to_string(),
     })
 }

@@ -100,6 +100,30 @@ pub enum FetchError {
     Io(String),
 }
 
+impl From<crate::tls::client::ConnectError> for FetchError {
+    fn from(e: crate::tls::client::ConnectError) -> Self {
+        use crate::tls::client::ConnectError as C;
+        match e {
+            C::Dns { host, detail } => FetchError::Dns { host, detail },
+            C::Connect { address, detail } => FetchError::Connect { address, detail },
+            C::Tls { host, detail } => FetchError::Tls { host, detail },
+            C::Timeout(what) => FetchError::Timeout(what),
+        }
+    }
+}
+
+impl ConnectSettings {
+    /// Where the TLS/TCP helpers connect to.
+    pub fn target(&self) -> crate::tls::client::Target {
+        crate::tls::client::Target {
+            host: self.host.clone(),
+            port: self.port,
+            ca_file: self.ca_file.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
 impl FetchError {
     /// Short, stable label for metrics and the API.
     pub fn kind(&self) -> &'static str {

@@ -20,9 +20,9 @@ pub(super) async fn connect_and_login(
     literal_max: u64,
 ) -> Result<Conn, FetchError> {
     let guard = ReadGuard::new(literal_max, COMMAND_BUDGET);
-    let tcp = tls::connect_tcp(c).await?;
+    let tcp = tls::connect_tcp(&c.target()).await?;
     let transport = match c.security {
-        Security::Tls => Transport::tls(tls::handshake(c, tcp).await?, guard.clone()),
+        Security::Tls => Transport::tls(tls::handshake(&c.target(), tcp).await?, guard.clone()),
         Security::StartTls | Security::None => Transport::plain(tcp, guard.clone()),
     };
     let mut conn = Conn::new(transport, c.command_timeout);
@@ -134,7 +134,7 @@ async fn starttls(
         let tcp = transport
             .into_plain()
             .ok_or_else(|| FetchError::Protocol("STARTTLS on a TLS stream".into()))?;
-        Ok(Transport::tls(tls::handshake(c, tcp).await?, guard))
+        Ok(Transport::tls(tls::handshake(&c.target(), tcp).await?, guard))
     })
     .await
 }

@@ -17,11 +17,11 @@ use crate::tls::client as tls;
 pub(super) async fn connect_and_login(
     c: &ConnectSettings,
 ) -> Result<(Conn<Box<dyn Io>>, Vec<String>), FetchError> {
-    let tcp = tls::connect_tcp(c).await?;
+    let tcp = tls::connect_tcp(&c.target()).await?;
     let limit = c.command_timeout;
     let mut conn: Conn<Box<dyn Io>> = match c.security {
         Security::Tls => {
-            let stream = tls::handshake(c, tcp).await?;
+            let stream = tls::handshake(&c.target(), tcp).await?;
             let mut conn = Conn::new(Box::new(stream) as Box<dyn Io>);
             greeting(&mut conn, c).await?;
             conn
@@ -50,7 +50,7 @@ pub(super) async fn connect_and_login(
                     detail: format!("server refused STLS: {}", r.text),
                 });
             }
-            let stream = tls::handshake(c, plain.into_inner()?).await?;
+            let stream = tls::handshake(&c.target(), plain.into_inner()?).await?;
             Conn::new(Box::new(stream) as Box<dyn Io>)
         }
     };
