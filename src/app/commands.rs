@@ -94,6 +94,7 @@ pub async fn sync(config: &Config, name: &str) -> Result<()> {
         TicketSettings {
             tag: config.tickets.tag.clone(),
             first_number: config.tickets.first_number,
+            token: None,
         },
         Arc::new(|_, _| {}),
     );

@@ -42,6 +42,7 @@ pub async fn run(config: Config) -> Result<()> {
         TicketSettings {
             tag: config.tickets.tag.clone(),
             first_number: config.tickets.first_number,
+            token: None,
         },
         Arc::new(move |elapsed, batch| {
             observer_metrics
