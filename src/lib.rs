@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod mail;
 pub mod metrics;
+pub mod outbound;
 pub mod proto;
 pub mod store;
 pub mod tickets;

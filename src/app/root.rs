@@ -87,6 +87,7 @@ impl App {
         TicketSettings {
             tag: self.config.tickets.tag.clone(),
             first_number: self.config.tickets.first_number,
+            token: None,
         }
     }
 

@@ -202,7 +202,9 @@ fn next_number<T: TicketTxn>(txn: &mut T, settings: &TicketSettings) -> Result<u
 }
 
 /// The ticket this message continues: by In-Reply-To / References (the
-/// newest reference first), then by a tag in the subject; same mailbox only.
+/// newest reference first) naming a Message-ID stored in the mailbox or a
+/// reply token this instance signed, then by a tag in the subject; same
+/// mailbox only. A token that does not verify is just an unknown id.
 pub fn find_ticket<T: TicketTxn>(
     txn: &T,
     settings: &TicketSettings,
@@ -213,6 +215,12 @@ pub fn find_ticket<T: TicketTxn>(
     for id in referenced {
         if let Some((_, ticket_id)) = txn.thread_lookup(mailbox, id)?
             && let Some(ticket) = txn.ticket(ticket_id)?
+        {
+            return Ok(Some(ticket));
+        }
+        if let Some(token) = settings.token.as_ref().and_then(|k| k.verify(id))
+            && let Some(ticket) = txn.ticket(token.ticket_id)?
+            && ticket.mailbox == mailbox
         {
             return Ok(Some(ticket));
         }

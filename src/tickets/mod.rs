@@ -11,6 +11,7 @@ pub mod model;
 pub mod request;
 #[cfg(test)]
 pub(crate) mod suite;
+pub mod token;
 pub mod txn;
 
 pub use apply::apply;

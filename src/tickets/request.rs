@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::token::TokenKey;
 use crate::mail::{Origin, ParsedMail, RejectReason, TagFormat};
 
 /// The mailbox an item is for.
@@ -61,9 +62,12 @@ pub struct CommitRequest {
     pub items: Vec<Item>,
 }
 
-/// Ticket numbering and tags, fixed at start.
+/// Ticket numbering, tags and reply tokens, fixed at start.
 #[derive(Debug, Clone)]
 pub struct TicketSettings {
     pub tag: TagFormat,
     pub first_number: u64,
+    /// Verifies the reply tokens in our own Message-IDs (None: threading by
+    /// token is off, as for a store opened without the instance key).
+    pub token: Option<TokenKey>,
 }

@@ -34,7 +34,12 @@ pub fn settings() -> TicketSettings {
     TicketSettings {
         tag: TagFormat::parse("[MG#{number}]").unwrap(),
         first_number: 1000,
+        token: Some(token_key()),
     }
+}
+
+pub fn token_key() -> super::token::TokenKey {
+    super::token::TokenKey::new(&[9u8; 32])
 }
 
 /// A parsed message, built by hand (the parser is a layer above).
@@ -391,6 +396,45 @@ pub fn attachments_are_kept_with_their_message(h: &mut impl Harness) {
     assert_eq!(h.message(id).unwrap().attachments.len(), 1);
 }
 
+pub fn a_reply_token_threads_and_a_forged_one_does_not(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("a@x.test", Some("tok1@x"), "Help"))));
+    // Our token for ticket 1, never stored as a Message-ID (the subject was
+    // edited, nothing else names the ticket).
+    let ours = token_key().message_id(1, 77, "gw.test");
+    let ours: &'static str = Box::leak(ours.into_boxed_str());
+    let reply = h.one(request(
+        &mail("a@x.test", Some("tok2@x"), "edited").replying(ours),
+    ));
+    assert_eq!(stored(&reply), (2, 1000, false));
+    // Another instance's key, or a changed ticket id: a new ticket.
+    let foreign = super::token::TokenKey::new(&[1u8; 32]).message_id(1, 77, "gw.test");
+    let foreign: &'static str = Box::leak(foreign.into_boxed_str());
+    let other = h.one(request(
+        &mail("a@x.test", Some("tok3@x"), "edited").replying(foreign),
+    ));
+    assert!(stored(&other).2, "a foreign token must not thread");
+    // A valid token for a ticket of another mailbox does not cross mailboxes.
+    let sales = h.one(request_for(
+        &mail("b@x.test", Some("tok4@x"), "Sales"),
+        &["sales"],
+        false,
+    ));
+    let (_, _, _) = stored(&sales);
+    let sales_ticket = match sales {
+        Outcome::Stored { ticket_id, .. } => ticket_id,
+        _ => unreachable!(),
+    };
+    let cross = token_key().message_id(sales_ticket, 1, "gw.test");
+    let cross: &'static str = Box::leak(cross.into_boxed_str());
+    let crossed = h.one(request(
+        &mail("b@x.test", Some("tok5@x"), "x").replying(cross),
+    ));
+    assert!(
+        stored(&crossed).2,
+        "a token of another mailbox's ticket opens a new ticket here"
+    );
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -405,6 +449,7 @@ macro_rules! ticket_rules_suite {
             upstream_identity_makes_a_refetch_a_duplicate,
             one_message_for_two_mailboxes_makes_two_tickets,
             attachments_are_kept_with_their_message,
+            a_reply_token_threads_and_a_forged_one_does_not,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -37,7 +37,6 @@ pub enum ConnectError {
     Timeout(String),
 }
 
-
 /// Builds the client config: native roots + `ca_file`.
 pub fn client_config(target: &Target) -> Result<Arc<ClientConfig>, ConnectError> {
     let mut roots = rustls::RootCertStore::empty();

@@ -373,6 +373,7 @@ mod tests {
             TicketSettings {
                 tag: config.tickets.tag.clone(),
                 first_number: 1,
+                token: None,
             },
             Arc::new(|_, _| {}),
         );

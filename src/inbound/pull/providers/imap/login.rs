@@ -134,7 +134,10 @@ async fn starttls(
         let tcp = transport
             .into_plain()
             .ok_or_else(|| FetchError::Protocol("STARTTLS on a TLS stream".into()))?;
-        Ok(Transport::tls(tls::handshake(&c.target(), tcp).await?, guard))
+        Ok(Transport::tls(
+            tls::handshake(&c.target(), tcp).await?,
+            guard,
+        ))
     })
     .await
 }

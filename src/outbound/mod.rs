@@ -1,0 +1,6 @@
+//! Everything the gateway sends: the header policy ([`compose`]), send
+//! limits per mailbox ([`limits`]); the outbox queue and the send worker
+//! build on them.
+
+pub mod compose;
+pub mod limits;
