@@ -77,16 +77,7 @@ fn login_string(text: &str) -> Option<String> {
     if text.contains(['\r', '\n', '\0']) {
         return None;
     }
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for ch in text.chars() {
-        if ch == '"' || ch == '\\' {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out.push('"');
-    Some(out)
+    Some(super::names::quote(text))
 }
 
 /// STARTTLS (refused unless offered), then the same session over TLS.

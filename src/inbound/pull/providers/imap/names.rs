@@ -134,6 +134,12 @@ pub fn quoted(text: &str) -> Option<String> {
     if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return None;
     }
+    Some(quote(text))
+}
+
+/// `text` in double quotes with backslash and quote escaped; the caller
+/// has checked that it holds nothing a quoted string may not.
+pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for ch in text.chars() {
@@ -143,7 +149,7 @@ pub fn quoted(text: &str) -> Option<String> {
         out.push(ch);
     }
     out.push('"');
-    Some(out)
+    out
 }
 
 /// Server text made safe for errors and logs: control characters
