@@ -71,7 +71,7 @@ pub async fn sync(config: Config, name: &str) -> Result<()> {
         }
         Err(e) => return Err(e).context("opening the database"),
     };
-    let core = app.core(store);
+    let core = app.core(store)?;
     let result = sync_here(&core, name, credential).await;
     // Whatever happened, the writer commits what is queued before we exit.
     core.close(WORKER_TIMEOUT, WRITER_TIMEOUT).await?;

@@ -6,6 +6,7 @@
 //! workers), `serve` the core and the [`Front`] (listeners). Whatever was
 //! built is taken down by [`super::shutdown`], in order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -22,10 +23,13 @@ use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
 use crate::mail::reason::RejectReason;
 use crate::metrics::Metrics;
+use crate::outbound::compose::MailComposer;
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
-use crate::tickets::TicketSettings;
+use crate::tickets::outgoing::Mailbox;
+use crate::tickets::token::TokenKey;
+use crate::tickets::{Sender, TicketSettings};
 
 /// A loaded config and the builders that turn it into running parts.
 pub struct App {
@@ -83,12 +87,17 @@ impl App {
         Store::open(&self.config.db_path())
     }
 
-    pub fn ticket_settings(&self) -> TicketSettings {
-        TicketSettings {
+    /// Numbering, tags, the reply-token key (loaded, or generated on first
+    /// start), who each mailbox sends as, and the composer.
+    pub fn ticket_settings(&self) -> Result<TicketSettings> {
+        let key = crate::auth::token_key::load(&self.config.tickets.reply_token_key)?;
+        Ok(TicketSettings {
             tag: self.config.tickets.tag.clone(),
             first_number: self.config.tickets.first_number,
-            token: None,
-        }
+            token: Some(TokenKey::new(&crate::auth::token_key::bytes(&key))),
+            senders: senders(&self.config),
+            composer: Some(Arc::new(MailComposer)),
+        })
     }
 
     /// Metrics with every series the config implies present from the start.
@@ -112,12 +121,12 @@ impl App {
 
     /// Starts the writer thread on `store` and builds ingest and the fetch
     /// workers around it. Needs a Tokio runtime only once workers start.
-    pub fn core(&self, store: Store) -> Core {
+    pub fn core(&self, store: Store) -> Result<Core> {
         let metrics = self.metrics();
         let observer_metrics = metrics.clone();
         let (committer, writer) = Committer::start_joinable(
             &store,
-            self.ticket_settings(),
+            self.ticket_settings()?,
             Arc::new(move |elapsed, batch| {
                 observer_metrics
                     .commit_seconds
@@ -128,13 +137,13 @@ impl App {
         let router = Arc::new(Router::new(&self.config));
         let ingestor = Ingestor::new(committer, router, metrics.clone());
         let fetch = Arc::new(FetchControl::new(&self.config, &ingestor, &store, &metrics));
-        Core {
+        Ok(Core {
             store,
             metrics,
             ingestor,
             fetch,
             writer,
-        }
+        })
     }
 
     /// Binds every SMTP listener and HTTP (so port errors surface before
@@ -225,4 +234,32 @@ impl App {
 
 fn local(l: &TcpListener) -> Result<std::net::SocketAddr> {
     l.local_addr().context("reading a listener's address")
+}
+
+/// Who each mailbox sends as: From its first address (with its display
+/// name), Reply-To that address, or the default mailbox's first address
+/// when it has none (ZEP's rule); a mailbox with neither cannot send.
+pub fn senders(config: &Config) -> BTreeMap<String, Sender> {
+    let default = config
+        .default_mailbox()
+        .and_then(|m| m.addresses.first().cloned());
+    config
+        .mailboxes
+        .iter()
+        .filter_map(|m| {
+            let own = m.addresses.first().cloned();
+            let reply_to = own.clone().or_else(|| default.clone())?;
+            let from = own.unwrap_or_else(|| reply_to.clone());
+            Some((
+                m.name.clone(),
+                Sender {
+                    from: Mailbox {
+                        name: m.display_name.clone(),
+                        address: from,
+                    },
+                    reply_to,
+                },
+            ))
+        })
+        .collect()
 }

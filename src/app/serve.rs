@@ -14,7 +14,7 @@ pub async fn run(config: Config) -> Result<()> {
     let store = app
         .open_store()
         .with_context(|| format!("opening the database {}", db_path.display()))?;
-    let core = app.core(store);
+    let core = app.core(store)?;
     let front = match app.front(&core).await {
         Ok(front) => front,
         Err(e) => {

@@ -159,7 +159,7 @@ mod tests {
         ))
         .unwrap();
         let app = App::new(config);
-        let core = app.core(app.open_store().unwrap());
+        let core = app.core(app.open_store().unwrap()).unwrap();
         let ingestor = core.ingestor.clone();
         let first = ingestor.ingest(inbound(0)).await.unwrap();
         let tasks: Vec<_> = (1..200)

@@ -4,3 +4,4 @@
 
 pub mod credential;
 pub mod password;
+pub mod token_key;

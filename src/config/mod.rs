@@ -143,11 +143,23 @@ impl AllowedHost {
 pub struct TicketsConfig {
     pub tag: crate::mail::TagFormat,
     pub first_number: u64,
+    /// Where the key that signs reply tokens comes from.
+    pub reply_token_key: TokenKeySource,
+}
+
+/// The reply-token key: an environment variable (hex, at least 32 bytes),
+/// or a file (generated 0600 on first start when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKeySource {
+    Env(String),
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
 pub struct MailboxConfig {
     pub name: String,
+    /// Display name of the From of mail sent for this mailbox.
+    pub display_name: Option<String>,
     /// Lower-cased addresses.
     pub addresses: Vec<String>,
     pub queue: String,
@@ -279,6 +291,8 @@ impl Default for RawHttp {
 struct RawTickets {
     tag: String,
     first_number: i64,
+    reply_token_key_env: Option<String>,
+    reply_token_key_file: Option<String>,
 }
 
 impl Default for RawTickets {
@@ -286,6 +300,8 @@ impl Default for RawTickets {
         RawTickets {
             tag: "[MG#{number}]".into(),
             first_number: 1000,
+            reply_token_key_env: None,
+            reply_token_key_file: None,
         }
     }
 }
@@ -294,6 +310,7 @@ impl Default for RawTickets {
 #[serde(default)]
 struct RawMailbox {
     name: String,
+    display_name: Option<String>,
     addresses: Vec<String>,
     queue: Option<String>,
     default: bool,
@@ -584,6 +601,30 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     } else {
         raw.tickets.first_number as u64
     };
+    let reply_token_key = match (
+        raw.tickets.reply_token_key_env.as_deref().map(str::trim),
+        raw.tickets.reply_token_key_file.as_deref().map(str::trim),
+    ) {
+        (Some(_), Some(_)) => {
+            err(
+                "tickets.reply_token_key_env",
+                "set reply_token_key_env or reply_token_key_file, not both".into(),
+            );
+            TokenKeySource::File(PathBuf::new())
+        }
+        (Some(name), None) => {
+            if !valid_env_name(name) {
+                err(
+                    "tickets.reply_token_key_env",
+                    "must name an environment variable (letters, digits, _), not hold the key itself"
+                        .into(),
+                );
+            }
+            TokenKeySource::Env(name.to_string())
+        }
+        (None, Some(path)) if !path.is_empty() => TokenKeySource::File(PathBuf::from(path)),
+        _ => TokenKeySource::File(PathBuf::from(&raw.server.data_dir).join("reply-token.key")),
+    };
 
     // mailboxes
     let mut mailboxes = Vec::new();
@@ -647,6 +688,12 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .upstream
                 .as_ref()
                 .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
+            display_name: m
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
             name,
             addresses,
             default: m.default,
@@ -693,9 +740,20 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             max_connections: http_max_connections,
             header_read_timeout,
         },
-        tickets: TicketsConfig { tag, first_number },
+        tickets: TicketsConfig {
+            tag,
+            first_number,
+            reply_token_key,
+        },
         mailboxes,
     }
+}
+
+/// An environment variable name as a shell would accept it.
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn valid_domain(d: &str) -> bool {

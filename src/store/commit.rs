@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{Store, StoreError};
 use crate::tickets::model::Outcome;
-use crate::tickets::{CommitRequest, TicketSettings};
+use crate::tickets::{CommitRequest, OpOutcome, Operation, TicketSettings};
 
 /// A store the writer thread can apply batches to: all requests of one
 /// batch in one durable transaction, all or nothing, each through
@@ -26,16 +26,16 @@ pub trait Backend: Send + Sync + 'static {
     fn apply_batch(
         &self,
         settings: &TicketSettings,
-        requests: &[&CommitRequest],
-    ) -> Result<Vec<Vec<Outcome>>, StoreError>;
+        operations: &[&Operation],
+    ) -> Result<Vec<OpOutcome>, StoreError>;
 }
 
 /// Called after each transaction with its duration and request count.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
 struct Job {
-    request: CommitRequest,
-    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+    request: Operation,
+    reply: oneshot::Sender<Result<OpOutcome, String>>,
 }
 
 /// The way into the writer's queue; None once [`WriterHandle::close`] ran.
@@ -127,6 +127,25 @@ impl Committer {
         request: CommitRequest,
         expected: Option<Expected>,
     ) -> Result<Vec<Outcome>, StoreError> {
+        match self
+            .apply_expected(Operation::Ingest(request), expected)
+            .await?
+        {
+            OpOutcome::Ingested(outcomes) => Ok(outcomes),
+            other => Err(StoreError::Failed(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Commits any operation durably and returns what it did.
+    pub async fn apply(&self, operation: Operation) -> Result<OpOutcome, StoreError> {
+        self.apply_expected(operation, None).await
+    }
+
+    async fn apply_expected(
+        &self,
+        request: Operation,
+        expected: Option<Expected>,
+    ) -> Result<OpOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         drop(expected);
         self.tx
@@ -213,7 +232,7 @@ fn writer_loop(
     expected: Arc<AtomicUsize>,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut bytes = first.request.raw.len();
+        let mut bytes = first.request.size_hint();
         let mut jobs = vec![first];
         let deadline = Instant::now() + COMMIT_DELAY;
         while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -231,14 +250,14 @@ fn writer_loop(
             };
             match next {
                 Some(job) => {
-                    bytes += job.request.raw.len();
+                    bytes += job.request.size_hint();
                     jobs.push(job);
                 }
                 None => break,
             }
         }
         let started = Instant::now();
-        let requests: Vec<&CommitRequest> = jobs.iter().map(|j| &j.request).collect();
+        let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
         let result = backend.apply_batch(&settings, &requests);
         observer(started.elapsed(), jobs.len());
         match result {

@@ -91,6 +91,9 @@ impl Store {
             txn.open_table(schema::REJECTION_RAW)?;
             txn.open_table(schema::UPSTREAM_SEEN)?;
             txn.open_table(schema::MAILBOX_STATE)?;
+            txn.open_table(schema::OUTBOX)?;
+            txn.open_table(schema::OUTBOX_PENDING)?;
+            txn.open_table(schema::SEND_LOG)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

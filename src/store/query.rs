@@ -3,7 +3,7 @@
 //! Paging is by id, newest first: the cursor is the last id returned, so a
 //! page stays stable while new mail arrives.
 
-use redb::{ReadTransaction, ReadableDatabase};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use super::schema::*;
 use super::{Store, StoreError, decode};
@@ -166,5 +166,83 @@ impl Store {
         let txn = self.read()?;
         let raw = txn.open_table(REJECTION_RAW)?;
         Ok(raw.get(id)?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// The outbox: what the send worker and the API read.
+impl Store {
+    pub fn outbox(
+        &self,
+        id: u64,
+    ) -> Result<Option<crate::tickets::model::OutboxEntry>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(OUTBOX)?;
+        match table.get(id)? {
+            Some(v) => Ok(Some(decode("outbox", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries still to send, oldest first, at most `limit`.
+    pub fn pending_outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::tickets::model::OutboxEntry>, StoreError> {
+        let txn = self.read()?;
+        let pending = txn.open_table(OUTBOX_PENDING)?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in pending.iter()?.take(limit) {
+            let id = entry?.0.value();
+            if let Some(v) = table.get(id)? {
+                out.push(decode("outbox", id, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox entries newest first, optionally in one state.
+    pub fn list_outbox(
+        &self,
+        state: Option<crate::tickets::model::DeliveryState>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<crate::tickets::model::OutboxEntry>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut items: Vec<crate::tickets::model::OutboxEntry> = Vec::new();
+        let mut next = None;
+        for entry in table.range(..before.unwrap_or(u64::MAX))?.rev() {
+            let (k, v) = entry?;
+            let e: crate::tickets::model::OutboxEntry = decode("outbox", k.value(), v.value())?;
+            if state.is_some_and(|s| s != e.state) {
+                continue;
+            }
+            if items.len() == limit {
+                next = items.last().map(|e| e.id);
+                break;
+            }
+            items.push(e);
+        }
+        Ok(Page { items, next })
+    }
+
+    /// What a mailbox handed to the relay since `since_ms`: (at ms, bytes,
+    /// recipients), oldest first.
+    pub fn send_log(
+        &self,
+        mailbox: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(SEND_LOG)?;
+        let mut out = Vec::new();
+        for entry in table.range((mailbox, since_ms, 0)..=(mailbox, i64::MAX, u64::MAX))? {
+            let (k, v) = entry?;
+            let (_, at, _) = k.value();
+            let (bytes, rcpts) = v.value();
+            out.push((at, bytes, rcpts));
+        }
+        Ok(out)
     }
 }

@@ -5,7 +5,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::*;
 use super::{StoreError, decode, encode};
-use crate::tickets::model::{Earlier, Rejection, StoredMessage, Ticket};
+use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
 use crate::tickets::txn::{Counter, DedupEntry, TicketTxn};
 
 /// The open tables of one write transaction.
@@ -23,6 +23,9 @@ pub struct RedbTxn<'t> {
     rejections: Table<'t, u64, &'static [u8]>,
     rejection_raw: Table<'t, u64, &'static [u8]>,
     upstream_seen: Table<'t, (&'static str, &'static str), &'static str>,
+    outbox: Table<'t, u64, &'static [u8]>,
+    outbox_pending: Table<'t, u64, ()>,
+    send_log: Table<'t, (&'static str, i64, u64), (u64, u64)>,
 }
 
 impl<'t> RedbTxn<'t> {
@@ -41,6 +44,9 @@ impl<'t> RedbTxn<'t> {
             rejections: txn.open_table(REJECTIONS)?,
             rejection_raw: txn.open_table(REJECTION_RAW)?,
             upstream_seen: txn.open_table(UPSTREAM_SEEN)?,
+            outbox: txn.open_table(OUTBOX)?,
+            outbox_pending: txn.open_table(OUTBOX_PENDING)?,
+            send_log: txn.open_table(SEND_LOG)?,
         })
     }
 }
@@ -156,21 +162,71 @@ impl TicketTxn for RedbTxn<'_> {
             .insert((mailbox, key), earlier.encode().as_str())?;
         Ok(())
     }
+
+    fn message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.messages.get(id)? {
+            Some(v) => Ok(Some(decode("messages", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .ticket_messages
+            .range((ticket, 0)..=(ticket, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    fn outbox(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        match self.outbox.get(id)? {
+            Some(v) => Ok(Some(decode("outbox", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.outbox.insert(entry.id, encode(entry).as_slice())?;
+        if entry.state.pending() {
+            self.outbox_pending.insert(entry.id, ())?;
+        } else {
+            self.outbox_pending.remove(entry.id)?;
+        }
+        Ok(())
+    }
+
+    fn record_send(
+        &mut self,
+        mailbox: &str,
+        at_ms: i64,
+        id: u64,
+        bytes: u64,
+        recipients: u64,
+    ) -> Result<(), StoreError> {
+        self.send_log
+            .insert((mailbox, at_ms, id), (bytes, recipients))?;
+        Ok(())
+    }
 }
 
 impl super::commit::Backend for super::Store {
     fn apply_batch(
         &self,
         settings: &crate::tickets::TicketSettings,
-        requests: &[&crate::tickets::CommitRequest],
-    ) -> Result<Vec<Vec<crate::tickets::model::Outcome>>, StoreError> {
+        requests: &[&crate::tickets::Operation],
+    ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
         let started = std::time::Instant::now();
         let txn = self.db().begin_write()?;
         let mut all = Vec::with_capacity(requests.len());
         {
             let mut tables = RedbTxn::open(&txn)?;
             for request in requests {
-                all.push(crate::tickets::apply(&mut tables, settings, request)?);
+                all.push(crate::tickets::apply_op(&mut tables, settings, request)?);
             }
         }
         let applied = started.elapsed();
@@ -189,9 +245,9 @@ impl super::commit::Backend for super::Store {
 mod tests {
     use crate::store::Store;
     use crate::store::commit::Backend;
-    use crate::tickets::CommitRequest;
-    use crate::tickets::model::{Outcome, StoredMessage, Ticket};
+    use crate::tickets::model::{OutboxEntry, Outcome, StoredMessage, Ticket};
     use crate::tickets::suite::{Harness, settings, ticket_rules_suite};
+    use crate::tickets::{OpOutcome, Operation};
 
     /// A redb file in a temporary directory, one write transaction per batch.
     struct Redb {
@@ -206,9 +262,22 @@ mod tests {
     }
 
     impl Harness for Redb {
-        fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
-            let refs: Vec<&CommitRequest> = requests.iter().collect();
+        fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
+            let refs: Vec<&Operation> = ops.iter().collect();
             self.store.apply_batch(&settings(), &refs).unwrap()
+        }
+        fn outbox(&self, id: u64) -> Option<OutboxEntry> {
+            self.store.outbox(id).unwrap()
+        }
+        fn pending_outbox(&self) -> Vec<u64> {
+            let pending = self.store.pending_outbox(1000).unwrap();
+            pending.iter().map(|e| e.id).collect()
+        }
+        fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)> {
+            self.store.send_log(mailbox, 0).unwrap()
+        }
+        fn raw(&self, id: u64) -> Option<Vec<u8>> {
+            self.store.message_raw(id).unwrap()
         }
         fn ticket(&self, id: u64) -> Option<Ticket> {
             self.store.ticket(id).unwrap()

@@ -40,3 +40,11 @@ pub const UPSTREAM_SEEN: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("upstream_seen");
 /// Mailbox name -> MailboxState JSON (sync status shown by the API).
 pub const MAILBOX_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("mailbox_state");
+/// Outbound message id -> OutboxEntry JSON (its delivery state).
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Ids of outbox entries still to send (queued or deferred), oldest first.
+pub const OUTBOX_PENDING: TableDefinition<u64, ()> = TableDefinition::new("outbox_pending");
+/// (mailbox, sent at ms, outbox id) -> (bytes, recipients): what each
+/// mailbox handed to the relay, for send limits that survive a restart.
+pub const SEND_LOG: TableDefinition<(&str, i64, u64), (u64, u64)> =
+    TableDefinition::new("send_log");

@@ -11,9 +11,24 @@
 
 use super::dedup;
 use super::model::{Direction, Earlier, Outcome, Rejection, StoredMessage, Ticket, TicketStatus};
-use super::request::{CommitRequest, Item, MailboxRef, TicketSettings};
+use super::request::{CommitRequest, Item, MailboxRef, OpOutcome, Operation, TicketSettings};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 use crate::mail::{ParsedMail, RejectReason};
+
+/// Applies one operation of a batch.
+pub fn apply_op<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    op: &Operation,
+) -> Result<OpOutcome, T::Error> {
+    Ok(match op {
+        Operation::Ingest(request) => OpOutcome::Ingested(apply(txn, settings, request)?),
+        Operation::Reply(request) => {
+            OpOutcome::Replied(super::reply::reply(txn, settings, request)?)
+        }
+        Operation::Delivery(update) => OpOutcome::Delivery(super::reply::delivery(txn, update)?),
+    })
+}
 
 /// Records one request and returns one outcome per item, in order.
 pub fn apply<T: TicketTxn>(

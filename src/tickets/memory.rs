@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use super::model::{Earlier, Rejection, StoredMessage, Ticket};
+use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 
 /// Everything one store holds. A transaction is a clone that replaces the
@@ -22,6 +22,9 @@ pub struct MemoryTxn {
     rejections: BTreeMap<u64, (Rejection, Option<Vec<u8>>)>,
     dedup: BTreeMap<(String, String), DedupEntry>,
     upstream: BTreeMap<(String, String), Earlier>,
+    outbox: BTreeMap<u64, OutboxEntry>,
+    outbox_pending: BTreeMap<u64, ()>,
+    send_log: BTreeMap<(String, i64, u64), (u64, u64)>,
 }
 
 impl MemoryTxn {
@@ -43,6 +46,23 @@ impl MemoryTxn {
 
     pub fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
         self.attachments.get(&(message, index)).cloned()
+    }
+
+    pub fn raw(&self, id: u64) -> Option<Vec<u8>> {
+        self.messages.get(&id).map(|(_, raw)| raw.clone())
+    }
+
+    pub fn pending_outbox(&self) -> Vec<u64> {
+        self.outbox_pending.keys().copied().collect()
+    }
+
+    /// (at ms, bytes, recipients) sent by a mailbox.
+    pub fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)> {
+        self.send_log
+            .iter()
+            .filter(|((m, _, _), _)| m == mailbox)
+            .map(|((_, at, _), (b, r))| (*at, *b, *r))
+            .collect()
     }
 }
 
@@ -123,6 +143,42 @@ impl TicketTxn for MemoryTxn {
     }
     fn put_upstream(&mut self, mailbox: &str, k: &str, earlier: Earlier) -> Result<(), Infallible> {
         self.upstream.insert(key(mailbox, k), earlier);
+        Ok(())
+    }
+    fn message(&self, id: u64) -> Result<Option<StoredMessage>, Infallible> {
+        Ok(self.messages.get(&id).map(|(m, _)| m.clone()))
+    }
+    fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, Infallible> {
+        Ok(self
+            .ticket_messages
+            .range((ticket, 0)..=(ticket, u64::MAX))
+            .rev()
+            .take(limit)
+            .map(|((_, m), _)| *m)
+            .collect())
+    }
+    fn outbox(&self, id: u64) -> Result<Option<OutboxEntry>, Infallible> {
+        Ok(self.outbox.get(&id).cloned())
+    }
+    fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), Infallible> {
+        if entry.state.pending() {
+            self.outbox_pending.insert(entry.id, ());
+        } else {
+            self.outbox_pending.remove(&entry.id);
+        }
+        self.outbox.insert(entry.id, entry.clone());
+        Ok(())
+    }
+    fn record_send(
+        &mut self,
+        mailbox: &str,
+        at_ms: i64,
+        id: u64,
+        bytes: u64,
+        recipients: u64,
+    ) -> Result<(), Infallible> {
+        self.send_log
+            .insert((mailbox.to_string(), at_ms, id), (bytes, recipients));
         Ok(())
     }
 }

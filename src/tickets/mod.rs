@@ -8,11 +8,16 @@ pub mod dedup;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod model;
+pub mod outgoing;
+pub mod reply;
 pub mod request;
 #[cfg(test)]
 pub(crate) mod suite;
 pub mod token;
 pub mod txn;
 
-pub use apply::apply;
-pub use request::{CommitRequest, Item, MailboxRef, TicketSettings};
+pub use apply::{apply, apply_op};
+pub use request::{
+    Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
+    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+};

@@ -52,6 +52,8 @@ pub enum Direction {
     Inbound,
     /// Sent by the gateway (replies, notifications).
     Outbound,
+    /// An agent's internal note: stored on the ticket, never sent.
+    Note,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,4 +169,71 @@ impl Earlier {
             _ => None,
         }
     }
+}
+
+/// Where an outbound message is on its way to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its first attempt.
+    Queued,
+    /// Waiting again: a temporary failure, or a send limit.
+    Deferred,
+    /// The relay took it (its reply line is kept).
+    Sent,
+    /// Given up: a permanent refusal, or too old to retry.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Queued,
+        DeliveryState::Deferred,
+        DeliveryState::Sent,
+        DeliveryState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Deferred => "deferred",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Still to be sent.
+    pub fn pending(self) -> bool {
+        matches!(self, DeliveryState::Queued | DeliveryState::Deferred)
+    }
+}
+
+/// One outbound message in the outbox: the message record it sends (same
+/// id), its envelope, and its delivery state. The outbox is transactional:
+/// an entry is written in the same transaction as the event that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The id of the outbound message record.
+    pub id: u64,
+    pub ticket_id: u64,
+    pub mailbox: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub size: u64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at: String,
+    pub created_ms: i64,
+    /// Not before this (ms since the epoch).
+    pub next_attempt_ms: i64,
+    /// Why it waits or failed: `rate_limit:<budget>`, a relay reply, a
+    /// connection error.
+    pub last_error: Option<String>,
+    /// The relay's final reply, once sent.
+    pub relay_reply: Option<String>,
+    pub finished_at: Option<String>,
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use std::collections::BTreeMap;
+
+use super::outgoing::{Attachment, Composer, Mailbox};
 use super::token::TokenKey;
 use crate::mail::{Origin, ParsedMail, RejectReason, TagFormat};
 
@@ -62,12 +65,132 @@ pub struct CommitRequest {
     pub items: Vec<Item>,
 }
 
-/// Ticket numbering, tags and reply tokens, fixed at start.
-#[derive(Debug, Clone)]
+/// Who a mailbox sends as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub from: Mailbox,
+    /// The ticket's mailbox address, or the default mailbox's when the
+    /// ticket's mailbox has none.
+    pub reply_to: String,
+}
+
+/// Ticket numbering, tags, reply tokens and senders, fixed at start.
+#[derive(Clone)]
 pub struct TicketSettings {
     pub tag: TagFormat,
     pub first_number: u64,
     /// Verifies the reply tokens in our own Message-IDs (None: threading by
     /// token is off, as for a store opened without the instance key).
     pub token: Option<TokenKey>,
+    /// Per mailbox name: who its outgoing mail is from.
+    pub senders: BTreeMap<String, Sender>,
+    /// Builds outgoing messages (None: nothing can be sent, as in tests of
+    /// inbound rules only).
+    pub composer: Option<Arc<dyn Composer>>,
+}
+
+impl std::fmt::Debug for TicketSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketSettings")
+            .field("tag", &self.tag)
+            .field("first_number", &self.first_number)
+            .field("token", &self.token)
+            .field("senders", &self.senders)
+            .field("composer", &self.composer.is_some())
+            .finish()
+    }
+}
+
+/// An agent's answer (or internal note) on a ticket.
+#[derive(Debug, Clone)]
+pub struct ReplyRequest {
+    pub ticket_id: u64,
+    /// Who wrote it (an agent's address), when known.
+    pub author: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    pub cc: Vec<String>,
+    pub attachments: Vec<Attachment>,
+    /// Stored on the ticket, never sent.
+    pub internal: bool,
+    /// RFC 3339 and milliseconds since the epoch: the same instant.
+    pub at: String,
+    pub at_ms: i64,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The relay took it: its reply line.
+    Sent { reply: String },
+    /// Try again later (temporary failure or a send limit).
+    Deferred {
+        next_attempt_ms: i64,
+        error: String,
+        /// A send limit, not a failure: the attempt is not counted.
+        rate_limited: bool,
+    },
+    /// Give up.
+    Failed { error: String },
+}
+
+/// The outcome of an attempt, recorded by the send worker.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub id: u64,
+    pub attempt: Attempt,
+    pub at: String,
+    pub at_ms: i64,
+}
+
+/// Every write the gateway makes goes through the group-commit writer as
+/// one of these, each applied by the ticket rules in the batch's transaction.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Ingest(CommitRequest),
+    Reply(ReplyRequest),
+    Delivery(DeliveryUpdate),
+}
+
+impl Operation {
+    /// Bytes it brings into the transaction (to bound batches).
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Operation::Ingest(r) => r.raw.len(),
+            Operation::Reply(r) => {
+                r.text.len()
+                    + r.html.as_ref().map_or(0, String::len)
+                    + r.attachments.iter().map(|a| a.bytes.len()).sum::<usize>()
+            }
+            Operation::Delivery(_) => 0,
+        }
+    }
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    Ingested(Vec<super::model::Outcome>),
+    Replied(ReplyOutcome),
+    Delivery(DeliveryOutcome),
+}
+
+/// What a reply request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// Stored on the ticket; queued for delivery unless it was a note.
+    Stored {
+        message_id: u64,
+        queued: bool,
+    },
+    NoTicket,
+    /// Could not be built: the reason, for a 400/422 answer.
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Updated(super::model::DeliveryState),
+    /// No such entry, or it was already final.
+    Unchanged,
 }

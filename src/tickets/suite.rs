@@ -7,21 +7,44 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::model::{Earlier, Outcome, StoredMessage, Ticket};
-use super::request::{CommitRequest, Item, MailboxRef, TicketSettings};
+use super::model::{
+    DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, Ticket,
+};
+use super::outgoing::{ComposeError, Composer, Mailbox, Outgoing, tagged_subject};
+use super::request::{
+    Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
+    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+};
 use crate::mail::{
     Attachment, AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
 };
 
-/// A backend under test: each `commit` is one transaction.
+/// A backend under test: each `apply_ops` is one transaction.
 pub trait Harness {
-    fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>>;
+    fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome>;
+    fn outbox(&self, id: u64) -> Option<OutboxEntry>;
+    fn pending_outbox(&self) -> Vec<u64>;
+    fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)>;
+    fn raw(&self, id: u64) -> Option<Vec<u8>>;
     fn ticket(&self, id: u64) -> Option<Ticket>;
     fn ticket_message_ids(&self, ticket: u64) -> Vec<u64>;
     fn message(&self, id: u64) -> Option<StoredMessage>;
     fn rejection_raw(&self, id: u64) -> Option<Vec<u8>>;
     fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>>;
 
+    fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
+        let ops: Vec<Operation> = requests.iter().cloned().map(Operation::Ingest).collect();
+        self.apply_ops(&ops)
+            .into_iter()
+            .map(|o| match o {
+                OpOutcome::Ingested(o) => o,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+    fn op(&mut self, op: Operation) -> OpOutcome {
+        self.apply_ops(&[op]).remove(0)
+    }
     fn commit(&mut self, request: CommitRequest) -> Vec<Outcome> {
         self.commit_batch(&[request]).remove(0)
     }
@@ -35,6 +58,43 @@ pub fn settings() -> TicketSettings {
         tag: TagFormat::parse("[MG#{number}]").unwrap(),
         first_number: 1000,
         token: Some(token_key()),
+        senders: ["support", "sales"]
+            .into_iter()
+            .map(|m| {
+                let address = format!("{m}@gw.test");
+                let sender = Sender {
+                    from: Mailbox {
+                        name: Some(format!("{m} team")),
+                        address: address.clone(),
+                    },
+                    reply_to: address,
+                };
+                (m.to_string(), sender)
+            })
+            .collect(),
+        composer: Some(Arc::new(TestComposer)),
+    }
+}
+
+/// Bytes that say who, which id and what, enough for the rules' tests (the
+/// real header policy is tested in outbound::compose).
+struct TestComposer;
+
+impl Composer for TestComposer {
+    fn compose(&self, m: &Outgoing) -> Result<Vec<u8>, ComposeError> {
+        if m.to.iter().any(|t| !t.address.contains('@')) {
+            return Err(ComposeError::Address { field: "to" });
+        }
+        Ok(format!(
+            "From: {}\r\nTo: {}\r\nMessage-ID: <{}>\r\nIn-Reply-To: <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
+            m.from.address,
+            m.to[0].address,
+            m.message_id,
+            m.in_reply_to.as_deref().unwrap_or(""),
+            tagged_subject(&m.subject, &m.tag),
+            m.text
+        )
+        .into_bytes())
     }
 }
 
@@ -435,6 +495,186 @@ pub fn a_reply_token_threads_and_a_forged_one_does_not(h: &mut impl Harness) {
     );
 }
 
+fn reply_request(ticket_id: u64, text: &str, internal: bool) -> ReplyRequest {
+    ReplyRequest {
+        ticket_id,
+        author: Some("agent@gw.test".into()),
+        text: text.into(),
+        html: None,
+        cc: vec![],
+        attachments: vec![],
+        internal,
+        at: "2026-01-02T00:00:00Z".into(),
+        at_ms: 1_767_312_000_000,
+    }
+}
+
+fn replied(o: OpOutcome) -> ReplyOutcome {
+    match o {
+        OpOutcome::Replied(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn a_reply_is_stored_threaded_queued_and_answers_thread_back(h: &mut impl Harness) {
+    let first = h.one(request(
+        &mail("ann@customer.test", Some("c1@customer.test"), "Printer")
+            .referencing(&["c0@customer.test"]),
+    ));
+    let ticket = match first {
+        Outcome::Stored { ticket_id, .. } => ticket_id,
+        other => panic!("{other:?}"),
+    };
+    let ReplyOutcome::Stored { message_id, queued } =
+        replied(h.op(Operation::Reply(reply_request(ticket, "On it", false))))
+    else {
+        panic!("reply not stored")
+    };
+    assert!(queued);
+    let m = h.message(message_id).unwrap();
+    assert_eq!(m.direction, Direction::Outbound);
+    assert_eq!(m.in_reply_to, vec!["c1@customer.test".to_string()]);
+    assert_eq!(
+        m.references,
+        vec![
+            "c0@customer.test".to_string(),
+            "c1@customer.test".to_string()
+        ]
+    );
+    assert_eq!(m.from.address, "support@gw.test");
+    assert_eq!(m.to[0].address, "ann@customer.test");
+    assert_eq!(m.subject, "[MG#1000] Re: Printer");
+    let token = token_key()
+        .verify(&m.message_id)
+        .expect("our Message-ID carries a valid token");
+    assert_eq!((token.ticket_id, token.message_id), (ticket, message_id));
+    let raw = String::from_utf8(h.raw(message_id).unwrap()).unwrap();
+    assert!(
+        raw.contains(&format!("Message-ID: <{}>", m.message_id)),
+        "{raw}"
+    );
+    let entry = h.outbox(message_id).unwrap();
+    assert_eq!(entry.state, DeliveryState::Queued);
+    assert_eq!(entry.rcpt_to, vec!["ann@customer.test".to_string()]);
+    assert_eq!(entry.mail_from, "support@gw.test");
+    assert_eq!(entry.size, raw.len() as u64);
+    assert_eq!(h.pending_outbox(), vec![message_id]);
+    assert_eq!(h.ticket(ticket).unwrap().message_count, 2);
+    // The customer answers our message: In-Reply-To finds it.
+    let our_id: &'static str = Box::leak(m.message_id.clone().into_boxed_str());
+    let back = h.one(request(
+        &mail("ann@customer.test", Some("c2@customer.test"), "whatever").replying(our_id),
+    ));
+    assert!(
+        matches!(back, Outcome::Stored { ticket_id, new_ticket: false, .. } if ticket_id == ticket)
+    );
+}
+
+pub fn an_internal_note_is_stored_but_never_queued(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("ann@customer.test", Some("n1@c.test"), "Q"))));
+    let ReplyOutcome::Stored { message_id, queued } =
+        replied(h.op(Operation::Reply(reply_request(1, "call her", true))))
+    else {
+        panic!()
+    };
+    assert!(!queued);
+    let m = h.message(message_id).unwrap();
+    assert_eq!(m.direction, Direction::Note);
+    assert_eq!(m.from.address, "agent@gw.test");
+    assert!(m.to.is_empty());
+    assert_eq!(h.outbox(message_id), None);
+    assert!(h.pending_outbox().is_empty());
+}
+
+pub fn replies_to_nothing_or_nobody_are_refused(h: &mut impl Harness) {
+    assert_eq!(
+        replied(h.op(Operation::Reply(reply_request(99, "x", false)))),
+        ReplyOutcome::NoTicket
+    );
+    stored(&h.one(request(&mail("not-an-address", Some("bad@c.test"), "Q"))));
+    let r = replied(h.op(Operation::Reply(reply_request(1, "x", false))));
+    assert!(
+        matches!(r, ReplyOutcome::Invalid(ref why) if why.contains("to")),
+        "{r:?}"
+    );
+    assert!(h.pending_outbox().is_empty());
+}
+
+pub fn delivery_results_move_the_outbox_entry(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("ann@customer.test", Some("d1@c.test"), "Q"))));
+    let ReplyOutcome::Stored { message_id: id, .. } =
+        replied(h.op(Operation::Reply(reply_request(1, "a", false))))
+    else {
+        panic!()
+    };
+    let update = |attempt| {
+        Operation::Delivery(DeliveryUpdate {
+            id,
+            attempt,
+            at: "2026-01-02T00:01:00Z".into(),
+            at_ms: 1_767_312_060_000,
+        })
+    };
+    let limited = Attempt::Deferred {
+        next_attempt_ms: 5,
+        error: "rate_limit:messages_per_window".into(),
+        rate_limited: true,
+    };
+    assert_eq!(
+        h.op(update(limited)),
+        OpOutcome::Delivery(DeliveryOutcome::Updated(DeliveryState::Deferred))
+    );
+    assert_eq!(
+        h.outbox(id).unwrap().attempts,
+        0,
+        "waiting for a budget is not an attempt"
+    );
+    let temp = Attempt::Deferred {
+        next_attempt_ms: 9,
+        error: "451 4.3.0 try later".into(),
+        rate_limited: false,
+    };
+    h.op(update(temp));
+    let e = h.outbox(id).unwrap();
+    assert_eq!(
+        (e.attempts, e.next_attempt_ms, e.last_error.as_deref()),
+        (1, 9, Some("451 4.3.0 try later"))
+    );
+    assert!(h.send_log("support").is_empty());
+    h.op(update(Attempt::Sent {
+        reply: "250 2.0.0 Ok: queued as X".into(),
+    }));
+    let e = h.outbox(id).unwrap();
+    assert_eq!(e.state, DeliveryState::Sent);
+    assert_eq!(e.relay_reply.as_deref(), Some("250 2.0.0 Ok: queued as X"));
+    assert!(h.pending_outbox().is_empty());
+    assert_eq!(h.send_log("support"), vec![(1_767_312_060_000, e.size, 1)]);
+    // Final is final.
+    assert_eq!(
+        h.op(update(Attempt::Failed {
+            error: "late".into()
+        })),
+        OpOutcome::Delivery(DeliveryOutcome::Unchanged)
+    );
+    // A permanent failure.
+    let ReplyOutcome::Stored {
+        message_id: id2, ..
+    } = replied(h.op(Operation::Reply(reply_request(1, "b", false))))
+    else {
+        panic!()
+    };
+    h.op(Operation::Delivery(DeliveryUpdate {
+        id: id2,
+        attempt: Attempt::Failed {
+            error: "550 5.1.1 no such user".into(),
+        },
+        at: "t".into(),
+        at_ms: 1,
+    }));
+    assert_eq!(h.outbox(id2).unwrap().state, DeliveryState::Failed);
+    assert!(h.pending_outbox().is_empty());
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -450,6 +690,10 @@ macro_rules! ticket_rules_suite {
             one_message_for_two_mailboxes_makes_two_tickets,
             attachments_are_kept_with_their_message,
             a_reply_token_threads_and_a_forged_one_does_not,
+            a_reply_is_stored_threaded_queued_and_answers_thread_back,
+            an_internal_note_is_stored_but_never_queued,
+            replies_to_nothing_or_nobody_are_refused,
+            delivery_results_move_the_outbox_entry,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -467,7 +711,7 @@ pub(crate) use ticket_rules_suite;
 #[cfg(test)]
 mod memory {
     use super::*;
-    use crate::tickets::apply::apply;
+    use crate::tickets::apply::apply_op;
     use crate::tickets::memory::MemoryTxn;
 
     /// The maps, committed whole or not at all.
@@ -475,18 +719,31 @@ mod memory {
     struct Memory(MemoryTxn);
 
     impl Harness for Memory {
-        fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
+        fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
             let mut txn = self.0.clone();
             let settings = settings();
-            let out = requests
+            let out = ops
                 .iter()
-                .map(|r| match apply(&mut txn, &settings, r) {
+                .map(|op| match apply_op(&mut txn, &settings, op) {
                     Ok(o) => o,
                     Err(never) => match never {},
                 })
                 .collect();
             self.0 = txn;
             out
+        }
+        fn outbox(&self, id: u64) -> Option<OutboxEntry> {
+            use crate::tickets::txn::TicketTxn;
+            self.0.outbox(id).unwrap_or_else(|never| match never {})
+        }
+        fn pending_outbox(&self) -> Vec<u64> {
+            self.0.pending_outbox()
+        }
+        fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)> {
+            self.0.send_log(mailbox)
+        }
+        fn raw(&self, id: u64) -> Option<Vec<u8>> {
+            self.0.raw(id)
         }
         fn ticket(&self, id: u64) -> Option<Ticket> {
             use crate::tickets::txn::TicketTxn;

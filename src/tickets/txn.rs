@@ -6,7 +6,7 @@
 //! every backend. All calls of one batch happen in one transaction, so a
 //! decision always sees the writes made before it in the same batch.
 
-use super::model::{Earlier, Rejection, StoredMessage, Ticket};
+use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
 
 /// The id and number sequences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,5 +120,23 @@ pub trait TicketTxn {
         mailbox: &str,
         key: &str,
         earlier: Earlier,
+    ) -> Result<(), Self::Error>;
+
+    fn message(&self, id: u64) -> Result<Option<StoredMessage>, Self::Error>;
+    /// A ticket's message ids, newest first, at most `limit`.
+    fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, Self::Error>;
+
+    fn outbox(&self, id: u64) -> Result<Option<OutboxEntry>, Self::Error>;
+    /// Writes an outbox entry; the backend keeps its index of pending
+    /// entries (queued or deferred) in step with `entry.state`.
+    fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), Self::Error>;
+    /// What a mailbox handed to the relay, for the send limits.
+    fn record_send(
+        &mut self,
+        mailbox: &str,
+        at_ms: i64,
+        id: u64,
+        bytes: u64,
+        recipients: u64,
     ) -> Result<(), Self::Error>;
 }

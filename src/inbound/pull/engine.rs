@@ -374,6 +374,8 @@ mod tests {
                 tag: config.tickets.tag.clone(),
                 first_number: 1,
                 token: None,
+                senders: Default::default(),
+                composer: None,
             },
             Arc::new(|_, _| {}),
         );
