@@ -69,6 +69,71 @@ pub struct Metrics {
     pub fetch_messages: Family<MailboxOutcome, Counter>,
     pub fetch_throttled: Family<MailboxLabel, Counter>,
     pub mailbox_status: Family<MailboxStatusLabel, Gauge>,
+    pub outbound: OutboundMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailboxReason {
+    pub mailbox: String,
+    pub reason: String,
+}
+
+/// The outbox and the send worker.
+pub struct OutboundMetrics {
+    pub queue_depth: Family<MailboxLabel, Gauge>,
+    pub oldest_queued_seconds: Family<MailboxLabel, Gauge<f64, AtomicU64>>,
+    pub sent: Family<MailboxLabel, Counter>,
+    pub deferred: Family<MailboxReason, Counter>,
+    pub failed: Family<MailboxLabel, Counter>,
+}
+
+impl OutboundMetrics {
+    fn register(registry: &mut Registry) -> OutboundMetrics {
+        let m = OutboundMetrics {
+            queue_depth: Family::default(),
+            oldest_queued_seconds: Family::default(),
+            sent: Family::default(),
+            deferred: Family::default(),
+            failed: Family::default(),
+        };
+        registry.register(
+            "mailgate_outbound_queue_depth",
+            "Outbound messages waiting to be sent (queued or deferred)",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "mailgate_outbound_oldest_queued_seconds",
+            "Age of the oldest outbound message still waiting",
+            m.oldest_queued_seconds.clone(),
+        );
+        registry.register(
+            "mailgate_outbound_sent",
+            "Outbound messages the relay accepted",
+            m.sent.clone(),
+        );
+        registry.register(
+            "mailgate_outbound_deferred",
+            "Delivery attempts put off, by reason (rate_limit, temporary, no_relay)",
+            m.deferred.clone(),
+        );
+        registry.register(
+            "mailgate_outbound_failed",
+            "Outbound messages given up (permanent refusal or too old)",
+            m.failed.clone(),
+        );
+        m
+    }
+
+    /// Makes a mailbox's series exist at zero.
+    pub fn init(&self, mailbox: &str) {
+        let label = MailboxLabel {
+            mailbox: mailbox.into(),
+        };
+        let _ = self.queue_depth.get_or_create(&label);
+        let _ = self.oldest_queued_seconds.get_or_create(&label);
+        let _ = self.sent.get_or_create(&label);
+        let _ = self.failed.get_or_create(&label);
+    }
 }
 
 impl Default for Metrics {
@@ -164,7 +229,9 @@ impl Metrics {
             "1 for the current sync status of each upstream mailbox (ok, paused, auth_failed, error)",
             mailbox_status.clone(),
         );
+        let outbound = OutboundMetrics::register(&mut registry);
         Metrics {
+            outbound,
             registry,
             fetch_last_success,
             fetch_errors,

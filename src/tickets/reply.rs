@@ -238,8 +238,18 @@ pub fn delivery<T: TicketTxn>(
     u: &DeliveryUpdate,
 ) -> Result<DeliveryOutcome, T::Error> {
     let Some(mut entry) = txn.outbox(u.id)? else {
-        return Ok(DeliveryOutcome::Unchanged);
+        return Ok(DeliveryOutcome::NotFound);
     };
+    if u.attempt == Attempt::Retry {
+        if entry.state == DeliveryState::Sent {
+            return Ok(DeliveryOutcome::Unchanged);
+        }
+        entry.state = DeliveryState::Queued;
+        entry.next_attempt_ms = u.at_ms;
+        entry.finished_at = None;
+        txn.put_outbox(&entry)?;
+        return Ok(DeliveryOutcome::Updated(entry.state));
+    }
     if !entry.state.pending() {
         return Ok(DeliveryOutcome::Unchanged);
     }
@@ -275,6 +285,7 @@ pub fn delivery<T: TicketTxn>(
             entry.last_error = Some(error.clone());
             entry.finished_at = Some(u.at.clone());
         }
+        Attempt::Retry => {}
     }
     txn.put_outbox(&entry)?;
     Ok(DeliveryOutcome::Updated(entry.state))

@@ -132,6 +132,9 @@ pub enum Attempt {
     },
     /// Give up.
     Failed { error: String },
+    /// An operator asked for another try (a failed or deferred entry):
+    /// queued again, due now.
+    Retry,
 }
 
 /// The outcome of an attempt, recorded by the send worker.
@@ -191,6 +194,7 @@ pub enum ReplyOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     Updated(super::model::DeliveryState),
-    /// No such entry, or it was already final.
+    /// It was already sent (or, for a result, already final).
     Unchanged,
+    NotFound,
 }

@@ -1,0 +1,648 @@
+//! The send worker: takes due entries from the outbox, oldest first, holds
+//! each mailbox to its send limits, hands the message to the relay, and
+//! records what happened through the writer, so a restart resumes exactly
+//! where it stopped.
+//!
+//! - Order per ticket is kept: while an earlier message of a ticket waits,
+//!   the later ones wait too.
+//! - Over a send limit a message is `deferred` with `rate_limit:<budget>`
+//!   until the budget allows it; that is not a failed attempt.
+//! - A temporary failure (4xx, connection, TLS, timeout) is retried with
+//!   exponential backoff until `max_age`, then `failed`; a permanent one
+//!   (5xx) is `failed` with the relay's reply.
+//! - The one window where a message can go out twice: the relay said `250`
+//!   and the process died before the `sent` mark was committed. The next
+//!   start sends it again (the relay's reply line is not known to us).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::limits::{Decision, SendLimits, Sent, decide};
+use crate::metrics::{MailboxLabel, MailboxReason, Metrics};
+use crate::store::Store;
+use crate::store::commit::Committer;
+use crate::tickets::model::OutboxEntry;
+use crate::tickets::{Attempt, DeliveryUpdate, Operation};
+
+/// Why the relay did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// Try again later: a 4xx reply, or the relay could not be reached.
+    #[error("{0}")]
+    Temporary(String),
+    /// Do not try again: a 5xx reply (its text).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type DeliverFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, DeliverError>> + Send + 'a>>;
+
+/// Hands one message to the relay; the relay's final reply on success.
+pub trait Deliver: Send + Sync {
+    fn deliver<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+        raw: &'a [u8],
+    ) -> DeliverFuture<'a>;
+}
+
+/// The time, in ms since the epoch (a test can move it).
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub limits: SendLimits,
+    /// Give up retrying after this long (5 days by default).
+    pub max_age: Duration,
+    /// First retry delay; doubled per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Look at the queue at least this often.
+    pub poll: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            limits: SendLimits::default(),
+            max_age: Duration::from_secs(5 * 24 * 3600),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The worker and the handle the API wakes it with.
+pub struct SendWorker {
+    store: Store,
+    committer: Committer,
+    relay: Option<Arc<dyn Deliver>>,
+    settings: WorkerSettings,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    /// Mailboxes whose gauges were ever set.
+    known: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// What one pass over the queue did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub sent: usize,
+    pub deferred: usize,
+    pub failed: usize,
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl SendWorker {
+    pub fn new(
+        store: Store,
+        committer: Committer,
+        relay: Option<Arc<dyn Deliver>>,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> SendWorker {
+        SendWorker {
+            store,
+            committer,
+            relay,
+            settings,
+            metrics,
+            clock,
+            wake: Arc::new(Notify::new()),
+            known: Default::default(),
+        }
+    }
+
+    /// Wakes the worker (something was queued or retried).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs passes until `stop` turns true; a pass in progress finishes
+    /// (its attempt and the record of it) before the worker returns.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        if self.relay.is_none() {
+            tracing::warn!("no [relay] configured: outbound mail stays queued until one is");
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.pass().await {
+                tracing::error!(error = %e, "outbound pass failed; retrying");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn record(&self, id: u64, attempt: Attempt) -> Result<(), crate::store::StoreError> {
+        let at_ms = self.clock.now_ms();
+        self.committer
+            .apply(Operation::Delivery(DeliveryUpdate {
+                id,
+                attempt,
+                at: rfc3339(at_ms),
+                at_ms,
+            }))
+            .await
+            .map(|_| ())
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.min(20));
+        self.settings
+            .retry_base
+            .saturating_mul(factor)
+            .min(self.settings.retry_max)
+    }
+
+    /// One pass over every due entry.
+    pub async fn pass(&self) -> Result<PassReport, crate::store::StoreError> {
+        let store = self.store.clone();
+        let pending = tokio::task::spawn_blocking(move || store.pending_outbox(10_000))
+            .await
+            .map_err(|e| crate::store::StoreError::Failed(e.to_string()))??;
+        self.gauges(&pending);
+        let mut report = PassReport::default();
+        let mut waiting_tickets: BTreeSet<u64> = BTreeSet::new();
+        let mut limited: BTreeSet<String> = BTreeSet::new();
+        for entry in pending {
+            let now = self.clock.now_ms();
+            if waiting_tickets.contains(&entry.ticket_id) || limited.contains(&entry.mailbox) {
+                waiting_tickets.insert(entry.ticket_id);
+                continue;
+            }
+            if entry.next_attempt_ms > now {
+                waiting_tickets.insert(entry.ticket_id);
+                continue;
+            }
+            let label = MailboxLabel {
+                mailbox: entry.mailbox.clone(),
+            };
+            let history = self.history(&entry.mailbox, now)?;
+            let rcpts = entry.rcpt_to.len() as u64;
+            if let Decision::Wait { until_ms, reason } =
+                decide(&self.settings.limits, &history, now, entry.size, rcpts)
+            {
+                tracing::info!(
+                    outbound = entry.id,
+                    mailbox = %entry.mailbox,
+                    budget = reason.as_str(),
+                    wait_ms = until_ms - now,
+                    "outbound message waits for the send limit"
+                );
+                self.deferred(&entry, "rate_limit");
+                self.record(
+                    entry.id,
+                    Attempt::Deferred {
+                        next_attempt_ms: until_ms,
+                        error: format!("rate_limit:{}", reason.as_str()),
+                        rate_limited: true,
+                    },
+                )
+                .await?;
+                limited.insert(entry.mailbox.clone());
+                waiting_tickets.insert(entry.ticket_id);
+                report.deferred += 1;
+                continue;
+            }
+            let Some(relay) = &self.relay else {
+                self.deferred(&entry, "no_relay");
+                self.record(
+                    entry.id,
+                    Attempt::Deferred {
+                        next_attempt_ms: now + self.settings.retry_max.as_millis() as i64,
+                        error: "no relay configured".into(),
+                        rate_limited: true,
+                    },
+                )
+                .await?;
+                report.deferred += 1;
+                waiting_tickets.insert(entry.ticket_id);
+                continue;
+            };
+            let store = self.store.clone();
+            let id = entry.id;
+            let raw = tokio::task::spawn_blocking(move || store.message_raw(id))
+                .await
+                .map_err(|e| crate::store::StoreError::Failed(e.to_string()))??
+                .unwrap_or_default();
+            let result = relay.deliver(&entry.mail_from, &entry.rcpt_to, &raw).await;
+            let now = self.clock.now_ms();
+            match result {
+                Ok(reply) => {
+                    tracing::info!(outbound = entry.id, ticket = entry.ticket_id, mailbox = %entry.mailbox, reply = %reply, "outbound message sent");
+                    self.record(entry.id, Attempt::Sent { reply }).await?;
+                    self.metrics.outbound.sent.get_or_create(&label).inc();
+                    report.sent += 1;
+                }
+                Err(DeliverError::Permanent(error)) => {
+                    tracing::warn!(outbound = entry.id, mailbox = %entry.mailbox, error = %error, "outbound message refused by the relay; failed");
+                    self.record(entry.id, Attempt::Failed { error }).await?;
+                    self.metrics.outbound.failed.get_or_create(&label).inc();
+                    waiting_tickets.insert(entry.ticket_id);
+                    report.failed += 1;
+                }
+                Err(DeliverError::Temporary(error)) => {
+                    let age = Duration::from_millis((now - entry.created_ms).max(0) as u64);
+                    if age >= self.settings.max_age {
+                        let error = format!(
+                            "gave up after {} attempts over {}; last error: {error}",
+                            entry.attempts + 1,
+                            humantime::format_duration(Duration::from_secs(age.as_secs()))
+                        );
+                        tracing::warn!(outbound = entry.id, mailbox = %entry.mailbox, error = %error, "outbound message failed");
+                        self.record(entry.id, Attempt::Failed { error }).await?;
+                        self.metrics.outbound.failed.get_or_create(&label).inc();
+                        report.failed += 1;
+                    } else {
+                        let next = now + self.backoff(entry.attempts).as_millis() as i64;
+                        tracing::warn!(outbound = entry.id, mailbox = %entry.mailbox, error = %error, retry_in_ms = next - now, "outbound message deferred");
+                        self.deferred(&entry, "temporary");
+                        self.record(
+                            entry.id,
+                            Attempt::Deferred {
+                                next_attempt_ms: next,
+                                error,
+                                rate_limited: false,
+                            },
+                        )
+                        .await?;
+                        report.deferred += 1;
+                    }
+                    waiting_tickets.insert(entry.ticket_id);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn deferred(&self, entry: &OutboxEntry, reason: &str) {
+        self.metrics
+            .outbound
+            .deferred
+            .get_or_create(&MailboxReason {
+                mailbox: entry.mailbox.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    fn history(&self, mailbox: &str, now: i64) -> Result<Vec<Sent>, crate::store::StoreError> {
+        let since = now - self.settings.limits.horizon().as_millis() as i64;
+        Ok(self
+            .store
+            .send_log(mailbox, since)?
+            .into_iter()
+            .map(|(at_ms, bytes, recipients)| Sent {
+                at_ms,
+                bytes,
+                recipients,
+            })
+            .collect())
+    }
+
+    fn gauges(&self, pending: &[OutboxEntry]) {
+        let now = self.clock.now_ms();
+        let mut depth: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for e in pending {
+            let d = depth.entry(e.mailbox.as_str()).or_insert((0, now));
+            d.0 += 1;
+            d.1 = d.1.min(e.created_ms);
+        }
+        let m = &self.metrics.outbound;
+        // Mailboxes with nothing pending (any more) go back to zero.
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for mailbox in known.iter() {
+            if !depth.contains_key(mailbox.as_str()) {
+                let label = MailboxLabel {
+                    mailbox: mailbox.clone(),
+                };
+                m.queue_depth.get_or_create(&label).set(0);
+                m.oldest_queued_seconds.get_or_create(&label).set(0.0);
+            }
+        }
+        known.extend(depth.keys().map(|m| m.to_string()));
+        for (mailbox, (n, oldest)) in depth {
+            let label = MailboxLabel {
+                mailbox: mailbox.into(),
+            };
+            m.queue_depth.get_or_create(&label).set(n);
+            m.oldest_queued_seconds
+                .get_or_create(&label)
+                .set(((now - oldest).max(0) as f64) / 1000.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::tickets::model::DeliveryState;
+    use crate::tickets::suite::{mail, request, settings};
+    use crate::tickets::{OpOutcome, ReplyOutcome, ReplyRequest};
+
+    struct TestClock(AtomicI64);
+    impl Clock for TestClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// The relay's answers, in order; every call is recorded.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<Vec<Result<String, DeliverError>>>,
+        calls: Mutex<Vec<(String, Vec<String>, usize)>>,
+    }
+    impl Deliver for Script {
+        fn deliver<'a>(
+            &'a self,
+            from: &'a str,
+            rcpts: &'a [String],
+            raw: &'a [u8],
+        ) -> DeliverFuture<'a> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((from.to_string(), rcpts.to_vec(), raw.len()));
+            let mut answers = self.answers.lock().unwrap();
+            let answer = if answers.is_empty() {
+                Ok("250 2.0.0 Ok".to_string())
+            } else {
+                answers.remove(0)
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    const T0: i64 = 1_767_312_000_000;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        committer: Committer,
+        clock: Arc<TestClock>,
+        relay: Arc<Script>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let committer = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        Fixture {
+            _dir: dir,
+            store,
+            committer,
+            clock: Arc::new(TestClock(AtomicI64::new(T0))),
+            relay: Arc::new(Script::default()),
+        }
+    }
+
+    impl Fixture {
+        fn worker(&self, limits: SendLimits) -> SendWorker {
+            SendWorker::new(
+                self.store.clone(),
+                self.committer.clone(),
+                Some(self.relay.clone()),
+                WorkerSettings {
+                    limits,
+                    ..WorkerSettings::default()
+                },
+                Arc::new(Metrics::new()),
+                self.clock.clone(),
+            )
+        }
+
+        /// A new ticket from a customer; its id.
+        async fn ticket(&self, n: u32) -> u64 {
+            let id: &'static str = Box::leak(format!("c{n}@customer.test").into_boxed_str());
+            match self
+                .committer
+                .commit(request(&mail("ann@customer.test", Some(id), "Q")))
+                .await
+                .unwrap()
+                .remove(0)
+            {
+                crate::tickets::model::Outcome::Stored { ticket_id, .. } => ticket_id,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// A queued reply on a ticket; its outbox id.
+        async fn reply(&self, ticket_id: u64) -> u64 {
+            let now = self.clock.now_ms();
+            let r = ReplyRequest {
+                ticket_id,
+                author: None,
+                text: "answer".into(),
+                html: None,
+                cc: vec![],
+                attachments: vec![],
+                internal: false,
+                at: rfc3339(now),
+                at_ms: now,
+            };
+            match self.committer.apply(Operation::Reply(r)).await.unwrap() {
+                OpOutcome::Replied(ReplyOutcome::Stored { message_id, .. }) => message_id,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn state(&self, id: u64) -> OutboxEntry {
+            self.store.outbox(id).unwrap().unwrap()
+        }
+
+        fn advance(&self, ms: i64) {
+            self.clock.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_replies_are_sent_once_with_the_relays_reply() {
+        let f = fixture();
+        let t = f.ticket(1).await;
+        let a = f.reply(t).await;
+        let b = f.reply(t).await;
+        f.relay
+            .answers
+            .lock()
+            .unwrap()
+            .push(Ok("250 2.0.0 Ok: queued as A1".into()));
+        let w = f.worker(SendLimits::default());
+        let report = w.pass().await.unwrap();
+        assert_eq!(report.sent, 2);
+        assert_eq!(f.state(a).state, DeliveryState::Sent);
+        assert_eq!(
+            f.state(a).relay_reply.as_deref(),
+            Some("250 2.0.0 Ok: queued as A1")
+        );
+        assert_eq!(f.state(b).state, DeliveryState::Sent);
+        let calls = f.relay.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].0, "support@gw.test");
+        assert_eq!(calls[0].1, vec!["ann@customer.test".to_string()]);
+        assert_eq!(calls[0].2 as u64, f.state(a).size);
+        assert_eq!(w.pass().await.unwrap(), PassReport::default());
+        assert_eq!(f.relay.calls.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_eleventh_message_in_a_minute_waits_even_across_a_restart() {
+        let f = fixture();
+        let mut ids = Vec::new();
+        for n in 0..11 {
+            let t = f.ticket(n).await;
+            ids.push(f.reply(t).await);
+        }
+        let report = f.worker(SendLimits::default()).pass().await.unwrap();
+        assert_eq!((report.sent, report.deferred), (10, 1));
+        let last = f.state(ids[10]);
+        assert_eq!(last.state, DeliveryState::Deferred);
+        assert_eq!(
+            last.last_error.as_deref(),
+            Some("rate_limit:messages_per_window")
+        );
+        assert_eq!(last.attempts, 0);
+        assert_eq!(last.next_attempt_ms, T0 + 60_000);
+        // A new worker (as after a restart) sees the same budget.
+        f.advance(30_000);
+        let again = f.worker(SendLimits::default());
+        assert_eq!(again.pass().await.unwrap().sent, 0);
+        f.advance(30_000);
+        assert_eq!(again.pass().await.unwrap().sent, 1);
+        assert_eq!(f.state(ids[10]).state, DeliveryState::Sent);
+    }
+
+    #[tokio::test]
+    async fn temporary_failures_back_off_keep_ticket_order_and_give_up_when_old() {
+        let f = fixture();
+        let t = f.ticket(1).await;
+        let first = f.reply(t).await;
+        let second = f.reply(t).await;
+        let other = f.reply(f.ticket(2).await).await;
+        f.relay
+            .answers
+            .lock()
+            .unwrap()
+            .push(Err(DeliverError::Temporary("451 4.3.0 try later".into())));
+        let w = f.worker(SendLimits::default());
+        let report = w.pass().await.unwrap();
+        // The first failed for now; the second of the same ticket waits
+        // behind it; another ticket's message goes.
+        assert_eq!((report.sent, report.deferred), (1, 1));
+        assert_eq!(f.state(first).state, DeliveryState::Deferred);
+        assert_eq!(f.state(first).attempts, 1);
+        assert_eq!(f.state(first).next_attempt_ms, T0 + 60_000);
+        assert_eq!(f.state(second).state, DeliveryState::Queued);
+        assert_eq!(f.state(other).state, DeliveryState::Sent);
+        f.advance(60_000);
+        assert_eq!(w.pass().await.unwrap().sent, 2);
+        let calls = f.relay.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 4);
+
+        // Too old: failed with the last error.
+        let old = f.reply(t).await;
+        f.advance(6 * 24 * 3600 * 1000);
+        f.relay
+            .answers
+            .lock()
+            .unwrap()
+            .push(Err(DeliverError::Temporary("connection refused".into())));
+        let report = w.pass().await.unwrap();
+        assert_eq!(report.failed, 1);
+        let e = f.state(old);
+        assert_eq!(e.state, DeliveryState::Failed);
+        assert!(
+            e.last_error
+                .as_deref()
+                .unwrap()
+                .contains("connection refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_with_the_reply() {
+        let f = fixture();
+        let id = f.reply(f.ticket(1).await).await;
+        f.relay
+            .answers
+            .lock()
+            .unwrap()
+            .push(Err(DeliverError::Permanent(
+                "550 5.1.1 <ann@customer.test>: no such user".into(),
+            )));
+        assert_eq!(
+            f.worker(SendLimits::default()).pass().await.unwrap().failed,
+            1
+        );
+        let e = f.state(id);
+        assert_eq!(e.state, DeliveryState::Failed);
+        assert_eq!(
+            e.last_error.as_deref(),
+            Some("550 5.1.1 <ann@customer.test>: no such user")
+        );
+        assert!(f.store.pending_outbox(10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_relay_mail_stays_queued() {
+        let f = fixture();
+        let id = f.reply(f.ticket(1).await).await;
+        let w = SendWorker::new(
+            f.store.clone(),
+            f.committer.clone(),
+            None,
+            WorkerSettings::default(),
+            Arc::new(Metrics::new()),
+            f.clock.clone(),
+        );
+        assert_eq!(w.pass().await.unwrap().deferred, 1);
+        let e = f.state(id);
+        assert_eq!(e.state, DeliveryState::Deferred);
+        assert_eq!(e.last_error.as_deref(), Some("no relay configured"));
+        assert_eq!(e.attempts, 0);
+    }
+}
