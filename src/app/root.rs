@@ -24,6 +24,8 @@ use crate::ingest::route::Router;
 use crate::mail::reason::RejectReason;
 use crate::metrics::Metrics;
 use crate::outbound::compose::MailComposer;
+use crate::outbound::limits::SendLimits;
+use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
@@ -43,6 +45,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub ingestor: Ingestor,
     pub fetch: Arc<FetchControl>,
+    /// Writes other than ingest (replies, delivery results).
+    pub committer: Committer,
     pub(super) writer: WriterHandle,
 }
 
@@ -53,6 +57,8 @@ pub struct Front {
     /// One task per SMTP listener; each returns its open sessions.
     pub(super) smtp: Vec<tokio::task::JoinHandle<JoinSet<()>>>,
     pub(super) http: tokio::task::JoinHandle<()>,
+    /// The send worker; joined after the sessions, before the writer.
+    pub(super) outbound: tokio::task::JoinHandle<()>,
     /// The certificate the TLS listeners present.
     pub certificate: std::path::PathBuf,
 }
@@ -135,13 +141,17 @@ impl App {
             }),
         );
         let router = Arc::new(Router::new(&self.config));
-        let ingestor = Ingestor::new(committer, router, metrics.clone());
+        let ingestor = Ingestor::new(committer.clone(), router, metrics.clone());
         let fetch = Arc::new(FetchControl::new(&self.config, &ingestor, &store, &metrics));
+        for m in &self.config.mailboxes {
+            metrics.outbound.init(&m.name);
+        }
         Ok(Core {
             store,
             metrics,
             ingestor,
             fetch,
+            committer,
             writer,
         })
     }
@@ -191,6 +201,26 @@ impl App {
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.is_empty());
+        let (stop, stopped) = watch::channel(false);
+        let worker = SendWorker::new(
+            core.store.clone(),
+            core.committer.clone(),
+            None,
+            WorkerSettings {
+                limits: SendLimits {
+                    messages: config.outbound.messages_per_minute,
+                    bytes: config.outbound.bytes_per_5_minutes,
+                    recipients: config.outbound.recipients_per_day,
+                    ..SendLimits::default()
+                },
+                max_age: config.outbound.max_age,
+                ..WorkerSettings::default()
+            },
+            core.metrics.clone(),
+            Arc::new(SystemClock),
+        );
+        let outbound_wake = worker.waker();
+        let outbound = tokio::spawn(worker.run(stopped.clone()));
         let http_state = Arc::new(crate::http::HttpState {
             store: core.store.clone(),
             metrics: core.metrics.clone(),
@@ -198,9 +228,11 @@ impl App {
             mailboxes: config.mailboxes.clone(),
             fetch: core.fetch.clone(),
             http: config.http.clone(),
+            committer: core.committer.clone(),
+            outbound_wake,
+            max_message_size: config.limits.max_message_size,
         });
 
-        let (stop, stopped) = watch::channel(false);
         let mut smtp = Vec::new();
         let spawn = |server: &Arc<SmtpServer>, l: TcpListener, implicit_tls: bool| {
             tokio::spawn(server.clone().serve(l, implicit_tls, stopped.clone()))
@@ -227,6 +259,7 @@ impl App {
             stop,
             smtp,
             http,
+            outbound,
             certificate: cert_path,
         })
     }

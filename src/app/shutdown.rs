@@ -45,8 +45,13 @@ impl Front {
             }
         }
         // HTTP connections in progress are not waited for: they only read
-        // the store or wake workers.
+        // the store, or queue through the writer, which is still open.
         let _ = self.http.await;
+        // The send worker ends its attempt in progress and records it.
+        match tokio::time::timeout(drain, self.outbound).await {
+            Ok(_) => tracing::info!("send worker stopped"),
+            Err(_) => tracing::warn!(timeout = ?drain, "the send worker did not stop in time"),
+        }
         let open: usize = sets.iter().map(|s| s.len()).sum();
         let deadline = Instant::now() + drain;
         let (mut joined, mut cancelled) = (0, 0);

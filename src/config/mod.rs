@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::mail::BareLf;
 
+pub mod outbound;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
 
@@ -51,6 +52,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
+    pub outbound: outbound::OutboundConfig,
     pub mailboxes: Vec<MailboxConfig>,
 }
 
@@ -179,6 +181,7 @@ struct Raw {
     tls: RawTls,
     http: RawHttp,
     tickets: RawTickets,
+    outbound: outbound::RawOutbound,
     mailbox: Vec<RawMailbox>,
 }
 
@@ -601,6 +604,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     } else {
         raw.tickets.first_number as u64
     };
+    let outbound = outbound::validate(&raw.outbound, &mut err);
     let reply_token_key = match (
         raw.tickets.reply_token_key_env.as_deref().map(str::trim),
         raw.tickets.reply_token_key_file.as_deref().map(str::trim),
@@ -745,6 +749,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             first_number,
             reply_token_key,
         },
+        outbound,
         mailboxes,
     }
 }
@@ -791,7 +796,7 @@ pub(crate) fn positive(key: &str, value: i64, err: &mut impl FnMut(&str, String)
     }
 }
 
-fn size(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> usize {
+pub(crate) fn size(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> usize {
     let bytes = match q {
         Quantity::Number(n) if *n > 0 => Some(*n as u64),
         Quantity::Number(_) => None,

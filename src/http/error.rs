@@ -8,6 +8,10 @@ use crate::store::StoreError;
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
+    /// Well-formed, but it cannot be done (422).
+    Unprocessable(String),
+    /// The resource is not in a state that allows it (409).
+    Conflict(String),
     Store(StoreError),
 }
 
@@ -26,6 +30,15 @@ impl ApiError {
         match self {
             ApiError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Unprocessable(m) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m)
+            }
+            ApiError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+            ApiError::Store(StoreError::Closed) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is shutting down; try again",
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, path = %path, "api read failed");
                 error(

@@ -33,7 +33,11 @@ fn not_found(message_id: u64) -> ApiError {
 
 async fn one(c: Ctx) -> ApiResult {
     let message_id = id("message", c.param(0))?;
-    let found = read(&c.state.store, move |s| s.message(message_id)).await?;
+    let found = read(&c.state.store, move |s| match s.message(message_id)? {
+        Some(m) => Ok(Some(super::tickets::MessageView::of(s, m)?)),
+        None => Ok(None),
+    })
+    .await?;
     let found = found.ok_or_else(|| not_found(message_id))?;
     Ok(json(StatusCode::OK, &found))
 }

@@ -17,6 +17,7 @@ mod health;
 mod mailboxes;
 mod messages;
 mod metrics;
+mod outbound;
 mod params;
 mod read;
 mod rejections;
@@ -52,6 +53,12 @@ pub struct HttpState {
     pub fetch: Arc<crate::inbound::pull::scheduler::FetchControl>,
     /// The `[http]` section: accepted hosts, connection cap, timeouts.
     pub http: HttpConfig,
+    /// Writes (agent replies, retries) go through the group-commit writer.
+    pub committer: crate::store::commit::Committer,
+    /// Wakes the send worker when something was queued.
+    pub outbound_wake: Arc<tokio::sync::Notify>,
+    /// Largest reply (text, HTML and attachments) accepted, in bytes.
+    pub max_message_size: usize,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -47,8 +47,9 @@ pub struct Route {
 }
 
 /// Every resource's routes; a new resource adds its list here.
-fn tables() -> [&'static [Route]; 6] {
+fn tables() -> [&'static [Route]; 7] {
     [
+        super::outbound::ROUTES,
         super::health::ROUTES,
         super::metrics::ROUTES,
         super::tickets::ROUTES,

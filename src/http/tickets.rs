@@ -10,7 +10,7 @@ use super::read::read;
 use super::respond::json;
 use super::router::{Ctx, Route};
 use crate::store::query::TicketFilter;
-use crate::tickets::model::{StoredMessage, Ticket};
+use crate::tickets::model::{Direction, OutboxEntry, StoredMessage, Ticket};
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -45,7 +45,30 @@ async fn list(c: Ctx) -> ApiResult {
 struct TicketWithMessages {
     #[serde(flatten)]
     ticket: Ticket,
-    messages: Vec<StoredMessage>,
+    messages: Vec<MessageView>,
+}
+
+/// A message as the ticket shows it: outbound ones with their delivery
+/// state (queued, deferred, sent, failed).
+#[derive(Serialize)]
+pub(super) struct MessageView {
+    #[serde(flatten)]
+    pub message: StoredMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<OutboxEntry>,
+}
+
+impl MessageView {
+    pub fn of(
+        store: &crate::store::Store,
+        message: StoredMessage,
+    ) -> Result<MessageView, crate::store::StoreError> {
+        let delivery = match message.direction {
+            Direction::Outbound => store.outbox(message.id)?,
+            _ => None,
+        };
+        Ok(MessageView { message, delivery })
+    }
 }
 
 async fn one(c: Ctx) -> ApiResult {
@@ -53,7 +76,11 @@ async fn one(c: Ctx) -> ApiResult {
     let found = read(&c.state.store, move |s| {
         Ok(match s.ticket(ticket_id)? {
             Some(ticket) => Some(TicketWithMessages {
-                messages: s.ticket_messages(ticket_id)?,
+                messages: s
+                    .ticket_messages(ticket_id)?
+                    .into_iter()
+                    .map(|m| MessageView::of(s, m))
+                    .collect::<Result<_, _>>()?,
                 ticket,
             }),
             None => None,
