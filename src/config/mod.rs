@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::mail::BareLf;
 
+pub mod relay;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
     pub mailboxes: Vec<MailboxConfig>,
+    /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
+    pub relay: Option<relay::RelayConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,7 @@ struct Raw {
     http: RawHttp,
     tickets: RawTickets,
     mailbox: Vec<RawMailbox>,
+    relay: Option<relay::RawRelay>,
 }
 
 #[derive(Deserialize)]
@@ -346,9 +350,14 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
             let key = display_path(&path.to_string());
-            if key.ends_with("upstream.password") {
+            if key.ends_with("upstream.password") || key == "relay.password" {
+                let or_prompt = if key == "relay.password" {
+                    ""
+                } else {
+                    ", or type it at `mailgate sync`"
+                };
                 problems.push(format!(
-                    "{key}: passwords are never written in the config; use password_env or password_file, or type it at `mailgate sync`"
+                    "{key}: passwords are never written in the config; use password_env or password_file{or_prompt}"
                 ));
             } else {
                 problems.push(format!("unknown key: {key}"));
@@ -662,7 +671,10 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         );
     }
 
+    let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+
     Config {
+        relay,
         server: ServerConfig {
             hostname,
             data_dir: PathBuf::from(raw.server.data_dir),
