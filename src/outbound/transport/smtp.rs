@@ -436,7 +436,8 @@ fn describe_tls(conn: &rustls::ClientConnection) -> String {
     }
 }
 
-/// The EHLO keywords as the relay would list them, without the greeting line.
+/// The EHLO keywords, sorted (the parsed reply keeps no order), without
+/// the greeting line.
 fn capability_names(ehlo: &EhloResponse<String>) -> Vec<String> {
     let mut out = Vec::new();
     let _ = ehlo.write(&mut out);
@@ -445,6 +446,8 @@ fn capability_names(ehlo: &EhloResponse<String>) -> Vec<String> {
         .skip(1)
         .map(|l| l.get(4..).unwrap_or("").trim().to_string())
         .filter(|l| !l.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
