@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 import re
+import socket
 
 import pytest
 
@@ -217,6 +218,19 @@ def test_relay_down(make_gateway, postfix_relay):
     assert last_line(out).startswith(
         f"FAILED (connect): cannot connect to 127.0.0.1:{postfix_relay.submission_port}: "), out
     assert "refused" in last_line(out).lower(), out
+
+
+def test_a_relay_that_never_greets_times_out(make_gateway, postfix_relay):
+    """The kernel completes the TCP handshake on a listening socket nobody
+    accepts from: the greeting never comes, and connect_timeout ends the wait."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        relay = postfix_relay.relay_config("starttls", port=port, connect_timeout="1s")
+        _, r, out = test_relay(make_gateway, relay)
+    assert r.returncode == 1, out
+    assert last_line(out) == "FAILED (timeout): timed out waiting for the greeting", out
 
 
 def test_no_relay_configured(make_gateway):
