@@ -44,6 +44,17 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Connect to the [relay], do EHLO, TLS and AUTH, and report what it
+    /// offered or exactly what failed. With --to, also send a test message.
+    /// Changes nothing in the store.
+    TestRelay {
+        /// Send a small test message to this address (repeat for more).
+        #[arg(long, value_name = "ADDR")]
+        to: Vec<String>,
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
         /// Config file; default ./config/mailgate.toml, else the embedded default.
@@ -84,6 +95,9 @@ fn main() -> ExitCode {
         }),
         Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
             mailgate::app::commands::test_connection(c, &mailbox).await
+        }),
+        Command::TestRelay { to, config } => foreground(config, |c| async move {
+            mailgate::app::relay_test::test_relay(c, &to).await
         }),
         Command::Serve { config } => {
             init_logging("info");

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::mail::BareLf;
 
 pub mod outbound;
+pub mod relay;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub tickets: TicketsConfig,
     pub outbound: outbound::OutboundConfig,
     pub mailboxes: Vec<MailboxConfig>,
+    /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
+    pub relay: Option<relay::RelayConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +186,7 @@ struct Raw {
     tickets: RawTickets,
     outbound: outbound::RawOutbound,
     mailbox: Vec<RawMailbox>,
+    relay: Option<relay::RawRelay>,
 }
 
 #[derive(Deserialize)]
@@ -366,9 +370,14 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
             let key = display_path(&path.to_string());
-            if key.ends_with("upstream.password") {
+            if key.ends_with("upstream.password") || key == "relay.password" {
+                let or_prompt = if key == "relay.password" {
+                    ""
+                } else {
+                    ", or type it at `mailgate sync`"
+                };
                 problems.push(format!(
-                    "{key}: passwords are never written in the config; use password_env or password_file, or type it at `mailgate sync`"
+                    "{key}: passwords are never written in the config; use password_env or password_file{or_prompt}"
                 ));
             } else {
                 problems.push(format!("unknown key: {key}"));
@@ -713,7 +722,10 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         );
     }
 
+    let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+
     Config {
+        relay,
         server: ServerConfig {
             hostname,
             data_dir: PathBuf::from(raw.server.data_dir),

@@ -4,4 +4,5 @@
 
 pub mod compose;
 pub mod limits;
+pub mod transport;
 pub mod worker;
