@@ -25,7 +25,9 @@ use crate::mail::reason::RejectReason;
 use crate::metrics::Metrics;
 use crate::outbound::compose::MailComposer;
 use crate::outbound::limits::SendLimits;
-use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
+use crate::outbound::transport::Transport;
+use crate::outbound::transport::smtp::SmtpTransport;
+use crate::outbound::worker::{Deliver, RelayDeliver, SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
@@ -201,11 +203,19 @@ impl App {
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.is_empty());
+        let relay: Option<Arc<dyn Deliver>> = match &config.relay {
+            Some(relay) => {
+                let transport = SmtpTransport::from_config(relay)?;
+                tracing::info!(relay = %transport.describe(), "outbound relay");
+                Some(Arc::new(RelayDeliver(Arc::new(transport))))
+            }
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let worker = SendWorker::new(
             core.store.clone(),
             core.committer.clone(),
-            None,
+            relay,
             WorkerSettings {
                 limits: SendLimits {
                     messages: config.outbound.messages_per_minute,
@@ -214,6 +224,7 @@ impl App {
                     ..SendLimits::default()
                 },
                 max_age: config.outbound.max_age,
+                retry_base: config.outbound.retry_initial,
                 ..WorkerSettings::default()
             },
             core.metrics.clone(),

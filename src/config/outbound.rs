@@ -17,6 +17,9 @@ pub struct OutboundConfig {
     pub recipients_per_day: u64,
     /// Give up on a message still not sent after this long.
     pub max_age: Duration,
+    /// First retry delay after a temporary failure (doubled each time, at
+    /// most an hour).
+    pub retry_initial: Duration,
 }
 
 #[derive(Deserialize)]
@@ -26,6 +29,7 @@ pub(super) struct RawOutbound {
     bytes_per_5_minutes: Quantity,
     recipients_per_day: i64,
     max_age: Quantity,
+    retry_initial: Quantity,
 }
 
 impl Default for RawOutbound {
@@ -35,6 +39,7 @@ impl Default for RawOutbound {
             bytes_per_5_minutes: Quantity::Text("50MB".into()),
             recipients_per_day: 10_000,
             max_age: Quantity::Text("5d".into()),
+            retry_initial: Quantity::Text("1m".into()),
         }
     }
 }
@@ -56,5 +61,6 @@ pub(super) fn validate(raw: &RawOutbound, err: &mut impl FnMut(&str, String)) ->
         bytes_per_5_minutes: bytes,
         recipients_per_day: count("outbound.recipients_per_day", raw.recipients_per_day, err),
         max_age: duration("outbound.max_age", &raw.max_age, err),
+        retry_initial: duration("outbound.retry_initial", &raw.retry_initial, err),
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::limits::{Decision, SendLimits, Sent, decide};
+use super::transport::{Envelope, SendError, Transport};
 use crate::metrics::{MailboxLabel, MailboxReason, Metrics};
 use crate::store::Store;
 use crate::store::commit::Committer;
@@ -51,6 +52,48 @@ pub trait Deliver: Send + Sync {
         rcpts: &'a [String],
         raw: &'a [u8],
     ) -> DeliverFuture<'a>;
+}
+
+/// The configured relay as the worker sees it. A message the relay took
+/// for some recipients and refused for others counts as sent; the refused
+/// recipients are named in the recorded reply and logged (they are not
+/// retried on their own).
+pub struct RelayDeliver(pub Arc<dyn Transport>);
+
+impl Deliver for RelayDeliver {
+    fn deliver<'a>(
+        &'a self,
+        from: &'a str,
+        rcpts: &'a [String],
+        raw: &'a [u8],
+    ) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let envelope = Envelope {
+                from: from.to_string(),
+                recipients: rcpts.to_vec(),
+            };
+            match self.0.send(&envelope, raw).await {
+                Ok(d) if d.refused.is_empty() => Ok(d.reply),
+                Ok(d) => {
+                    let refused: Vec<String> = d
+                        .refused
+                        .iter()
+                        .map(|r| format!("{} ({})", r.recipient, r.error))
+                        .collect();
+                    tracing::warn!(refused = %refused.join("; "), "the relay took the message for some recipients only");
+                    Ok(format!(
+                        "{}; not delivered to: {}",
+                        d.reply,
+                        refused.join("; ")
+                    ))
+                }
+                Err(SendError::Permanent { reply }) => Err(DeliverError::Permanent(reply)),
+                Err(SendError::Temporary { kind, reason }) => Err(DeliverError::Temporary(
+                    format!("{}: {reason}", kind.as_str()),
+                )),
+            }
+        })
+    }
 }
 
 /// The time, in ms since the epoch (a test can move it).
@@ -309,6 +352,13 @@ impl SendWorker {
                     waiting_tickets.insert(entry.ticket_id);
                 }
             }
+        }
+        if report != PassReport::default() {
+            let store = self.store.clone();
+            let left = tokio::task::spawn_blocking(move || store.pending_outbox(10_000))
+                .await
+                .map_err(|e| crate::store::StoreError::Failed(e.to_string()))??;
+            self.gauges(&left);
         }
         Ok(report)
     }
