@@ -105,6 +105,12 @@ impl App {
             token: Some(TokenKey::new(&crate::auth::token_key::bytes(&key))),
             senders: senders(&self.config),
             composer: Some(Arc::new(MailComposer)),
+            categories: self
+                .config
+                .categories
+                .iter()
+                .map(|c| c.key.clone())
+                .collect(),
         })
     }
 
@@ -242,6 +248,7 @@ impl App {
             committer: core.committer.clone(),
             outbound_wake,
             max_message_size: config.limits.max_message_size,
+            categories: config.categories.clone(),
         });
 
         let mut smtp = Vec::new();

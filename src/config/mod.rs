@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::mail::BareLf;
 
+pub mod categories;
 pub mod outbound;
 pub mod relay;
 pub mod upstream;
@@ -54,6 +55,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
     pub outbound: outbound::OutboundConfig,
+    pub categories: Vec<categories::CategoryConfig>,
     pub mailboxes: Vec<MailboxConfig>,
     /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
     pub relay: Option<relay::RelayConfig>,
@@ -185,6 +187,7 @@ struct Raw {
     http: RawHttp,
     tickets: RawTickets,
     outbound: outbound::RawOutbound,
+    category: Vec<categories::RawCategory>,
     mailbox: Vec<RawMailbox>,
     relay: Option<relay::RawRelay>,
 }
@@ -614,6 +617,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         raw.tickets.first_number as u64
     };
     let outbound = outbound::validate(&raw.outbound, &mut err);
+    let categories = categories::validate(&raw.category, &mut err);
     let reply_token_key = match (
         raw.tickets.reply_token_key_env.as_deref().map(str::trim),
         raw.tickets.reply_token_key_file.as_deref().map(str::trim),
@@ -762,6 +766,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             reply_token_key,
         },
         outbound,
+        categories,
         mailboxes,
     }
 }

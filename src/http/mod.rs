@@ -59,6 +59,8 @@ pub struct HttpState {
     pub outbound_wake: Arc<tokio::sync::Notify>,
     /// Largest reply (text, HTML and attachments) accepted, in bytes.
     pub max_message_size: usize,
+    /// The configured categories, for `/api/v1/categories`.
+    pub categories: Vec<crate::config::categories::CategoryConfig>,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -92,6 +92,7 @@ impl Store {
             txn.open_table(schema::UPSTREAM_SEEN)?;
             txn.open_table(schema::MAILBOX_STATE)?;
             txn.open_table(schema::OUTBOX)?;
+            txn.open_table(schema::TICKET_EVENTS)?;
             txn.open_table(schema::OUTBOX_PENDING)?;
             txn.open_table(schema::SEND_LOG)?;
         }

@@ -20,6 +20,7 @@ pub struct Page<T> {
 pub struct TicketFilter {
     pub mailbox: Option<String>,
     pub status: Option<String>,
+    pub category: Option<String>,
 }
 
 impl Store {
@@ -44,6 +45,13 @@ impl Store {
                 .status
                 .as_ref()
                 .is_some_and(|s| s != ticket.status.as_str())
+            {
+                return true;
+            }
+            if filter
+                .category
+                .as_ref()
+                .is_some_and(|c| !ticket.categories.contains(c))
             {
                 return true;
             }
@@ -242,6 +250,23 @@ impl Store {
             let (_, at, _) = k.value();
             let (bytes, rcpts) = v.value();
             out.push((at, bytes, rcpts));
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// A ticket's history, oldest first.
+    pub fn ticket_events(
+        &self,
+        ticket: u64,
+    ) -> Result<Vec<crate::tickets::model::TicketEvent>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(TICKET_EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.range((ticket, 0)..=(ticket, u64::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode("ticket_events", k.value().1, v.value())?);
         }
         Ok(out)
     }

@@ -5,7 +5,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::*;
 use super::{StoreError, decode, encode};
-use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
+use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
 use crate::tickets::txn::{Counter, DedupEntry, TicketTxn};
 
 /// The open tables of one write transaction.
@@ -26,6 +26,7 @@ pub struct RedbTxn<'t> {
     outbox: Table<'t, u64, &'static [u8]>,
     outbox_pending: Table<'t, u64, ()>,
     send_log: Table<'t, (&'static str, i64, u64), (u64, u64)>,
+    events: Table<'t, (u64, u64), &'static [u8]>,
 }
 
 impl<'t> RedbTxn<'t> {
@@ -47,6 +48,7 @@ impl<'t> RedbTxn<'t> {
             outbox: txn.open_table(OUTBOX)?,
             outbox_pending: txn.open_table(OUTBOX_PENDING)?,
             send_log: txn.open_table(SEND_LOG)?,
+            events: txn.open_table(TICKET_EVENTS)?,
         })
     }
 }
@@ -200,6 +202,17 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
+    fn insert_event(
+        &mut self,
+        ticket: u64,
+        seq: u64,
+        event: &TicketEvent,
+    ) -> Result<(), StoreError> {
+        self.events
+            .insert((ticket, seq), encode(event).as_slice())?;
+        Ok(())
+    }
+
     fn record_send(
         &mut self,
         mailbox: &str,
@@ -278,6 +291,9 @@ mod tests {
         }
         fn raw(&self, id: u64) -> Option<Vec<u8>> {
             self.store.message_raw(id).unwrap()
+        }
+        fn events(&self, ticket: u64) -> Vec<crate::tickets::model::TicketEvent> {
+            self.store.ticket_events(ticket).unwrap()
         }
         fn ticket(&self, id: u64) -> Option<Ticket> {
             self.store.ticket(id).unwrap()

@@ -40,6 +40,8 @@ pub const UPSTREAM_SEEN: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("upstream_seen");
 /// Mailbox name -> MailboxState JSON (sync status shown by the API).
 pub const MAILBOX_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("mailbox_state");
+/// (ticket id, event seq) -> TicketEvent JSON: the ticket's history.
+pub const TICKET_EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("ticket_events");
 /// Outbound message id -> OutboxEntry JSON (its delivery state).
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Ids of outbox entries still to send (queued or deferred), oldest first.

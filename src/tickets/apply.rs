@@ -27,6 +27,9 @@ pub fn apply_op<T: TicketTxn>(
             OpOutcome::Replied(super::reply::reply(txn, settings, request)?)
         }
         Operation::Delivery(update) => OpOutcome::Delivery(super::reply::delivery(txn, update)?),
+        Operation::Update(update) => {
+            OpOutcome::Updated(super::update::update(txn, settings, update)?)
+        }
     })
 }
 
@@ -293,6 +296,8 @@ fn store_message<T: TicketTxn>(
                 created_at: now.clone(),
                 updated_at: now.clone(),
                 message_count: 0,
+                assignee: None,
+                categories: Vec::new(),
             }
         }
     };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
+use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 
 /// Everything one store holds. A transaction is a clone that replaces the
@@ -25,6 +25,7 @@ pub struct MemoryTxn {
     outbox: BTreeMap<u64, OutboxEntry>,
     outbox_pending: BTreeMap<u64, ()>,
     send_log: BTreeMap<(String, i64, u64), (u64, u64)>,
+    events: BTreeMap<(u64, u64), TicketEvent>,
 }
 
 impl MemoryTxn {
@@ -50,6 +51,13 @@ impl MemoryTxn {
 
     pub fn raw(&self, id: u64) -> Option<Vec<u8>> {
         self.messages.get(&id).map(|(_, raw)| raw.clone())
+    }
+
+    pub fn events(&self, ticket: u64) -> Vec<TicketEvent> {
+        self.events
+            .range((ticket, 0)..=(ticket, u64::MAX))
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     pub fn pending_outbox(&self) -> Vec<u64> {
@@ -167,6 +175,15 @@ impl TicketTxn for MemoryTxn {
             self.outbox_pending.remove(&entry.id);
         }
         self.outbox.insert(entry.id, entry.clone());
+        Ok(())
+    }
+    fn insert_event(
+        &mut self,
+        ticket: u64,
+        seq: u64,
+        event: &TicketEvent,
+    ) -> Result<(), Infallible> {
+        self.events.insert((ticket, seq), event.clone());
         Ok(())
     }
     fn record_send(

@@ -15,9 +15,10 @@ pub mod request;
 pub(crate) mod suite;
 pub mod token;
 pub mod txn;
+pub mod update;
 
 pub use apply::{apply, apply_op};
 pub use request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
-    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
 };

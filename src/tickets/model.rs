@@ -69,6 +69,39 @@ pub struct Ticket {
     pub created_at: String,
     pub updated_at: String,
     pub message_count: u64,
+    /// The agent working on it (an address), if any.
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Category keys from the config.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+/// One change to a ticket: who made it, when, what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketEvent {
+    pub at: String,
+    /// Who made the change (an agent's address), when known.
+    pub by: Option<String>,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Status {
+        from: TicketStatus,
+        to: TicketStatus,
+    },
+    Assignee {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    Categories {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,8 @@ pub struct TicketSettings {
     /// Builds outgoing messages (None: nothing can be sent, as in tests of
     /// inbound rules only).
     pub composer: Option<Arc<dyn Composer>>,
+    /// The category keys a ticket may carry.
+    pub categories: Vec<String>,
 }
 
 impl std::fmt::Debug for TicketSettings {
@@ -97,6 +99,7 @@ impl std::fmt::Debug for TicketSettings {
             .field("token", &self.token)
             .field("senders", &self.senders)
             .field("composer", &self.composer.is_some())
+            .field("categories", &self.categories)
             .finish()
     }
 }
@@ -153,6 +156,32 @@ pub enum Operation {
     Ingest(CommitRequest),
     Reply(ReplyRequest),
     Delivery(DeliveryUpdate),
+    Update(TicketUpdate),
+}
+
+/// An agent's change to a ticket's fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TicketUpdate {
+    pub ticket_id: u64,
+    pub by: Option<String>,
+    pub status: Option<super::model::TicketStatus>,
+    /// `Some(None)` clears the assignee.
+    pub assignee: Option<Option<String>>,
+    /// The whole new set of category keys.
+    pub categories: Option<Vec<String>>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// The ticket as it is now and the events recorded (none when nothing
+    /// changed).
+    Updated {
+        ticket: Box<super::model::Ticket>,
+        events: Vec<super::model::TicketEvent>,
+    },
+    NoTicket,
+    Invalid(String),
 }
 
 impl Operation {
@@ -165,7 +194,7 @@ impl Operation {
                     + r.html.as_ref().map_or(0, String::len)
                     + r.attachments.iter().map(|a| a.bytes.len()).sum::<usize>()
             }
-            Operation::Delivery(_) => 0,
+            Operation::Delivery(_) | Operation::Update(_) => 0,
         }
     }
 }
@@ -176,6 +205,7 @@ pub enum OpOutcome {
     Ingested(Vec<super::model::Outcome>),
     Replied(ReplyOutcome),
     Delivery(DeliveryOutcome),
+    Updated(UpdateOutcome),
 }
 
 /// What a reply request did.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::model::{
-    DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, Ticket,
+    Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, Ticket,
+    TicketEvent, TicketStatus,
 };
 use super::outgoing::{ComposeError, Composer, Mailbox, Outgoing, tagged_subject};
 use super::request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
-    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
 };
 use crate::mail::{
     Attachment, AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
@@ -26,6 +27,7 @@ pub trait Harness {
     fn pending_outbox(&self) -> Vec<u64>;
     fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)>;
     fn raw(&self, id: u64) -> Option<Vec<u8>>;
+    fn events(&self, ticket: u64) -> Vec<TicketEvent>;
     fn ticket(&self, id: u64) -> Option<Ticket>;
     fn ticket_message_ids(&self, ticket: u64) -> Vec<u64>;
     fn message(&self, id: u64) -> Option<StoredMessage>;
@@ -73,6 +75,7 @@ pub fn settings() -> TicketSettings {
             })
             .collect(),
         composer: Some(Arc::new(TestComposer)),
+        categories: vec!["billing".into(), "hardware".into()],
     }
 }
 
@@ -675,6 +678,113 @@ pub fn delivery_results_move_the_outbox_entry(h: &mut impl Harness) {
     assert!(h.pending_outbox().is_empty());
 }
 
+fn updated(o: OpOutcome) -> UpdateOutcome {
+    match o {
+        OpOutcome::Updated(u) => u,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn ticket_changes_are_applied_and_recorded_as_events(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("ann@customer.test", Some("u1@c.test"), "Q"))));
+    let change = TicketUpdate {
+        ticket_id: 1,
+        by: Some("lead@gw.test".into()),
+        status: Some(TicketStatus::Pending),
+        assignee: Some(Some("Bob@GW.test".into())),
+        categories: Some(vec!["hardware".into(), "billing".into(), "billing".into()]),
+        at: "2026-01-03T00:00:00Z".into(),
+    };
+    let UpdateOutcome::Updated { ticket, events } =
+        updated(h.op(Operation::Update(change.clone())))
+    else {
+        panic!()
+    };
+    assert_eq!(ticket.status, TicketStatus::Pending);
+    assert_eq!(ticket.assignee.as_deref(), Some("bob@gw.test"));
+    assert_eq!(
+        ticket.categories,
+        vec!["billing".to_string(), "hardware".to_string()]
+    );
+    assert_eq!(events.len(), 3);
+    assert_eq!(h.events(1), events);
+    assert_eq!(
+        events[0].change,
+        Change::Status {
+            from: TicketStatus::Open,
+            to: TicketStatus::Pending
+        }
+    );
+    assert_eq!(events[1].by.as_deref(), Some("lead@gw.test"));
+    assert_eq!(h.ticket(1).unwrap(), *ticket);
+    // The same again changes nothing and records nothing.
+    let UpdateOutcome::Updated { events, .. } = updated(h.op(Operation::Update(change))) else {
+        panic!()
+    };
+    assert!(events.is_empty());
+    assert_eq!(h.events(1).len(), 3);
+    // Clearing the assignee and a category.
+    let clear = TicketUpdate {
+        ticket_id: 1,
+        assignee: Some(None),
+        categories: Some(vec!["billing".into()]),
+        at: "2026-01-04T00:00:00Z".into(),
+        ..TicketUpdate::default()
+    };
+    let UpdateOutcome::Updated { ticket, events } = updated(h.op(Operation::Update(clear))) else {
+        panic!()
+    };
+    assert_eq!(ticket.assignee, None);
+    assert_eq!(
+        events.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
+        vec![
+            Change::Assignee {
+                from: Some("bob@gw.test".into()),
+                to: None
+            },
+            Change::Categories {
+                added: vec![],
+                removed: vec!["hardware".into()]
+            },
+        ]
+    );
+}
+
+pub fn bad_ticket_changes_are_refused_and_change_nothing(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("ann@customer.test", Some("u2@c.test"), "Q"))));
+    let base = TicketUpdate {
+        ticket_id: 1,
+        at: "t".into(),
+        ..TicketUpdate::default()
+    };
+    let unknown = TicketUpdate {
+        categories: Some(vec!["nope".into()]),
+        ..base.clone()
+    };
+    assert!(
+        matches!(updated(h.op(Operation::Update(unknown))), UpdateOutcome::Invalid(why) if why.contains("nope"))
+    );
+    let bad = TicketUpdate {
+        assignee: Some(Some("bob\r\nx@y".into())),
+        ..base.clone()
+    };
+    assert!(matches!(
+        updated(h.op(Operation::Update(bad))),
+        UpdateOutcome::Invalid(_)
+    ));
+    let missing = TicketUpdate {
+        ticket_id: 42,
+        status: Some(TicketStatus::Done),
+        ..base
+    };
+    assert_eq!(
+        updated(h.op(Operation::Update(missing))),
+        UpdateOutcome::NoTicket
+    );
+    assert!(h.events(1).is_empty());
+    assert_eq!(h.ticket(1).unwrap().status, TicketStatus::Open);
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -694,6 +804,8 @@ macro_rules! ticket_rules_suite {
             an_internal_note_is_stored_but_never_queued,
             replies_to_nothing_or_nobody_are_refused,
             delivery_results_move_the_outbox_entry,
+            ticket_changes_are_applied_and_recorded_as_events,
+            bad_ticket_changes_are_refused_and_change_nothing,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -744,6 +856,9 @@ mod memory {
         }
         fn raw(&self, id: u64) -> Option<Vec<u8>> {
             self.0.raw(id)
+        }
+        fn events(&self, ticket: u64) -> Vec<TicketEvent> {
+            self.0.events(ticket)
         }
         fn ticket(&self, id: u64) -> Option<Ticket> {
             use crate::tickets::txn::TicketTxn;

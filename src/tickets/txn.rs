@@ -6,7 +6,7 @@
 //! every backend. All calls of one batch happen in one transaction, so a
 //! decision always sees the writes made before it in the same batch.
 
-use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket};
+use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
 
 /// The id and number sequences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +16,8 @@ pub enum Counter {
     Rejection,
     /// The last ticket number handed out (tags name numbers, not ids).
     Number,
+    /// Ticket events, one sequence for all tickets.
+    Event,
 }
 
 impl Counter {
@@ -26,6 +28,7 @@ impl Counter {
             Counter::Message => "message",
             Counter::Rejection => "rejection",
             Counter::Number => "number",
+            Counter::Event => "event",
         }
     }
 }
@@ -130,6 +133,14 @@ pub trait TicketTxn {
     /// Writes an outbox entry; the backend keeps its index of pending
     /// entries (queued or deferred) in step with `entry.state`.
     fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), Self::Error>;
+    /// Appends a change to a ticket's history.
+    fn insert_event(
+        &mut self,
+        ticket: u64,
+        seq: u64,
+        event: &TicketEvent,
+    ) -> Result<(), Self::Error>;
+
     /// What a mailbox handed to the relay, for the send limits.
     fn record_send(
         &mut self,

@@ -376,6 +376,7 @@ mod tests {
                 token: None,
                 senders: Default::default(),
                 composer: None,
+                categories: Vec::new(),
             },
             Arc::new(|_, _| {}),
         );
