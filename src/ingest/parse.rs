@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
-use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders};
+use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::charset;
 
@@ -304,6 +304,8 @@ fn markers(message: &Message<'_>) -> Markers {
                 .trim()
                 .to_string()
         }),
+        reported_ids: reported_ids(message),
+        reported_status: reported_status(message),
         is_report: message.root_part().content_type().is_some_and(|ct| {
             ct.ctype().eq_ignore_ascii_case("multipart")
                 && ct
@@ -313,9 +315,106 @@ fn markers(message: &Message<'_>) -> Markers {
     }
 }
 
+/// At most this many carried-back ids are kept (a report of a report...).
+const MAX_REPORTED: usize = 8;
+
+fn part_is(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case(ctype)
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case(subtype))
+    })
+}
+
+/// The Message-IDs of the messages a bounce or report returns.
+fn reported_ids(message: &Message<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in message.parts.iter().skip(1) {
+        let id = match &part.body {
+            PartType::Message(inner) => inner.message_id().map(str::to_string),
+            PartType::Text(text) if part_is(part, "text", "rfc822-headers") => {
+                MessageParser::default()
+                    .parse_headers(text.as_bytes())
+                    .and_then(|h| h.message_id().map(str::to_string))
+            }
+            PartType::Binary(bytes) | PartType::InlineBinary(bytes)
+                if part_is(part, "text", "rfc822-headers") =>
+            {
+                MessageParser::default()
+                    .parse_headers(bytes.as_ref())
+                    .and_then(|h| h.message_id().map(str::to_string))
+            }
+            _ => None,
+        };
+        if let Some(id) = id.map(|i| i.trim().trim_matches(['<', '>']).to_string())
+            && !id.is_empty()
+            && !out.contains(&id)
+        {
+            out.push(id);
+            if out.len() == MAX_REPORTED {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// What the delivery-status part says went wrong, one line.
+fn reported_status(message: &Message<'_>) -> Option<String> {
+    let part = message
+        .parts
+        .iter()
+        .find(|p| part_is(p, "message", "delivery-status"))?;
+    let text = match &part.body {
+        PartType::Text(t) => t.to_string(),
+        PartType::Binary(b) | PartType::InlineBinary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => return None,
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| {
+                l.get(..name.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(name))
+            })
+            .and_then(|l| l.get(name.len()..))
+            .map(|v| v.trim_start_matches(':').trim().to_string())
+    };
+    field("Diagnostic-Code")
+        .or_else(|| field("Status"))
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(300).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_report_names_the_message_it_returns() {
+        let dsn = "From: MAILER-DAEMON@relay.test\r\nTo: support@example.test\r\nSubject: Undelivered Mail\r\nMessage-ID: <dsn1@relay.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nI could not deliver it.\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.test\r\n\r\nFinal-Recipient: rfc822; ann@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 <ann@customer.test>: User unknown\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: support@example.test\r\nTo: ann@customer.test\r\nMessage-ID: <mg.1.2.00112233445566778899aabbccddeeff@example.test>\r\nSubject: [MG#1000] Re: x\r\n--B--\r\n";
+        let m = parse(dsn.as_bytes()).unwrap();
+        assert_eq!(
+            m.markers.reported_ids,
+            vec!["mg.1.2.00112233445566778899aabbccddeeff@example.test".to_string()]
+        );
+        assert_eq!(
+            m.markers.reported_status.as_deref(),
+            Some("smtp; 550 5.1.1 <ann@customer.test>: User unknown")
+        );
+        let attached = dsn
+            .replace(
+                "Content-Type: text/rfc822-headers",
+                "Content-Type: message/rfc822",
+            )
+            .replace(
+                "Subject: [MG#1000] Re: x\r\n--B--",
+                "Subject: [MG#1000] Re: x\r\n\r\nbody\r\n--B--",
+            );
+        let m = parse(attached.as_bytes()).unwrap();
+        assert_eq!(m.markers.reported_ids.len(), 1);
+        let plain = parse(b"From: a@b.test\r\nMessage-ID: <p@b>\r\n\r\nhello\r\n").unwrap();
+        assert!(plain.markers.reported_ids.is_empty() && plain.markers.reported_status.is_none());
+    }
 
     #[test]
     fn plain_message() {

@@ -57,4 +57,10 @@ pub struct Markers {
     /// The Return-Path header ("" for `<>`), as the final MTA wrote it:
     /// the envelope sender of pulled mail, which has no SMTP envelope here.
     pub return_path: Option<String>,
+    /// Message-IDs of the messages a report or bounce carries back (its
+    /// `message/rfc822` or `text/rfc822-headers` parts): which of our
+    /// messages did not arrive.
+    pub reported_ids: Vec<String>,
+    /// The first `Diagnostic-Code` (else `Status`) of a delivery report.
+    pub reported_status: Option<String>,
 }
