@@ -264,7 +264,20 @@ fn store_message<T: TicketTxn>(
     id_collision: bool,
 ) -> Result<Outcome, T::Error> {
     let now = &request.origin.received_at;
-    let existing = find_ticket(txn, settings, &mailbox.name, mail)?;
+    // A bounce of our own mail goes to that mail's ticket (and fails its
+    // delivery) before any other rule; only reports and bounces count, not
+    // a customer forwarding one of our messages as an attachment.
+    let is_bounce = mail.markers.is_report
+        || automatic.is_some_and(|(reason, _)| *reason == RejectReason::Bounce);
+    let returned = if is_bounce {
+        super::bounce::returned(txn, settings, &mailbox.name, mail, now)?
+    } else {
+        None
+    };
+    let existing = match returned {
+        Some(t) => Some(t),
+        None => find_ticket(txn, settings, &mailbox.name, mail)?,
+    };
     if existing.is_none()
         && let Some((reason, detail)) = automatic
     {

@@ -4,6 +4,7 @@
 //! each store backend implements.
 
 pub mod apply;
+pub mod bounce;
 pub mod dedup;
 #[cfg(test)]
 pub(crate) mod memory;

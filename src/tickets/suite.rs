@@ -114,6 +114,8 @@ pub struct Mail {
     pub in_reply_to: Vec<&'static str>,
     pub references: Vec<&'static str>,
     pub text: &'static str,
+    /// A delivery report returning these Message-IDs.
+    pub reported: Vec<String>,
 }
 
 pub fn mail(from: &'static str, id: Option<&'static str>, subject: &'static str) -> Mail {
@@ -124,6 +126,7 @@ pub fn mail(from: &'static str, id: Option<&'static str>, subject: &'static str)
         in_reply_to: vec![],
         references: vec![],
         text: "body",
+        reported: vec![],
     }
 }
 
@@ -134,6 +137,10 @@ impl Mail {
     }
     pub fn referencing(mut self, refs: &[&'static str]) -> Mail {
         self.references = refs.to_vec();
+        self
+    }
+    pub fn reporting(mut self, id: &str) -> Mail {
+        self.reported = vec![id.to_string()];
         self
     }
     pub fn text(mut self, text: &'static str) -> Mail {
@@ -151,6 +158,13 @@ impl Mail {
             },
             subject: self.subject.into(),
             text: self.text.into(),
+            markers: crate::mail::Markers {
+                is_report: !self.reported.is_empty(),
+                reported_ids: self.reported.clone(),
+                reported_status: (!self.reported.is_empty())
+                    .then(|| "smtp; 550 5.1.1 user unknown".to_string()),
+                ..Default::default()
+            },
             ..ParsedMail::default()
         }
     }
@@ -785,6 +799,82 @@ pub fn bad_ticket_changes_are_refused_and_change_nothing(h: &mut impl Harness) {
     assert_eq!(h.ticket(1).unwrap().status, TicketStatus::Open);
 }
 
+pub fn a_bounce_of_our_mail_threads_onto_its_ticket_and_fails_the_delivery(h: &mut impl Harness) {
+    stored(&h.one(request(&mail("ann@customer.test", Some("b1@c.test"), "Q"))));
+    let ReplyOutcome::Stored { message_id: id, .. } =
+        replied(h.op(Operation::Reply(reply_request(1, "a", false))))
+    else {
+        panic!()
+    };
+    h.op(Operation::Delivery(DeliveryUpdate {
+        id,
+        attempt: Attempt::Sent {
+            reply: "250 2.0.0 Ok".into(),
+        },
+        at: "t".into(),
+        at_ms: 1,
+    }));
+    let ours = h.message(id).unwrap().message_id;
+    // A customer forwarding our message is not a bounce.
+    let fwd = Mail {
+        reported: vec![ours.clone()],
+        ..mail("boss@c.test", Some("f1@c.test"), "Fwd")
+    };
+    let mut fwd_parsed = fwd.parsed();
+    fwd_parsed.markers.is_report = false;
+    let o = h.one(request_with(&fwd, fwd_parsed, &["support"], false));
+    assert!(stored(&o).2, "a forward opens its own ticket");
+    assert_eq!(h.outbox(id).unwrap().state, DeliveryState::Sent);
+    // The bounce: automatic, no In-Reply-To, another subject.
+    let bounce = mail(
+        "mailer-daemon@relay.test",
+        Some("dsn@relay.test"),
+        "Undelivered Mail",
+    )
+    .reporting(&ours);
+    let mut r = request_for(&bounce, &["support"], false);
+    if let Item::Message { automatic, .. } = &mut r.items[0] {
+        *automatic = Some((RejectReason::Bounce, "null sender".into()));
+    }
+    let o = h.one(r);
+    match o {
+        Outcome::Stored {
+            ticket_id,
+            new_ticket,
+            message_id,
+            ..
+        } => {
+            assert_eq!((ticket_id, new_ticket), (1, false));
+            assert!(h.message(message_id).unwrap().auto_submitted);
+        }
+        other => panic!("the bounce was not threaded: {other:?}"),
+    }
+    let e = h.outbox(id).unwrap();
+    assert_eq!(e.state, DeliveryState::Failed);
+    assert_eq!(
+        e.last_error.as_deref(),
+        Some("bounced: smtp; 550 5.1.1 user unknown")
+    );
+    // A bounce naming nothing of ours stays a rejection.
+    let stray = mail(
+        "mailer-daemon@relay.test",
+        Some("dsn2@relay.test"),
+        "Undelivered",
+    )
+    .reporting("other@x.test");
+    let mut r = request_for(&stray, &["support"], false);
+    if let Item::Message { automatic, .. } = &mut r.items[0] {
+        *automatic = Some((RejectReason::Bounce, "null sender".into()));
+    }
+    assert!(matches!(
+        h.one(r),
+        Outcome::Rejected {
+            reason: RejectReason::Bounce,
+            ..
+        }
+    ));
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -806,6 +896,7 @@ macro_rules! ticket_rules_suite {
             delivery_results_move_the_outbox_entry,
             ticket_changes_are_applied_and_recorded_as_events,
             bad_ticket_changes_are_refused_and_change_nothing,
+            a_bounce_of_our_mail_threads_onto_its_ticket_and_fails_the_delivery,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

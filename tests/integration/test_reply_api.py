@@ -203,3 +203,33 @@ def test_the_reply_token_key_is_private_and_kept(make_gateway):
     g.restart()
     assert key.read_bytes() == before
     assert before.strip().decode() not in g.log_text()
+
+
+def test_a_bounce_of_our_reply_threads_onto_its_ticket_and_fails_the_delivery(gw):
+    _, t = new_ticket(gw)
+    r = post(gw, f"/api/v1/tickets/{t['id']}/reply", {"text": "Here is your answer"})
+    ours = r.json()["message"]["message_id"]
+    mid = r.json()["message_id"]
+    dsn = (
+        "From: MAILER-DAEMON@relay.client.test (Mail Delivery System)\r\n"
+        "To: support@example.test\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <{new_msgid()}>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"BB\"\r\n\r\n"
+        "--BB\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--BB\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; relay.client.test\r\n\r\n"
+        "Final-Recipient: rfc822; ann@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <ann@customer.test>: Recipient address rejected\r\n"
+        "--BB\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: support@example.test\r\nTo: ann@customer.test\r\nMessage-ID: <{ours}>\r\n"
+        f"Subject: {t['tag']} Re: x\r\n"
+        "--BB--\r\n").encode()
+    reply = gw.send(dsn, mail_from="")
+    m, t2 = gw.stored(reply)
+    assert t2["id"] == t["id"], "the bounce threads onto the ticket of the message it returns"
+    assert m["auto_submitted"] is True
+    e = gw.api(f"/api/v1/outbound/{mid}")
+    assert e["state"] == "failed"
+    assert e["last_error"] == "bounced: smtp; 550 5.1.1 <ann@customer.test>: Recipient address rejected"
