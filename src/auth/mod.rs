@@ -5,5 +5,6 @@
 
 pub mod credential;
 pub mod password;
+pub mod private_fs;
 pub mod relay;
 pub mod token_key;

@@ -60,7 +60,8 @@ fn load_file(path: &Path) -> Result<Secret, TokenKeyError> {
             SystemRandom::new()
                 .fill(&mut key)
                 .map_err(|_| file_err("the system's random source failed".into()))?;
-            write_private(path, &hex(&key)).map_err(|e| file_err(e.to_string()))?;
+            super::private_fs::create_file(path, format!("{}\n", hex(&key)).as_bytes())
+                .map_err(|e| file_err(e.to_string()))?;
             tracing::info!(path = %path.display(), "generated a new reply-token key");
             Ok(Secret::new(hex(&key)))
         }
@@ -68,55 +69,13 @@ fn load_file(path: &Path) -> Result<Secret, TokenKeyError> {
     }
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| e.to_string())?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "readable by other users (mode {:o}): chmod 600 it",
-            mode & 0o777
-        ));
+    match super::private_fs::shared_bits(path) {
+        0 => Ok(()),
+        bits => Err(format!(
+            "readable or writable by other users (group/other bits {bits:o}): chmod 600 it"
+        )),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_: &Path) -> Result<(), String> {
-    Ok(())
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        #[cfg(not(unix))]
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -115,56 +115,28 @@ impl Store {
 /// database file 0600, whatever the umask. An existing store that others can
 /// read is not changed behind the operator's back, but warned about.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)?;
+    crate::auth::private_fs::create_dir(dir)?;
     warn_if_shared(dir, "data directory");
     Ok(())
 }
 
 fn private_file(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        if !path.exists() {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            return Ok(());
-        }
+    if !path.exists() {
+        return crate::auth::private_fs::create_file(path, b"");
     }
     warn_if_shared(path, "database file");
     Ok(())
 }
 
 fn warn_if_shared(path: &Path, what: &str) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format!("{mode:o}"),
-                    "the {what} is readable by other users; it holds mail: chmod go-rwx it"
-                );
-            }
-        }
+    let bits = crate::auth::private_fs::shared_bits(path);
+    if bits != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            others = format!("{bits:o}"),
+            "the {what} is readable by other users; it holds mail: chmod go-rwx it"
+        );
     }
-    #[cfg(not(unix))]
-    let _ = (path, what);
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
