@@ -223,12 +223,12 @@ impl App {
             core.committer.clone(),
             relay,
             WorkerSettings {
-                limits: SendLimits {
-                    messages: config.outbound.messages_per_minute,
-                    bytes: config.outbound.bytes_per_5_minutes,
-                    recipients: config.outbound.recipients_per_day,
-                    ..SendLimits::default()
-                },
+                limits: send_limits(config, &Default::default()),
+                per_mailbox: config
+                    .mailboxes
+                    .iter()
+                    .map(|m| (m.name.clone(), send_limits(config, &m.send_limits)))
+                    .collect(),
                 max_age: config.outbound.max_age,
                 retry_base: config.outbound.retry_initial,
                 ..WorkerSettings::default()
@@ -313,4 +313,15 @@ pub fn senders(config: &Config) -> BTreeMap<String, Sender> {
             ))
         })
         .collect()
+}
+
+/// A mailbox's budgets: its own `[mailbox.send_limits]` over `[outbound]`.
+fn send_limits(config: &Config, own: &crate::config::outbound::MailboxLimits) -> SendLimits {
+    let o = &config.outbound;
+    SendLimits {
+        messages: own.messages_per_minute.unwrap_or(o.messages_per_minute),
+        bytes: own.bytes_per_5_minutes.unwrap_or(o.bytes_per_5_minutes),
+        recipients: own.recipients_per_day.unwrap_or(o.recipients_per_day),
+        ..SendLimits::default()
+    }
 }

@@ -165,6 +165,8 @@ pub enum TokenKeySource {
 #[derive(Debug, Clone)]
 pub struct MailboxConfig {
     pub name: String,
+    /// This mailbox's own send limits, over `[outbound]`'s.
+    pub send_limits: outbound::MailboxLimits,
     /// Display name of the From of mail sent for this mailbox.
     pub display_name: Option<String>,
     /// Lower-cased addresses.
@@ -320,6 +322,7 @@ impl Default for RawTickets {
 #[serde(default)]
 struct RawMailbox {
     name: String,
+    send_limits: Option<outbound::RawMailboxLimits>,
     display_name: Option<String>,
     addresses: Vec<String>,
     queue: Option<String>,
@@ -705,6 +708,11 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .upstream
                 .as_ref()
                 .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
+            send_limits: m
+                .send_limits
+                .as_ref()
+                .map(|l| outbound::validate_mailbox(&format!("{key}.send_limits"), l, &mut err))
+                .unwrap_or_default(),
             display_name: m
                 .display_name
                 .as_deref()

@@ -64,3 +64,39 @@ pub(super) fn validate(raw: &RawOutbound, err: &mut impl FnMut(&str, String)) ->
         retry_initial: duration("outbound.retry_initial", &raw.retry_initial, err),
     }
 }
+
+/// A mailbox's own send limits (`[mailbox.send_limits]`); a key left out
+/// takes the `[outbound]` value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxLimits {
+    pub messages_per_minute: Option<u64>,
+    pub bytes_per_5_minutes: Option<u64>,
+    pub recipients_per_day: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawMailboxLimits {
+    messages_per_minute: Option<i64>,
+    bytes_per_5_minutes: Option<Quantity>,
+    recipients_per_day: Option<i64>,
+}
+
+pub(super) fn validate_mailbox(
+    key: &str,
+    raw: &RawMailboxLimits,
+    err: &mut impl FnMut(&str, String),
+) -> MailboxLimits {
+    MailboxLimits {
+        messages_per_minute: raw
+            .messages_per_minute
+            .map(|v| count(&format!("{key}.messages_per_minute"), v, err)),
+        bytes_per_5_minutes: raw.bytes_per_5_minutes.as_ref().map(|q| match q {
+            Quantity::Number(0) => 0,
+            q => super::size(&format!("{key}.bytes_per_5_minutes"), q, err) as u64,
+        }),
+        recipients_per_day: raw
+            .recipients_per_day
+            .map(|v| count(&format!("{key}.recipients_per_day"), v, err)),
+    }
+}

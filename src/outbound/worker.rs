@@ -114,7 +114,9 @@ impl Clock for SystemClock {
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// Every mailbox's budget, unless `per_mailbox` has its own.
     pub limits: SendLimits,
+    pub per_mailbox: BTreeMap<String, SendLimits>,
     /// Give up retrying after this long (5 days by default).
     pub max_age: Duration,
     /// First retry delay; doubled per attempt up to `retry_max`.
@@ -128,6 +130,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             limits: SendLimits::default(),
+            per_mailbox: BTreeMap::new(),
             max_age: Duration::from_secs(5 * 24 * 3600),
             retry_base: Duration::from_secs(60),
             retry_max: Duration::from_secs(3600),
@@ -260,9 +263,13 @@ impl SendWorker {
             };
             let history = self.history(&entry.mailbox, now)?;
             let rcpts = entry.rcpt_to.len() as u64;
-            if let Decision::Wait { until_ms, reason } =
-                decide(&self.settings.limits, &history, now, entry.size, rcpts)
-            {
+            if let Decision::Wait { until_ms, reason } = decide(
+                self.limits(&entry.mailbox),
+                &history,
+                now,
+                entry.size,
+                rcpts,
+            ) {
                 tracing::info!(
                     outbound = entry.id,
                     mailbox = %entry.mailbox,
@@ -374,8 +381,15 @@ impl SendWorker {
             .inc();
     }
 
+    fn limits(&self, mailbox: &str) -> &SendLimits {
+        self.settings
+            .per_mailbox
+            .get(mailbox)
+            .unwrap_or(&self.settings.limits)
+    }
+
     fn history(&self, mailbox: &str, now: i64) -> Result<Vec<Sent>, crate::store::StoreError> {
-        let since = now - self.settings.limits.horizon().as_millis() as i64;
+        let since = now - self.limits(mailbox).horizon().as_millis() as i64;
         Ok(self
             .store
             .send_log(mailbox, since)?
@@ -651,6 +665,60 @@ mod tests {
                 .unwrap()
                 .contains("connection refused")
         );
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_with_its_own_limits_is_held_to_them_alone() {
+        let f = fixture();
+        let mut sales = Vec::new();
+        for n in 0..2 {
+            let id: &'static str = Box::leak(format!("s{n}@customer.test").into_boxed_str());
+            let o = f
+                .committer
+                .commit(crate::tickets::suite::request_for(
+                    &mail("ann@customer.test", Some(id), "Q"),
+                    &["sales"],
+                    false,
+                ))
+                .await
+                .unwrap()
+                .remove(0);
+            let crate::tickets::model::Outcome::Stored { ticket_id, .. } = o else {
+                panic!("{o:?}")
+            };
+            sales.push(f.reply(ticket_id).await);
+        }
+        let support: Vec<u64> = {
+            let mut v = Vec::new();
+            for n in 10..13 {
+                let t = f.ticket(n).await;
+                v.push(f.reply(t).await);
+            }
+            v
+        };
+        let mut settings = WorkerSettings::default();
+        settings.per_mailbox.insert(
+            "sales".into(),
+            SendLimits {
+                messages: 1,
+                ..SendLimits::default()
+            },
+        );
+        let w = SendWorker::new(
+            f.store.clone(),
+            f.committer.clone(),
+            Some(f.relay.clone()),
+            settings,
+            Arc::new(Metrics::new()),
+            f.clock.clone(),
+        );
+        let report = w.pass().await.unwrap();
+        assert_eq!((report.sent, report.deferred), (4, 1));
+        assert_eq!(f.state(sales[0]).state, DeliveryState::Sent);
+        assert_eq!(f.state(sales[1]).state, DeliveryState::Deferred);
+        for id in support {
+            assert_eq!(f.state(id).state, DeliveryState::Sent);
+        }
     }
 
     #[tokio::test]
