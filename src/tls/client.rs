@@ -37,13 +37,24 @@ pub enum ConnectError {
     Timeout(String),
 }
 
-/// Builds the client config: native roots + `ca_file`.
+/// The system roots, read once per process: reading and parsing them
+/// (hundreds of files under SSL_CERT_DIR) for every connection cost some
+/// 50 ms per outbound message.
+fn native_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        roots
+    })
+}
+
+/// Builds the client config: native roots + `ca_file` (read each time, so a
+/// replaced CA file is used by the next connection).
 pub fn client_config(target: &Target) -> Result<Arc<ClientConfig>, ConnectError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
+    let mut roots = native_roots().clone();
     if let Some(path) = &target.ca_file {
         let tls_err = |detail: String| ConnectError::Tls {
             host: target.host.clone(),

@@ -366,6 +366,29 @@ class Postfix:
                     f"{self.log_tail()}")
             time.sleep(0.1)
 
+    # -- the relay's own queue ----------------------------------------------------
+    _QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+    def queued(self) -> int:
+        """Messages in this Postfix's queue: received (or being received) and
+        not yet delivered. An smtpd transaction holds an `incoming` file from
+        MAIL FROM until it is accepted or aborted."""
+        n = 0
+        for q in self._QUEUES:
+            for _dirpath, _dirs, files in os.walk(self.root / "queue" / q):
+                n += len(files)
+        return n
+
+    def wait_queue_empty(self, timeout: float = 60) -> None:
+        """Waits until every message this Postfix took has been delivered
+        (and every aborted transaction removed)."""
+        deadline = time.monotonic() + timeout
+        while self.queued():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.queued()} messages still in the relay's queue after "
+                                     f"{timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
     def log(self) -> str:
         try:
             return (self.root / "log" / "postfix.log").read_text(errors="replace")
