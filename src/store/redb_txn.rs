@@ -27,6 +27,8 @@ pub struct RedbTxn<'t> {
     outbox_pending: Table<'t, u64, ()>,
     send_log: Table<'t, (&'static str, i64, u64), (u64, u64)>,
     events: Table<'t, (u64, u64), &'static [u8]>,
+    notify_to: Table<'t, (&'static str, i64, u64), ()>,
+    notify_on: Table<'t, (u64, i64, u64), ()>,
 }
 
 impl<'t> RedbTxn<'t> {
@@ -49,6 +51,8 @@ impl<'t> RedbTxn<'t> {
             outbox_pending: txn.open_table(OUTBOX_PENDING)?,
             send_log: txn.open_table(SEND_LOG)?,
             events: txn.open_table(TICKET_EVENTS)?,
+            notify_to: txn.open_table(NOTIFY_BY_RECIPIENT)?,
+            notify_on: txn.open_table(NOTIFY_BY_TICKET)?,
         })
     }
 }
@@ -224,6 +228,52 @@ impl TicketTxn for RedbTxn<'_> {
         self.send_log
             .insert((mailbox, at_ms, id), (bytes, recipients))?;
         Ok(())
+    }
+
+    fn insert_notification(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
+        self.messages.insert(m.id, encode(m).as_slice())?;
+        self.message_raw.insert(m.id, raw)?;
+        Ok(())
+    }
+
+    fn record_notification(
+        &mut self,
+        recipient: &str,
+        ticket: u64,
+        at_ms: i64,
+        id: u64,
+    ) -> Result<(), StoreError> {
+        self.notify_to.insert((recipient, at_ms, id), ())?;
+        self.notify_on.insert((ticket, at_ms, id), ())?;
+        Ok(())
+    }
+
+    fn notifications_to(&self, recipient: &str, since_ms: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self
+            .notify_to
+            .range((recipient, since_ms, 0)..=(recipient, i64::MAX, u64::MAX))?
+        {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn notifications_on(&self, ticket: u64, since_ms: i64) -> Result<u64, StoreError> {
+        let mut last = None;
+        let mut n = 0;
+        for entry in self
+            .notify_on
+            .range((ticket, since_ms, 0)..=(ticket, i64::MAX, u64::MAX))?
+        {
+            let id = entry?.0.value().2;
+            if last != Some(id) {
+                n += 1;
+                last = Some(id);
+            }
+        }
+        Ok(n)
     }
 }
 

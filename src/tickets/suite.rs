@@ -76,6 +76,7 @@ pub fn settings() -> TicketSettings {
             .collect(),
         composer: Some(Arc::new(TestComposer)),
         categories: vec!["billing".into(), "hardware".into()],
+        notify: None,
     }
 }
 
