@@ -309,7 +309,7 @@ mod tests {
     use crate::store::Store;
     use crate::store::commit::Backend;
     use crate::tickets::model::{OutboxEntry, Outcome, StoredMessage, Ticket};
-    use crate::tickets::suite::{Harness, settings, ticket_rules_suite};
+    use crate::tickets::suite::{Harness, ticket_rules_suite};
     use crate::tickets::{OpOutcome, Operation};
 
     /// A redb file in a temporary directory, one write transaction per batch.
@@ -325,9 +325,13 @@ mod tests {
     }
 
     impl Harness for Redb {
-        fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
+        fn apply_with(
+            &mut self,
+            settings: &crate::tickets::TicketSettings,
+            ops: &[Operation],
+        ) -> Vec<OpOutcome> {
             let refs: Vec<&Operation> = ops.iter().collect();
-            self.store.apply_batch(&settings(), &refs).unwrap()
+            self.store.apply_batch(settings, &refs).unwrap()
         }
         fn outbox(&self, id: u64) -> Option<OutboxEntry> {
             self.store.outbox(id).unwrap()
@@ -380,5 +384,48 @@ mod tests {
         txn.commit().unwrap();
         let other = mail("b@x.test", Some("old@x"), "t").text("other");
         assert_eq!(h.one(request(&other)), Outcome::Duplicate(first.earlier()));
+    }
+
+    #[test]
+    fn the_notification_caps_survive_a_restart() {
+        use crate::tickets::suite::{mail, notices, notify_settings, request, suppressions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let s = notify_settings(|ns| ns.config.per_ticket_limit = 0);
+        for subject in ["a", "b", "c"] {
+            let mut h = Redb {
+                _dir: tempfile::tempdir().unwrap(),
+                store: Store::open(&path).unwrap(),
+            };
+            h.apply_with(
+                &s,
+                &[Operation::Ingest(request(&mail(
+                    "ann@customer.test",
+                    None,
+                    subject,
+                )))],
+            );
+        }
+        let mut h = Redb {
+            _dir: dir,
+            store: Store::open(&path).unwrap(),
+        };
+        h.apply_with(
+            &s,
+            &[Operation::Ingest(request(&mail(
+                "ann@customer.test",
+                None,
+                "d",
+            )))],
+        );
+        let acks = notices(&h)
+            .iter()
+            .filter(|n| n.name == "acknowledgement")
+            .count();
+        assert_eq!(acks, 3);
+        assert_eq!(
+            suppressions(&h, 4)[0].2,
+            crate::tickets::model::SuppressReason::RecipientLimit
+        );
     }
 }
