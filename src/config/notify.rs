@@ -102,11 +102,15 @@ pub struct NotifyConfig {
     /// 0: no limit; counted over `per_recipient_window`.
     pub per_ticket_limit: u64,
     pub templates_dir: PathBuf,
-    /// Whether `templates_dir` was written in the config (then it must exist).
+    /// Whether another directory than the default was configured (then it
+    /// must exist).
     pub templates_dir_set: bool,
     /// `{id}` and `{number}` are replaced; empty when unset.
     pub link: Option<String>,
 }
+
+/// Where templates are looked for unless `notify.templates_dir` says.
+pub const DEFAULT_TEMPLATES_DIR: &str = "config/templates";
 
 #[derive(Deserialize)]
 #[serde(default)]
@@ -195,8 +199,11 @@ pub(super) fn validate(raw: &RawNotify, err: &mut impl FnMut(&str, String)) -> N
             format!("{l:?} must contain {{id}} or {{number}} and no control characters"),
         );
     }
-    let dir = raw.templates_dir.as_deref().map(str::trim);
-    let templates_dir = PathBuf::from(dir.filter(|d| !d.is_empty()).unwrap_or("config/templates"));
+    // The default may be missing (the embedded templates are used); a
+    // directory named otherwise must exist.
+    let dir = (raw.templates_dir.as_deref().map(str::trim))
+        .filter(|d| !d.is_empty() && *d != DEFAULT_TEMPLATES_DIR);
+    let templates_dir = PathBuf::from(dir.unwrap_or(DEFAULT_TEMPLATES_DIR));
     if dir.is_some() && !templates_dir.is_dir() {
         err(
             "notify.templates_dir",
