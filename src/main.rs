@@ -77,7 +77,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(config) {
-            Ok((_, source)) => {
+            Ok((config, source)) => {
+                // Every notification template loads and renders.
+                let problems = mailgate::outbound::templates::check(&config.notify);
+                for problem in &problems {
+                    eprintln!("{problem}");
+                }
+                if !problems.is_empty() {
+                    return ExitCode::from(2);
+                }
                 println!("config OK: {source}");
                 ExitCode::SUCCESS
             }

@@ -25,12 +25,14 @@ use crate::mail::reason::RejectReason;
 use crate::metrics::Metrics;
 use crate::outbound::compose::MailComposer;
 use crate::outbound::limits::SendLimits;
+use crate::outbound::templates::TemplateRenderer;
 use crate::outbound::transport::Transport;
 use crate::outbound::transport::smtp::SmtpTransport;
 use crate::outbound::worker::{Deliver, RelayDeliver, SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
+use crate::tickets::notify::{MailboxNotify, NotifySettings};
 use crate::tickets::outgoing::Mailbox;
 use crate::tickets::token::TokenKey;
 use crate::tickets::{Sender, TicketSettings};
@@ -111,6 +113,7 @@ impl App {
                 .iter()
                 .map(|c| c.key.clone())
                 .collect(),
+            notify: Some(Arc::new(notify_settings(&self.config)?)),
         })
     }
 
@@ -285,6 +288,35 @@ impl App {
 
 fn local(l: &TcpListener) -> Result<std::net::SocketAddr> {
     l.local_addr().context("reading a listener's address")
+}
+
+/// Notification settings: the config's, every mailbox's team and
+/// overrides, our own addresses, and the templates (loaded and parsed now,
+/// so a broken template stops the start with its file named).
+pub fn notify_settings(config: &Config) -> Result<NotifySettings> {
+    let renderer = TemplateRenderer::load(&config.notify.templates_dir)
+        .map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
+    Ok(NotifySettings {
+        config: config.notify.clone(),
+        mailboxes: config
+            .mailboxes
+            .iter()
+            .map(|m| {
+                let notify = MailboxNotify {
+                    team: m.team.clone(),
+                    overrides: m.notify.clone(),
+                };
+                (m.name.clone(), notify)
+            })
+            .collect(),
+        default_mailbox: config.default_mailbox().map(|m| m.name.clone()),
+        own_addresses: config
+            .mailboxes
+            .iter()
+            .flat_map(|m| m.addresses.iter().cloned())
+            .collect(),
+        renderer: Arc::new(renderer),
+    })
 }
 
 /// Who each mailbox sends as: From its first address (with its display

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::mail::BareLf;
 
 pub mod categories;
+pub mod notify;
 pub mod outbound;
 pub mod relay;
 pub mod upstream;
@@ -55,6 +56,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
     pub outbound: outbound::OutboundConfig,
+    pub notify: notify::NotifyConfig,
     pub categories: Vec<categories::CategoryConfig>,
     pub mailboxes: Vec<MailboxConfig>,
     /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
@@ -175,6 +177,10 @@ pub struct MailboxConfig {
     pub default: bool,
     /// The upstream mailbox to pull from, if any.
     pub upstream: Option<UpstreamConfig>,
+    /// Lower-cased addresses of the agents notified when a ticket has no assignee.
+    pub team: Vec<String>,
+    /// `[mailbox.notify.<name>]`: per notification, on or off and to whom.
+    pub notify: std::collections::BTreeMap<notify::Notification, notify::NotifyOverride>,
 }
 
 // ---- raw shape, as written in TOML ----
@@ -189,6 +195,7 @@ struct Raw {
     http: RawHttp,
     tickets: RawTickets,
     outbound: outbound::RawOutbound,
+    notify: notify::RawNotify,
     category: Vec<categories::RawCategory>,
     mailbox: Vec<RawMailbox>,
     relay: Option<relay::RawRelay>,
@@ -328,6 +335,8 @@ struct RawMailbox {
     queue: Option<String>,
     default: bool,
     upstream: Option<RawUpstream>,
+    team: Vec<String>,
+    notify: std::collections::BTreeMap<String, notify::RawOverride>,
 }
 
 /// A size or duration: a plain number or a string with a unit.
@@ -620,6 +629,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         raw.tickets.first_number as u64
     };
     let outbound = outbound::validate(&raw.outbound, &mut err);
+    let notify = notify::validate(&raw.notify, &mut err);
     let categories = categories::validate(&raw.category, &mut err);
     let reply_token_key = match (
         raw.tickets.reply_token_key_env.as_deref().map(str::trim),
@@ -719,6 +729,8 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .map(str::trim)
                 .filter(|d| !d.is_empty())
                 .map(str::to_string),
+            team: notify::addresses(&format!("{key}.team"), &m.team, &mut err),
+            notify: notify::validate_mailbox(&key, &m.notify, &mut err),
             name,
             addresses,
             default: m.default,
@@ -774,6 +786,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             reply_token_key,
         },
         outbound,
+        notify,
         categories,
         mailboxes,
     }

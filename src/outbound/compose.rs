@@ -12,24 +12,9 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 
-use crate::proto::smtp::address::{PathKind, parse_path};
 pub use crate::tickets::outgoing::{
-    Attachment, ComposeError, Kind, Mailbox, Outgoing, header_text, tagged_subject,
+    Attachment, ComposeError, Kind, Mailbox, Outgoing, header_text, tagged_subject, valid_address,
 };
-
-/// An address we are willing to write into a header: what an SMTP server
-/// would accept as a forward path, without any whitespace or control.
-pub fn valid_address(address: &str) -> bool {
-    if address.is_empty()
-        || address
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;\\\"".contains(c))
-    {
-        return false;
-    }
-    let path = format!("<{address}>");
-    matches!(parse_path(path.as_bytes(), PathKind::Forward), Ok((p, rest)) if rest.is_empty() && p.address.contains('@'))
-}
 
 /// A Message-ID (without `<>`) we are willing to write: `left@right`,
 /// printable ASCII without spaces or angle brackets.

@@ -4,5 +4,6 @@
 
 pub mod compose;
 pub mod limits;
+pub mod templates;
 pub mod transport;
 pub mod worker;

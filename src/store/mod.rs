@@ -95,6 +95,8 @@ impl Store {
             txn.open_table(schema::TICKET_EVENTS)?;
             txn.open_table(schema::OUTBOX_PENDING)?;
             txn.open_table(schema::SEND_LOG)?;
+            txn.open_table(schema::NOTIFY_BY_RECIPIENT)?;
+            txn.open_table(schema::NOTIFY_BY_TICKET)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

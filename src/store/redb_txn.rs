@@ -27,6 +27,8 @@ pub struct RedbTxn<'t> {
     outbox_pending: Table<'t, u64, ()>,
     send_log: Table<'t, (&'static str, i64, u64), (u64, u64)>,
     events: Table<'t, (u64, u64), &'static [u8]>,
+    notify_to: Table<'t, (&'static str, i64, u64), ()>,
+    notify_on: Table<'t, (u64, i64, u64), ()>,
 }
 
 impl<'t> RedbTxn<'t> {
@@ -49,6 +51,8 @@ impl<'t> RedbTxn<'t> {
             outbox_pending: txn.open_table(OUTBOX_PENDING)?,
             send_log: txn.open_table(SEND_LOG)?,
             events: txn.open_table(TICKET_EVENTS)?,
+            notify_to: txn.open_table(NOTIFY_BY_RECIPIENT)?,
+            notify_on: txn.open_table(NOTIFY_BY_TICKET)?,
         })
     }
 }
@@ -225,6 +229,52 @@ impl TicketTxn for RedbTxn<'_> {
             .insert((mailbox, at_ms, id), (bytes, recipients))?;
         Ok(())
     }
+
+    fn insert_notification(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
+        self.messages.insert(m.id, encode(m).as_slice())?;
+        self.message_raw.insert(m.id, raw)?;
+        Ok(())
+    }
+
+    fn record_notification(
+        &mut self,
+        recipient: &str,
+        ticket: u64,
+        at_ms: i64,
+        id: u64,
+    ) -> Result<(), StoreError> {
+        self.notify_to.insert((recipient, at_ms, id), ())?;
+        self.notify_on.insert((ticket, at_ms, id), ())?;
+        Ok(())
+    }
+
+    fn notifications_to(&self, recipient: &str, since_ms: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self
+            .notify_to
+            .range((recipient, since_ms, 0)..=(recipient, i64::MAX, u64::MAX))?
+        {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn notifications_on(&self, ticket: u64, since_ms: i64) -> Result<u64, StoreError> {
+        let mut last = None;
+        let mut n = 0;
+        for entry in self
+            .notify_on
+            .range((ticket, since_ms, 0)..=(ticket, i64::MAX, u64::MAX))?
+        {
+            let id = entry?.0.value().2;
+            if last != Some(id) {
+                n += 1;
+                last = Some(id);
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl super::commit::Backend for super::Store {
@@ -259,7 +309,7 @@ mod tests {
     use crate::store::Store;
     use crate::store::commit::Backend;
     use crate::tickets::model::{OutboxEntry, Outcome, StoredMessage, Ticket};
-    use crate::tickets::suite::{Harness, settings, ticket_rules_suite};
+    use crate::tickets::suite::{Harness, ticket_rules_suite};
     use crate::tickets::{OpOutcome, Operation};
 
     /// A redb file in a temporary directory, one write transaction per batch.
@@ -275,9 +325,13 @@ mod tests {
     }
 
     impl Harness for Redb {
-        fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
+        fn apply_with(
+            &mut self,
+            settings: &crate::tickets::TicketSettings,
+            ops: &[Operation],
+        ) -> Vec<OpOutcome> {
             let refs: Vec<&Operation> = ops.iter().collect();
-            self.store.apply_batch(&settings(), &refs).unwrap()
+            self.store.apply_batch(settings, &refs).unwrap()
         }
         fn outbox(&self, id: u64) -> Option<OutboxEntry> {
             self.store.outbox(id).unwrap()
@@ -330,5 +384,48 @@ mod tests {
         txn.commit().unwrap();
         let other = mail("b@x.test", Some("old@x"), "t").text("other");
         assert_eq!(h.one(request(&other)), Outcome::Duplicate(first.earlier()));
+    }
+
+    #[test]
+    fn the_notification_caps_survive_a_restart() {
+        use crate::tickets::suite::{mail, notices, notify_settings, request, suppressions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let s = notify_settings(|ns| ns.config.per_ticket_limit = 0);
+        for subject in ["a", "b", "c"] {
+            let mut h = Redb {
+                _dir: tempfile::tempdir().unwrap(),
+                store: Store::open(&path).unwrap(),
+            };
+            h.apply_with(
+                &s,
+                &[Operation::Ingest(request(&mail(
+                    "ann@customer.test",
+                    None,
+                    subject,
+                )))],
+            );
+        }
+        let mut h = Redb {
+            _dir: dir,
+            store: Store::open(&path).unwrap(),
+        };
+        h.apply_with(
+            &s,
+            &[Operation::Ingest(request(&mail(
+                "ann@customer.test",
+                None,
+                "d",
+            )))],
+        );
+        let acks = notices(&h)
+            .iter()
+            .filter(|n| n.name == "acknowledgement")
+            .count();
+        assert_eq!(acks, 3);
+        assert_eq!(
+            suppressions(&h, 4)[0].2,
+            crate::tickets::model::SuppressReason::RecipientLimit
+        );
     }
 }

@@ -50,3 +50,11 @@ pub const OUTBOX_PENDING: TableDefinition<u64, ()> = TableDefinition::new("outbo
 /// mailbox handed to the relay, for send limits that survive a restart.
 pub const SEND_LOG: TableDefinition<(&str, i64, u64), (u64, u64)> =
     TableDefinition::new("send_log");
+/// (recipient address, at ms, message id): automatic messages sent to each
+/// address, for `notify.per_recipient_limit` across restarts.
+pub const NOTIFY_BY_RECIPIENT: TableDefinition<(&str, i64, u64), ()> =
+    TableDefinition::new("notify_by_recipient");
+/// (ticket id, at ms, message id): automatic messages sent on each ticket,
+/// for `notify.per_ticket_limit`.
+pub const NOTIFY_BY_TICKET: TableDefinition<(u64, i64, u64), ()> =
+    TableDefinition::new("notify_by_ticket");

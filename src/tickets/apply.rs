@@ -11,8 +11,10 @@
 
 use super::dedup;
 use super::model::{Direction, Earlier, Outcome, Rejection, StoredMessage, Ticket, TicketStatus};
+use super::notify::{Cause, notify};
 use super::request::{CommitRequest, Item, MailboxRef, OpOutcome, Operation, TicketSettings};
 use super::txn::{Counter, DedupEntry, TicketTxn};
+use crate::config::notify::Notification;
 use crate::mail::{ParsedMail, RejectReason};
 
 /// Applies one operation of a batch.
@@ -356,6 +358,37 @@ fn store_message<T: TicketTxn>(
         txn.insert_ticket(&ticket)?;
     } else {
         txn.update_ticket(&ticket)?;
+    }
+    let at_ms = super::send::ms_of(now);
+    let cause = |notification, by| Cause {
+        notification,
+        by,
+        automatic: automatic.is_some(),
+        message: &mail.text,
+        at: now,
+        at_ms,
+    };
+    let sender = Some(mail.from.address.as_str());
+    if new_ticket {
+        notify(
+            txn,
+            settings,
+            &ticket,
+            &cause(Notification::Acknowledgement, None),
+        )?;
+        notify(
+            txn,
+            settings,
+            &ticket,
+            &cause(Notification::NewTicket, sender),
+        )?;
+    } else {
+        notify(
+            txn,
+            settings,
+            &ticket,
+            &cause(Notification::NewMessage, sender),
+        )?;
     }
     Ok(Outcome::Stored {
         message_id: id,

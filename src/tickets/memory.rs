@@ -26,6 +26,8 @@ pub struct MemoryTxn {
     outbox_pending: BTreeMap<u64, ()>,
     send_log: BTreeMap<(String, i64, u64), (u64, u64)>,
     events: BTreeMap<(u64, u64), TicketEvent>,
+    notify_to: BTreeMap<(String, i64, u64), ()>,
+    notify_on: BTreeMap<(u64, i64, u64), ()>,
 }
 
 impl MemoryTxn {
@@ -197,5 +199,37 @@ impl TicketTxn for MemoryTxn {
         self.send_log
             .insert((mailbox.to_string(), at_ms, id), (bytes, recipients));
         Ok(())
+    }
+    fn insert_notification(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), Infallible> {
+        self.messages.insert(m.id, (m.clone(), raw.to_vec()));
+        Ok(())
+    }
+    fn record_notification(
+        &mut self,
+        recipient: &str,
+        ticket: u64,
+        at_ms: i64,
+        id: u64,
+    ) -> Result<(), Infallible> {
+        self.notify_to
+            .insert((recipient.to_string(), at_ms, id), ());
+        self.notify_on.insert((ticket, at_ms, id), ());
+        Ok(())
+    }
+    fn notifications_to(&self, recipient: &str, since_ms: i64) -> Result<u64, Infallible> {
+        let r = recipient.to_string();
+        Ok(self
+            .notify_to
+            .range((r.clone(), since_ms, 0)..=(r, i64::MAX, u64::MAX))
+            .count() as u64)
+    }
+    fn notifications_on(&self, ticket: u64, since_ms: i64) -> Result<u64, Infallible> {
+        let mut ids: Vec<u64> = self
+            .notify_on
+            .range((ticket, since_ms, 0)..=(ticket, i64::MAX, u64::MAX))
+            .map(|((_, _, id), _)| *id)
+            .collect();
+        ids.dedup();
+        Ok(ids.len() as u64)
     }
 }

@@ -9,9 +9,12 @@ pub mod dedup;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod model;
+pub mod notify;
 pub mod outgoing;
+pub mod render;
 pub mod reply;
 pub mod request;
+mod send;
 #[cfg(test)]
 pub(crate) mod suite;
 pub mod token;

@@ -102,6 +102,36 @@ pub enum Change {
         added: Vec<String>,
         removed: Vec<String>,
     },
+    /// A notification (or one of its recipients) was not sent.
+    NotificationSuppressed {
+        /// Its name (`acknowledgement`, `ticket_done`, ...).
+        notification: String,
+        /// The recipient left out; None when the whole notification was.
+        recipient: Option<String>,
+        reason: SuppressReason,
+    },
+}
+
+/// Why a notification was not sent (an inactive one is not recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// The message that caused it was automatic (auto-reply, bounce, list).
+    AutomaticMail,
+    /// The recipient is one of the gateway's own addresses.
+    OwnAddress,
+    /// The recipient is not a usable mail address.
+    InvalidAddress,
+    /// The recipient had `notify.per_recipient_limit` in the window.
+    RecipientLimit,
+    /// The ticket had `notify.per_ticket_limit` in the window.
+    TicketLimit,
+    /// Nobody to send it to: no assignee, no team, no fallback.
+    NoRecipient,
+    /// Its template did not render.
+    TemplateError,
+    /// The message could not be built.
+    ComposeError,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,22 @@
 //! reply or notification is composed and queued inside the same
 //! transaction as the event that caused it.
 
+use crate::proto::smtp::address::{PathKind, parse_path};
+
+/// An address we are willing to write into a header: what an SMTP server
+/// would accept as a forward path, without any whitespace or control.
+pub fn valid_address(address: &str) -> bool {
+    if address.is_empty()
+        || address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;\\\"".contains(c))
+    {
+        return false;
+    }
+    let path = format!("<{address}>");
+    matches!(parse_path(path.as_bytes(), PathKind::Forward), Ok((p, rest)) if rest.is_empty() && p.address.contains('@'))
+}
+
 /// What kind of message this is, for `Auto-Submitted` (RFC 3834).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -5,70 +5,16 @@
 //! transaction that stores it on the ticket, so it is either both on the
 //! ticket and in the outbox, or neither.
 
-use super::model::{DeliveryState, Direction, OutboxEntry, StoredMessage, Ticket};
+use super::model::{DeliveryState, Direction, StoredMessage};
+use super::notify::{Cause, notify};
 use super::outgoing::{Kind, Mailbox, Outgoing, tagged_subject};
 use super::request::{
     Attempt, DeliveryOutcome, DeliveryUpdate, ReplyOutcome, ReplyRequest, TicketSettings,
 };
-use super::txn::{Counter, TicketTxn};
+use super::send::{enqueue, new_message_id, reply_subject, thread};
+use super::txn::TicketTxn;
+use crate::config::notify::Notification;
 use crate::mail::{AttachmentMeta, EnvelopeInfo, Person};
-
-/// How many of a ticket's newest messages are looked at to find the one
-/// a reply answers.
-const THREAD_LOOKBACK: usize = 50;
-/// References kept in an outgoing message (the oldest and the newest).
-const MAX_REFERENCES: usize = 20;
-
-fn next<T: TicketTxn>(txn: &mut T, counter: Counter) -> Result<u64, T::Error> {
-    let next = txn.counter(counter)?.unwrap_or(0) + 1;
-    txn.set_counter(counter, next)?;
-    Ok(next)
-}
-
-/// The domain part of an address, for our Message-IDs.
-fn domain(address: &str) -> &str {
-    address.rsplit_once('@').map_or("localhost", |(_, d)| d)
-}
-
-/// "Re: subject", unless it already is one.
-fn reply_subject(subject: &str) -> String {
-    let s = subject.trim();
-    if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") {
-        s.to_string()
-    } else {
-        format!("Re: {s}")
-    }
-}
-
-/// The newest message of the ticket that came from outside (else the
-/// newest sent one): what a reply continues.
-fn thread_parent<T: TicketTxn>(
-    txn: &T,
-    ticket: &Ticket,
-) -> Result<Option<StoredMessage>, T::Error> {
-    let mut fallback = None;
-    for id in txn.latest_message_ids(ticket.id, THREAD_LOOKBACK)? {
-        let Some(m) = txn.message(id)? else { continue };
-        match m.direction {
-            Direction::Inbound => return Ok(Some(m)),
-            Direction::Outbound if fallback.is_none() => fallback = Some(m),
-            _ => {}
-        }
-    }
-    Ok(fallback)
-}
-
-fn references_for(parent: &StoredMessage) -> Vec<String> {
-    let mut refs = parent.references.clone();
-    refs.push(parent.message_id.clone());
-    if refs.len() > MAX_REFERENCES {
-        // Keep the thread's root and the newest ones (RFC 5322 3.6.4).
-        let tail = refs.split_off(refs.len() - (MAX_REFERENCES - 1));
-        refs.truncate(1);
-        refs.extend(tail);
-    }
-    refs
-}
 
 /// Stores an agent's reply on its ticket and queues it, or stores a note.
 pub fn reply<T: TicketTxn>(
@@ -85,7 +31,7 @@ pub fn reply<T: TicketTxn>(
             ticket.mailbox
         )));
     };
-    let parent = thread_parent(txn, &ticket)?;
+    let (in_reply_to, references) = thread(txn, &ticket)?;
     let to = vec![Mailbox {
         name: ticket.requester.name.clone(),
         address: ticket.requester.address.clone(),
@@ -97,11 +43,7 @@ pub fn reply<T: TicketTxn>(
                 address: a.trim().to_string(),
             })
             .collect();
-    let id = next(txn, Counter::Message)?;
-    let message_id = match &settings.token {
-        Some(key) => key.message_id(ticket.id, id, domain(&sender.from.address)),
-        None => format!("mailgate-{id}@{}", domain(&sender.from.address)),
-    };
+    let (id, message_id) = new_message_id(txn, settings, &ticket, sender)?;
     let outgoing = Outgoing {
         kind: Kind::Reply,
         from: sender.from.clone(),
@@ -111,8 +53,8 @@ pub fn reply<T: TicketTxn>(
         subject: reply_subject(&ticket.subject),
         tag: ticket.tag.clone(),
         message_id: message_id.clone(),
-        in_reply_to: parent.as_ref().map(|p| p.message_id.clone()),
-        references: parent.as_ref().map(references_for).unwrap_or_default(),
+        in_reply_to,
+        references,
         ticket_number: ticket.number,
         record_id: id,
         date: r.at_ms.div_euclid(1000),
@@ -205,27 +147,33 @@ pub fn reply<T: TicketTxn>(
         txn.insert_attachment(id, i as u32, &a.bytes)?;
     }
     if !r.internal {
-        txn.index_message_id(&ticket.mailbox, &message_id, id, ticket.id)?;
-        txn.put_outbox(&OutboxEntry {
+        let size = raw.len() as u64;
+        enqueue(
+            txn,
+            &ticket,
+            sender,
             id,
-            ticket_id: ticket.id,
-            mailbox: ticket.mailbox.clone(),
-            mail_from: sender.from.address.clone(),
+            &message_id,
             rcpt_to,
-            size: raw.len() as u64,
-            state: DeliveryState::Queued,
-            attempts: 0,
-            created_at: r.at.clone(),
-            created_ms: r.at_ms,
-            next_attempt_ms: r.at_ms,
-            last_error: None,
-            relay_reply: None,
-            finished_at: None,
-        })?;
+            size,
+            &r.at,
+            r.at_ms,
+        )?;
     }
     ticket.message_count += 1;
     ticket.updated_at = r.at.clone();
     txn.update_ticket(&ticket)?;
+    if r.internal {
+        let cause = Cause {
+            notification: Notification::InternalNote,
+            by: r.author.as_deref(),
+            automatic: false,
+            message: &r.text,
+            at: &r.at,
+            at_ms: r.at_ms,
+        };
+        notify(txn, settings, &ticket, &cause)?;
+    }
     Ok(ReplyOutcome::Stored {
         message_id: id,
         queued: !r.internal,

@@ -89,6 +89,8 @@ pub struct TicketSettings {
     pub composer: Option<Arc<dyn Composer>>,
     /// The category keys a ticket may carry.
     pub categories: Vec<String>,
+    /// Ticket notifications (None: none are sent).
+    pub notify: Option<Arc<super::notify::NotifySettings>>,
 }
 
 impl std::fmt::Debug for TicketSettings {
@@ -100,6 +102,7 @@ impl std::fmt::Debug for TicketSettings {
             .field("senders", &self.senders)
             .field("composer", &self.composer.is_some())
             .field("categories", &self.categories)
+            .field("notify", &self.notify)
             .finish()
     }
 }

@@ -8,21 +8,28 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::model::{
-    Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, Ticket,
-    TicketEvent, TicketStatus,
+    Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, SuppressReason,
+    Ticket, TicketEvent, TicketStatus,
 };
+use super::notify::{MailboxNotify, NotifySettings};
 use super::outgoing::{ComposeError, Composer, Mailbox, Outgoing, tagged_subject};
+use super::render::{RenderError, Rendered, Renderer, TemplateData};
 use super::request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
     Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
 };
+use crate::config::notify::{Notification, NotifyConfig};
 use crate::mail::{
     Attachment, AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
 };
 
 /// A backend under test: each `apply_ops` is one transaction.
 pub trait Harness {
-    fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome>;
+    /// One transaction with these settings.
+    fn apply_with(&mut self, settings: &TicketSettings, ops: &[Operation]) -> Vec<OpOutcome>;
+    fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
+        self.apply_with(&settings(), ops)
+    }
     fn outbox(&self, id: u64) -> Option<OutboxEntry>;
     fn pending_outbox(&self) -> Vec<u64>;
     fn send_log(&self, mailbox: &str) -> Vec<(i64, u64, u64)>;
@@ -76,6 +83,7 @@ pub fn settings() -> TicketSettings {
             .collect(),
         composer: Some(Arc::new(TestComposer)),
         categories: vec!["billing".into(), "hardware".into()],
+        notify: None,
     }
 }
 
@@ -88,8 +96,12 @@ impl Composer for TestComposer {
         if m.to.iter().any(|t| !t.address.contains('@')) {
             return Err(ComposeError::Address { field: "to" });
         }
+        let auto = match m.kind.auto_submitted() {
+            Some(v) => format!("Auto-Submitted: {v}\r\n"),
+            None => String::new(),
+        };
         Ok(format!(
-            "From: {}\r\nTo: {}\r\nMessage-ID: <{}>\r\nIn-Reply-To: <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
+            "{auto}From: {}\r\nTo: {}\r\nMessage-ID: <{}>\r\nIn-Reply-To: <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
             m.from.address,
             m.to[0].address,
             m.message_id,
@@ -875,6 +887,679 @@ pub fn a_bounce_of_our_mail_threads_onto_its_ticket_and_fails_the_delivery(h: &m
     ));
 }
 
+// ---- notifications ----
+
+/// Renders `<name> <tag>` as the subject and `<name>: <message>` as the
+/// text; fails for `fail`.
+struct TestRenderer {
+    fail: Option<Notification>,
+}
+
+impl Renderer for TestRenderer {
+    fn render(&self, n: Notification, d: &TemplateData) -> Result<Rendered, RenderError> {
+        if self.fail == Some(n) {
+            return Err(RenderError {
+                template: format!("{}.txt", n.as_str()),
+                detail: "broken".into(),
+            });
+        }
+        Ok(Rendered {
+            subject: Some(format!("{} {}", n.as_str(), d.subject)),
+            text: format!(
+                "{}: {} <{}> {}",
+                n.as_str(),
+                d.message,
+                d.link,
+                d.requester_address
+            ),
+            html: None,
+        })
+    }
+}
+
+/// Support (the default mailbox, team desk@staff.test) and sales (no team),
+/// fallback fallback@staff.test; 3 per recipient and 5 per ticket an hour.
+pub fn notify_settings(tweak: impl FnOnce(&mut NotifySettings)) -> TicketSettings {
+    let mut ns = NotifySettings {
+        config: NotifyConfig {
+            fallback: vec!["fallback@staff.test".into()],
+            per_recipient_limit: 3,
+            per_recipient_window: std::time::Duration::from_secs(3600),
+            per_ticket_limit: 5,
+            templates_dir: "unused".into(),
+            templates_dir_set: false,
+            link: Some("https://hd.test/t/{number}".into()),
+        },
+        mailboxes: [
+            (
+                "support".to_string(),
+                MailboxNotify {
+                    team: vec!["desk@staff.test".into()],
+                    overrides: Default::default(),
+                },
+            ),
+            ("sales".to_string(), MailboxNotify::default()),
+        ]
+        .into_iter()
+        .collect(),
+        default_mailbox: Some("support".into()),
+        own_addresses: ["support@gw.test", "sales@gw.test"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        renderer: Arc::new(TestRenderer { fail: None }),
+    };
+    tweak(&mut ns);
+    TicketSettings {
+        notify: Some(Arc::new(ns)),
+        ..settings()
+    }
+}
+
+/// A queued notification: its name, recipients and stored record.
+#[derive(Debug)]
+pub struct Notice {
+    pub name: String,
+    pub to: Vec<String>,
+    pub message: StoredMessage,
+    pub raw: String,
+}
+
+/// Every notification in the outbox, oldest first.
+pub fn notices(h: &impl Harness) -> Vec<Notice> {
+    let mut out = Vec::new();
+    for id in h.pending_outbox() {
+        let Some(m) = h.message(id) else { continue };
+        let Some(name) = m.source.strip_prefix("notify:") else {
+            continue;
+        };
+        out.push(Notice {
+            name: name.to_string(),
+            to: h.outbox(id).unwrap().rcpt_to,
+            raw: String::from_utf8(h.raw(id).unwrap()).unwrap(),
+            message: m,
+        });
+    }
+    out
+}
+
+/// No caps.
+fn unlimited(ns: &mut NotifySettings) {
+    ns.config.per_recipient_limit = 0;
+    ns.config.per_ticket_limit = 0;
+}
+
+fn names(notices: &[Notice]) -> Vec<(&str, Vec<&str>)> {
+    notices
+        .iter()
+        .map(|n| (n.name.as_str(), n.to.iter().map(String::as_str).collect()))
+        .collect()
+}
+
+/// The notification suppressions recorded on a ticket.
+pub fn suppressions(
+    h: &impl Harness,
+    ticket: u64,
+) -> Vec<(String, Option<String>, SuppressReason)> {
+    h.events(ticket)
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::NotificationSuppressed {
+                notification,
+                recipient,
+                reason,
+            } => Some((notification, recipient, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (message id, ticket id, opened it).
+fn stored_in(o: &Outcome) -> (u64, u64, bool) {
+    match o {
+        Outcome::Stored {
+            message_id,
+            ticket_id,
+            new_ticket,
+            ..
+        } => (*message_id, *ticket_id, *new_ticket),
+        other => panic!("expected a stored message, got {other:?}"),
+    }
+}
+
+fn ingest_with(h: &mut impl Harness, s: &TicketSettings, r: CommitRequest) -> Outcome {
+    match h.apply_with(s, &[Operation::Ingest(r)]).remove(0) {
+        OpOutcome::Ingested(mut o) => o.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn change(ticket_id: u64, by: &str) -> TicketUpdate {
+    TicketUpdate {
+        ticket_id,
+        by: Some(by.into()),
+        at: "2026-01-01T00:10:00Z".into(),
+        ..TicketUpdate::default()
+    }
+}
+
+fn update_with(h: &mut impl Harness, s: &TicketSettings, u: TicketUpdate) {
+    match h.apply_with(s, &[Operation::Update(u)]).remove(0) {
+        OpOutcome::Updated(UpdateOutcome::Updated { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+fn note_with(h: &mut impl Harness, s: &TicketSettings, ticket: u64, author: &str) {
+    let mut r = reply_request(ticket, "see the logs", true);
+    r.author = Some(author.into());
+    match h.apply_with(s, &[Operation::Reply(r)]).remove(0) {
+        OpOutcome::Replied(ReplyOutcome::Stored { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn a_new_ticket_is_acknowledged_and_the_team_told_in_its_transaction(h: &mut impl Harness) {
+    let s = notify_settings(|_| {});
+    let first = ingest_with(
+        h,
+        &s,
+        request(&mail("Ann@Customer.test", Some("c1@customer.test"), "Printer").text("it smokes")),
+    );
+    let (_, ticket, new) = stored_in(&first);
+    assert!(new);
+    let t = h.ticket(ticket).unwrap();
+    let n = notices(h);
+    assert_eq!(
+        names(&n),
+        vec![
+            ("acknowledgement", vec!["ann@customer.test"]),
+            ("new_ticket", vec!["desk@staff.test"])
+        ]
+    );
+    let ack = &n[0];
+    // The header policy's input: kind, From the mailbox, the tag, the thread.
+    assert!(
+        ack.raw
+            .starts_with("Auto-Submitted: auto-replied\r\nFrom: support@gw.test\r\n"),
+        "{}",
+        ack.raw
+    );
+    assert!(
+        n[1].raw.starts_with("Auto-Submitted: auto-generated\r\n"),
+        "{}",
+        n[1].raw
+    );
+    assert_eq!(
+        ack.message.subject,
+        format!("{} acknowledgement Printer", t.tag)
+    );
+    assert_eq!(
+        ack.message.in_reply_to,
+        vec!["c1@customer.test".to_string()]
+    );
+    assert!(ack.message.auto_submitted && ack.message.direction == Direction::Outbound);
+    let token = token_key().verify(&ack.message.message_id).unwrap();
+    assert_eq!(
+        (token.ticket_id, token.message_id),
+        (ticket, ack.message.id)
+    );
+    // Template data: the message, the link, the requester.
+    assert!(
+        ack.raw
+            .contains("acknowledgement: it smokes <https://hd.test/t/1000> Ann@Customer.test"),
+        "{}",
+        ack.raw
+    );
+    assert!(n[1].raw.contains("new_ticket: it smokes"));
+    // Not among the ticket's messages; the ticket's counts are the customer's.
+    assert_eq!(h.ticket_message_ids(ticket).len(), 1);
+    assert_eq!(t.message_count, 1);
+    assert!(suppressions(h, ticket).is_empty());
+
+    // Her answer to the acknowledgement threads by its Message-ID.
+    let ack_id: &'static str = Box::leak(ack.message.message_id.clone().into_boxed_str());
+    let answer =
+        mail("ann@customer.test", Some("c2@customer.test"), "other words").replying(ack_id);
+    let (_, t2, new) = stored_in(&ingest_with(h, &s, request(&answer)));
+    assert_eq!((t2, new), (ticket, false));
+    let n = notices(h);
+    assert_eq!(
+        names(&n[2..]),
+        vec![("new_message", vec!["desk@staff.test"])]
+    );
+    assert_eq!(
+        n[2].message.in_reply_to,
+        vec!["c2@customer.test".to_string()]
+    );
+
+    // With an assignee, a new message goes to them, not the team.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            assignee: Some(Some("bob@staff.test".into())),
+            ..change(ticket, "lead@staff.test")
+        },
+    );
+    let third =
+        mail("ann@customer.test", Some("c3@customer.test"), "x").replying("c2@customer.test");
+    ingest_with(h, &s, request(&third));
+    let n = notices(h);
+    assert_eq!(
+        names(&n[3..]),
+        vec![
+            ("assignee_changed", vec!["bob@staff.test"]),
+            ("new_message", vec!["bob@staff.test"])
+        ]
+    );
+    // A mail from the assignee themself tells nobody.
+    let own = mail("bob@staff.test", Some("c4@customer.test"), "x").replying("c3@customer.test");
+    ingest_with(h, &s, request(&own));
+    assert_eq!(notices(h).len(), 5);
+    assert!(suppressions(h, ticket).is_empty());
+}
+
+pub fn notes_assignments_and_status_notify_unless_the_actor_is_the_recipient(h: &mut impl Harness) {
+    let s = notify_settings(unlimited);
+    let (_, ticket, _) = stored_in(&ingest_with(
+        h,
+        &s,
+        request(&mail("ann@customer.test", Some("n1@c.test"), "Q")),
+    ));
+    let base = notices(h).len();
+    // assignee_changed: not when bob takes it himself.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            assignee: Some(Some("bob@staff.test".into())),
+            ..change(ticket, "Bob@Staff.test")
+        },
+    );
+    assert_eq!(notices(h).len(), base);
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            assignee: Some(Some("carol@staff.test".into())),
+            ..change(ticket, "bob@staff.test")
+        },
+    );
+    assert_eq!(
+        names(&notices(h)[base..]),
+        vec![("assignee_changed", vec!["carol@staff.test"])]
+    );
+    // Clearing the assignee tells nobody.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            assignee: Some(None),
+            ..change(ticket, "lead@staff.test")
+        },
+    );
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            assignee: Some(Some("carol@staff.test".into())),
+            ..change(ticket, "carol@staff.test")
+        },
+    );
+    assert_eq!(notices(h).len(), base + 1);
+    // internal_note: to the assignee, not when they wrote it.
+    note_with(h, &s, ticket, "carol@staff.test");
+    assert_eq!(notices(h).len(), base + 1);
+    note_with(h, &s, ticket, "dave@staff.test");
+    let n = notices(h);
+    assert_eq!(
+        names(&n[base + 1..]),
+        vec![("internal_note", vec!["carol@staff.test"])]
+    );
+    assert!(n[base + 1].raw.contains("internal_note: see the logs"));
+    // ticket_done: to the requester, not when she set it.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Done),
+            ..change(ticket, "ann@customer.test")
+        },
+    );
+    assert_eq!(notices(h).len(), base + 2);
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Open),
+            ..change(ticket, "carol@staff.test")
+        },
+    );
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Done),
+            ..change(ticket, "carol@staff.test")
+        },
+    );
+    let n = notices(h);
+    assert_eq!(
+        names(&n[base + 2..]),
+        vec![("ticket_done", vec!["ann@customer.test"])]
+    );
+    assert!(
+        n[base + 2]
+            .raw
+            .starts_with("Auto-Submitted: auto-generated\r\n")
+    );
+    // ticket_rejected / ticket_accepted: to the (last) assignee, not when
+    // they set it.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Rejected),
+            ..change(ticket, "lead@staff.test")
+        },
+    );
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Accepted),
+            ..change(ticket, "lead@staff.test")
+        },
+    );
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Rejected),
+            ..change(ticket, "carol@staff.test")
+        },
+    );
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Accepted),
+            ..change(ticket, "carol@staff.test")
+        },
+    );
+    assert_eq!(
+        names(&notices(h)[base + 3..]),
+        vec![
+            ("ticket_rejected", vec!["carol@staff.test"]),
+            ("ticket_accepted", vec!["carol@staff.test"])
+        ]
+    );
+    assert!(suppressions(h, ticket).is_empty());
+}
+
+pub fn the_fallback_chain_assignee_team_default_team_fallback(h: &mut impl Harness) {
+    let sales_team = notify_settings(|ns| {
+        unlimited(ns);
+        ns.mailboxes.get_mut("sales").unwrap().team = vec!["sales-desk@staff.test".into()];
+    });
+    let default_team = notify_settings(unlimited);
+    let fallback = notify_settings(|ns| {
+        unlimited(ns);
+        ns.mailboxes.get_mut("support").unwrap().team.clear();
+    });
+    let nobody = notify_settings(|ns| {
+        unlimited(ns);
+        ns.mailboxes.get_mut("support").unwrap().team.clear();
+        ns.config.fallback.clear();
+    });
+    let mut to = Vec::new();
+    let mut last = 0;
+    for (i, s) in [&sales_team, &default_team, &fallback, &nobody]
+        .into_iter()
+        .enumerate()
+    {
+        let subject: &'static str = Box::leak(format!("S{i}").into_boxed_str());
+        let m = mail("ann@customer.test", None, subject);
+        let (_, ticket, _) = stored_in(&ingest_with(h, s, request_for(&m, &["sales"], false)));
+        let n = notices(h);
+        to.push(
+            n[last..]
+                .iter()
+                .filter(|n| n.name == "new_ticket")
+                .flat_map(|n| n.to.clone())
+                .collect::<Vec<_>>(),
+        );
+        last = n.len();
+        if i == 3 {
+            assert_eq!(
+                suppressions(h, ticket),
+                vec![("new_ticket".into(), None, SuppressReason::NoRecipient)]
+            );
+            // The assignee, the first link, once there is one.
+            update_with(
+                h,
+                s,
+                TicketUpdate {
+                    assignee: Some(Some("bob@staff.test".into())),
+                    ..change(ticket, "lead@staff.test")
+                },
+            );
+            let n = notices(h);
+            assert_eq!(
+                names(&n[last..]),
+                vec![("assignee_changed", vec!["bob@staff.test"])]
+            );
+        }
+    }
+    assert_eq!(
+        to,
+        vec![
+            vec!["sales-desk@staff.test".to_string()],
+            vec!["desk@staff.test".to_string()],
+            vec!["fallback@staff.test".to_string()],
+            vec![],
+        ]
+    );
+    // A new message on the assigned ticket goes to the assignee.
+    let s = &nobody;
+    let t = h.ticket(4).unwrap();
+    assert_eq!(t.assignee.as_deref(), Some("bob@staff.test"));
+    let m = mail("ann@customer.test", Some("fb2@c.test"), "x");
+    let tagged: &'static str = Box::leak(format!("{} more", t.tag).into_boxed_str());
+    let m = Mail {
+        subject: tagged,
+        ..m
+    };
+    ingest_with(h, s, request_for(&m, &["sales"], false));
+    let n = notices(h);
+    assert_eq!(
+        names(&n[n.len() - 1..]),
+        vec![("new_message", vec!["bob@staff.test"])]
+    );
+}
+
+pub fn loops_are_never_answered_and_each_suppression_is_recorded(h: &mut impl Harness) {
+    use crate::config::notify::{NotifyOverride, Recipient};
+    let s = notify_settings(|ns| {
+        unlimited(ns);
+        ns.mailboxes.get_mut("support").unwrap().overrides.insert(
+            Notification::NewMessage,
+            NotifyOverride {
+                active: true,
+                recipients: Some(vec![Recipient::Requester, Recipient::Team]),
+            },
+        );
+        ns.mailboxes.get_mut("support").unwrap().overrides.insert(
+            Notification::TicketAccepted,
+            NotifyOverride {
+                active: false,
+                recipients: None,
+            },
+        );
+    });
+    // Automatic mail threading onto a ticket (a bounce of our answer): the
+    // team hears of it, the requester does not.
+    let (_, ticket, _) = stored_in(&ingest_with(
+        h,
+        &s,
+        request(&mail("ann@customer.test", Some("l1@c.test"), "Q")),
+    ));
+    let before = notices(h).len();
+    let auto = mail(
+        "mailer-daemon@customer.test",
+        Some("l2@c.test"),
+        "Undelivered",
+    )
+    .replying("l1@c.test");
+    ingest_with(h, &s, request_for(&auto, &["support"], true));
+    assert_eq!(
+        names(&notices(h)[before..]),
+        vec![("new_message", vec!["desk@staff.test"])]
+    );
+    assert_eq!(
+        suppressions(h, ticket),
+        vec![(
+            "new_message".into(),
+            Some("ann@customer.test".into()),
+            SuppressReason::AutomaticMail
+        )]
+    );
+    // An inactive notification is not sent and not recorded.
+    update_with(
+        h,
+        &s,
+        TicketUpdate {
+            status: Some(TicketStatus::Accepted),
+            ..change(ticket, "lead@staff.test")
+        },
+    );
+    assert_eq!(suppressions(h, ticket).len(), 1);
+
+    // Mail from one of our own addresses is not acknowledged.
+    let before = notices(h).len();
+    let (_, own, _) = stored_in(&ingest_with(
+        h,
+        &s,
+        request(&mail("Sales@GW.test", None, "loop")),
+    ));
+    assert_eq!(
+        names(&notices(h)[before..]),
+        vec![("new_ticket", vec!["desk@staff.test"])]
+    );
+    assert_eq!(
+        suppressions(h, own),
+        vec![(
+            "acknowledgement".into(),
+            Some("sales@gw.test".into()),
+            SuppressReason::OwnAddress
+        )]
+    );
+    // Nor an unusable address.
+    let (_, bad, _) = stored_in(&ingest_with(
+        h,
+        &s,
+        request(&mail("not an address", None, "odd")),
+    ));
+    assert_eq!(
+        suppressions(h, bad),
+        vec![(
+            "acknowledgement".into(),
+            Some("not an address".into()),
+            SuppressReason::InvalidAddress
+        )]
+    );
+    // A template that does not render: skipped and recorded, the rest goes.
+    let broken = notify_settings(|ns| {
+        unlimited(ns);
+        ns.renderer = Arc::new(TestRenderer {
+            fail: Some(Notification::NewTicket),
+        });
+    });
+    let before = notices(h).len();
+    let (_, t, _) = stored_in(&ingest_with(
+        h,
+        &broken,
+        request(&mail("eve@customer.test", None, "tmpl")),
+    ));
+    assert_eq!(
+        names(&notices(h)[before..]),
+        vec![("acknowledgement", vec!["eve@customer.test"])]
+    );
+    assert_eq!(
+        suppressions(h, t),
+        vec![("new_ticket".into(), None, SuppressReason::TemplateError)]
+    );
+}
+
+pub fn the_caps_hold_across_transactions_and_the_window(h: &mut impl Harness) {
+    // Per recipient: 3 an hour. Four tickets from Ann: the fourth is not
+    // acknowledged, and the desk's fourth new_ticket is not sent either.
+    let s = notify_settings(|_| {});
+    let mut tickets = Vec::new();
+    for subject in ["a", "b", "c", "d"] {
+        let (_, t, _) = stored_in(&ingest_with(
+            h,
+            &s,
+            request(&mail("ann@customer.test", None, subject)),
+        ));
+        tickets.push(t);
+    }
+    let acks = notices(h)
+        .iter()
+        .filter(|n| n.name == "acknowledgement")
+        .count();
+    assert_eq!(acks, 3);
+    assert_eq!(
+        suppressions(h, tickets[3]),
+        vec![
+            (
+                "acknowledgement".into(),
+                Some("ann@customer.test".into()),
+                SuppressReason::RecipientLimit
+            ),
+            (
+                "new_ticket".into(),
+                Some("desk@staff.test".into()),
+                SuppressReason::RecipientLimit
+            ),
+        ]
+    );
+    // An hour later the budget is back.
+    let mut later = request(&mail("ann@customer.test", None, "e"));
+    later.origin.received_at = "2026-01-01T01:00:01Z".into();
+    ingest_with(h, &s, later);
+    assert_eq!(
+        notices(h)
+            .iter()
+            .filter(|n| n.name == "acknowledgement")
+            .count(),
+        4
+    );
+
+    // Per ticket: 5 an hour, whoever they go to.
+    let s = notify_settings(|ns| ns.config.per_recipient_limit = 0);
+    let (_, t, _) = stored_in(&ingest_with(
+        h,
+        &s,
+        request(&mail("zoe@customer.test", Some("z0@c.test"), "z")),
+    ));
+    for id in ["z1@c.test", "z2@c.test", "z3@c.test", "z4@c.test"] {
+        let id: &'static str = id;
+        let m = mail("zoe@customer.test", Some(id), "z").replying("z0@c.test");
+        ingest_with(h, &s, request(&m));
+    }
+    let on_ticket = notices(h)
+        .iter()
+        .filter(|n| n.message.ticket_id == t)
+        .count();
+    assert_eq!(on_ticket, 5);
+    assert_eq!(
+        suppressions(h, t),
+        vec![("new_message".into(), None, SuppressReason::TicketLimit)]
+    );
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -897,6 +1582,11 @@ macro_rules! ticket_rules_suite {
             ticket_changes_are_applied_and_recorded_as_events,
             bad_ticket_changes_are_refused_and_change_nothing,
             a_bounce_of_our_mail_threads_onto_its_ticket_and_fails_the_delivery,
+            a_new_ticket_is_acknowledged_and_the_team_told_in_its_transaction,
+            notes_assignments_and_status_notify_unless_the_actor_is_the_recipient,
+            the_fallback_chain_assignee_team_default_team_fallback,
+            loops_are_never_answered_and_each_suppression_is_recorded,
+            the_caps_hold_across_transactions_and_the_window,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -922,12 +1612,11 @@ mod memory {
     struct Memory(MemoryTxn);
 
     impl Harness for Memory {
-        fn apply_ops(&mut self, ops: &[Operation]) -> Vec<OpOutcome> {
+        fn apply_with(&mut self, settings: &TicketSettings, ops: &[Operation]) -> Vec<OpOutcome> {
             let mut txn = self.0.clone();
-            let settings = settings();
             let out = ops
                 .iter()
-                .map(|op| match apply_op(&mut txn, &settings, op) {
+                .map(|op| match apply_op(&mut txn, settings, op) {
                     Ok(o) => o,
                     Err(never) => match never {},
                 })

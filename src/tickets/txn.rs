@@ -150,4 +150,25 @@ pub trait TicketTxn {
         bytes: u64,
         recipients: u64,
     ) -> Result<(), Self::Error>;
+
+    /// A sent notification's message record and bytes: kept for the send
+    /// worker and the API, not listed among the ticket's messages.
+    fn insert_notification(
+        &mut self,
+        message: &StoredMessage,
+        raw: &[u8],
+    ) -> Result<(), Self::Error>;
+    /// Logs an automatic message to `recipient` on `ticket`, for the caps.
+    fn record_notification(
+        &mut self,
+        recipient: &str,
+        ticket: u64,
+        at_ms: i64,
+        id: u64,
+    ) -> Result<(), Self::Error>;
+    /// Automatic messages logged to `recipient` at or after `since_ms`.
+    fn notifications_to(&self, recipient: &str, since_ms: i64) -> Result<u64, Self::Error>;
+    /// Automatic messages logged on `ticket` at or after `since_ms` (each
+    /// message once, whatever its recipients).
+    fn notifications_on(&self, ticket: u64, since_ms: i64) -> Result<u64, Self::Error>;
 }

@@ -2,9 +2,11 @@
 //! in the writer's transaction, each change recorded as an event (who,
 //! what, when) that the ticket shows.
 
-use super::model::{Change, TicketEvent};
+use super::model::{Change, TicketEvent, TicketStatus};
+use super::notify::{Cause, notify};
 use super::request::{TicketSettings, TicketUpdate, UpdateOutcome};
 use super::txn::{Counter, TicketTxn};
+use crate::config::notify::Notification;
 
 /// An address as an assignee: `local@domain`, no spaces or controls.
 fn valid_assignee(a: &str) -> bool {
@@ -100,6 +102,28 @@ pub fn update<T: TicketTxn>(
     if !events.is_empty() {
         ticket.updated_at = u.at.clone();
         txn.update_ticket(&ticket)?;
+    }
+    let at_ms = super::send::ms_of(&u.at);
+    for event in &events {
+        let notification = match &event.change {
+            Change::Assignee { to: Some(_), .. } => Notification::AssigneeChanged,
+            Change::Status { to, .. } => match to {
+                TicketStatus::Done => Notification::TicketDone,
+                TicketStatus::Rejected => Notification::TicketRejected,
+                TicketStatus::Accepted => Notification::TicketAccepted,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let cause = Cause {
+            notification,
+            by: u.by.as_deref(),
+            automatic: false,
+            message: "",
+            at: &u.at,
+            at_ms,
+        };
+        notify(txn, settings, &ticket, &cause)?;
     }
     Ok(UpdateOutcome::Updated {
         ticket: Box::new(ticket),

@@ -12,6 +12,7 @@ import json
 import re
 import time
 
+from harness import SALES, SUPPORT
 from mailmsg import make_msg, new_msgid, unique
 from postfix import PASSWORD, PASSWORD_ENV, postfix_relay  # noqa: F401 - fixture
 
@@ -19,7 +20,11 @@ ALICE = "alice@relay.test"
 
 
 def gateway(make_gateway, postfix, **outbound):
-    cfg = {"relay": postfix.relay_config(), "outbound": {"retry_initial": "1s", **outbound}}
+    # Only the agents' replies here: no acknowledgement to the customer
+    # (test_notifications.py covers those).
+    support = dict(SUPPORT, notify={"acknowledgement": {"active": False}})
+    cfg = {"relay": postfix.relay_config(), "outbound": {"retry_initial": "1s", **outbound},
+           "mailbox": [support, dict(SALES)]}
     return make_gateway(cfg, env={PASSWORD_ENV: PASSWORD})
 
 

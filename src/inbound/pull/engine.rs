@@ -377,6 +377,7 @@ mod tests {
                 senders: Default::default(),
                 composer: None,
                 categories: Vec::new(),
+                notify: None,
             },
             Arc::new(|_, _| {}),
         );
