@@ -98,6 +98,7 @@ flush     unix  n       -       n       1000?   0       flush
 proxymap  unix  -       -       n       -       -       proxymap
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
+smtp      unix  -       -       n       -       -       smtp
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 virtual   unix  -       n       n       -       -       virtual
@@ -138,7 +139,11 @@ max_use = 1
 # The relay: clients on loopback, or authenticated ones.
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions = check_recipient_access texthash:{etc}/recipient_access
-# Nothing may leave the host.
+# Nothing may leave the host: only domains routed with `route()` go on, to
+# a loopback port.
+transport_maps = texthash:{etc}/transport
+smtp_tls_security_level = none
+smtp_host_lookup = native
 default_transport = error:the test relay delivers locally only
 relay_transport = error:the test relay delivers locally only
 local_transport = error:no local delivery
@@ -256,6 +261,7 @@ class Postfix:
         (self.conf_dir / "vmailbox").write_text(
             "".join(f"{a} {a.split('@')[1]}/{a.split('@')[0]}/\n" for a in self.mailboxes))
         self._write_access()
+        (self.conf_dir / "transport").write_text("")
         (root / "dovecot-auth.conf").write_text(_AUTH_CONF.format(root=root))
         r = subprocess.run([POSTFIX, "-c", str(self.conf_dir), "check"], capture_output=True,
                            text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -336,6 +342,16 @@ class Postfix:
         else:
             self._access[address.lower()] = action
         self._write_access()
+        if self.running:
+            r = subprocess.run([POSTFIX, "-c", str(self.conf_dir), "reload"], capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, f"postfix reload failed:\n{r.stdout}{r.stderr}"
+
+    def route(self, domain: str, port: int):
+        """Relays mail for `domain` to 127.0.0.1:`port` (a gateway's SMTP
+        listener); takes effect after the reload."""
+        path = self.conf_dir / "transport"
+        path.write_text(path.read_text() + f"{domain} smtp:[127.0.0.1]:{port}\n")
         if self.running:
             r = subprocess.run([POSTFIX, "-c", str(self.conf_dir), "reload"], capture_output=True,
                                text=True, timeout=60, stdin=subprocess.DEVNULL)
