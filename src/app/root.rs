@@ -357,3 +357,30 @@ fn send_limits(config: &Config, own: &crate::config::outbound::MailboxLimits) ->
         ..SendLimits::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mailbox_without_an_address_sends_with_the_default_mailboxs_reply_to() {
+        let mut config = Config::parse(
+            "[server]\ndomains = [\"example.test\"]\n\
+             [[mailbox]]\nname = \"support\"\naddresses = [\"support@example.test\"]\ndefault = true\n\
+             [[mailbox]]\nname = \"sales\"\ndisplay_name = \"Sales Team\"\naddresses = [\"sales@example.test\"]\n",
+        )
+        .unwrap();
+        let s = senders(&config);
+        assert_eq!(s["sales"].reply_to, "sales@example.test");
+        assert_eq!(s["sales"].from.name.as_deref(), Some("Sales Team"));
+        // A mailbox with no address of its own (as an upstream-only mailbox
+        // may be): Reply-To and From fall back to the default mailbox's.
+        config.mailboxes[1].addresses.clear();
+        let s = senders(&config);
+        assert_eq!(s["sales"].reply_to, "support@example.test");
+        assert_eq!(s["sales"].from.address, "support@example.test");
+        // Without a default mailbox it cannot send at all.
+        config.mailboxes[0].default = false;
+        assert!(!senders(&config).contains_key("sales"));
+    }
+}
