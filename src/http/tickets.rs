@@ -157,6 +157,9 @@ struct TicketWithMessages {
     messages: Vec<MessageView>,
     /// Every change made to the ticket, oldest first.
     events: Vec<TicketEvent>,
+    /// Automatic messages sent about it (acknowledgement, notices), with
+    /// their delivery state.
+    notifications: Vec<MessageView>,
 }
 
 /// A message as the ticket shows it: outbound ones with their delivery
@@ -193,6 +196,11 @@ async fn one(c: Ctx) -> ApiResult {
                     .map(|m| MessageView::of(s, m))
                     .collect::<Result<_, _>>()?,
                 events: s.ticket_events(ticket_id)?,
+                notifications: s
+                    .ticket_notifications(ticket_id)?
+                    .into_iter()
+                    .map(|m| MessageView::of(s, m))
+                    .collect::<Result<_, _>>()?,
                 ticket,
             }),
             None => None,

@@ -271,3 +271,21 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// The notifications sent (or queued) on a ticket, oldest first: the
+    /// message records (not among the ticket's messages).
+    pub fn ticket_notifications(&self, ticket: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let txn = self.read()?;
+        let index = txn.open_table(NOTIFY_BY_TICKET)?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for entry in index.range((ticket, i64::MIN, 0)..=(ticket, i64::MAX, u64::MAX))? {
+            let id = entry?.0.value().2;
+            if let Some(v) = messages.get(id)? {
+                out.push(decode("messages", id, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -33,3 +33,15 @@ def test_a_good_override_is_used(make_gateway, tmp_path):
     raw = g.raw("messages", acks[0]["id"]).body.decode()
     assert f"Got it {t['tag']}" in raw and f"Dear ann@customer.test, number {t['number']}." in raw
     assert "Auto-Submitted: auto-replied" in raw
+
+
+def test_the_ticket_shows_its_notifications_with_their_delivery(make_gateway):
+    from mailmsg import make_msg, new_msgid
+    g = make_gateway()
+    _, t = g.stored(g.send(make_msg("Help", msgid=new_msgid(), from_="ann@customer.test")))
+    ticket = g.ticket(t["id"])
+    assert ticket["message_count"] == 1
+    notes = ticket["notifications"]
+    assert len(notes) == 1, notes
+    assert notes[0]["to"][0]["address"] == "ann@customer.test"
+    assert notes[0]["delivery"]["state"] in ("queued", "deferred")
