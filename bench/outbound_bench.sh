@@ -301,6 +301,11 @@ name = "support"
 addresses = ["$SUPPORT"]
 queue = "Support"
 default = true
+
+# Only the replies are measured: no acknowledgement of the tickets the
+# bench opens to reply on.
+[mailbox.notify.acknowledgement]
+active = false
 EOF
     "$MG_BIN" check-config --config "$dir/mailgate.toml" >&2 || die "check-config refused the bench config"
     env -u MAILGATE_BENCH_TOKEN MAILGATE_LOG="${MAILGATE_LOG:-info}" \
