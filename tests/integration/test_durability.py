@@ -11,6 +11,11 @@ from mailmsg import make_msg, multipart_with_attachment, new_msgid
 
 def _snapshot(g):
     tickets = {t["id"]: g.ticket(t["id"]) for t in g.tickets()}
+    for t in tickets.values():
+        # Acknowledgements keep being retried (no relay here): their delivery
+        # state moves on by itself; the records themselves must not change.
+        t["notifications"] = [{k: v for k, v in n.items() if k != "delivery"}
+                              for n in t["notifications"]]
     raws = {}
     for t in tickets.values():
         for m in t["messages"]:

@@ -171,6 +171,8 @@ def test_upstream_error_is_reported_and_recovers(make_gateway, dovecot):
     metrics, retried (with backoff) until the folder exists, then ok."""
     d = dovecot
     g = gateway_with(make_gateway, upstream(d, "imap", "tls", folder="INBOX.later"))
+    # The first sync runs right after the start; wait for its outcome.
+    wait_until(lambda: mailbox(g)["status"] == "error", 30, 'status "error"', g=g)
     mb = mailbox(g)
     assert mb["status"] == "error" and mb["last_error_kind"] == "folder", mb
     assert "INBOX.later" in mb["last_error"], mb
