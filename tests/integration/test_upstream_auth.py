@@ -196,6 +196,7 @@ def test_password_file_readable_by_others_is_refused(make_gateway, dovecot, tmp_
     up = upstream(d, "imap", "tls", password_env=None, password_file=str(pw))
     g = gateway_with(make_gateway, up, password=None)
 
+    wait_until(lambda: mailbox(g)["status"] == "error", 30, 'status "error"', g=g)
     mb = mailbox(g)
     assert mb["status"] == "error" and mb["last_error_kind"] == "password", mb
     assert str(pw) in mb["last_error"] and "chmod 600" in mb["last_error"], mb
