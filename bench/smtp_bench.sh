@@ -15,6 +15,7 @@
 # Prints, for each session count: msgs/s of Postfix, msgs/s of mailgate and the
 # ratio mailgate/postfix. Exits non-zero when a run lost or refused messages.
 set -euo pipefail
+ACKS_ACTIVE=$([ "${ACKS:-1}" = 0 ] && echo false || echo true)
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -250,6 +251,11 @@ name = "support"
 addresses = ["$RCPT"]
 queue = "Support"
 default = true
+
+# ACKS=0: no acknowledgement per new ticket (each bench message opens one;
+# by default each also composes and queues its acknowledgement).
+[mailbox.notify.acknowledgement]
+active = ${ACKS_ACTIVE}
 EOF
     "$MG_BIN" check-config --config "$MG_DIR/mailgate.toml" >&2 || { log "check-config refused the bench config"; return 1; }
     env -u MAILGATE_BENCH_TOKEN RUST_LOG="${RUST_LOG:-info}" \
