@@ -28,7 +28,7 @@ use crate::outbound::limits::SendLimits;
 use crate::outbound::templates::TemplateRenderer;
 use crate::outbound::transport::Transport;
 use crate::outbound::transport::smtp::SmtpTransport;
-use crate::outbound::worker::{Deliver, RelayDeliver, SendWorker, SystemClock, WorkerSettings};
+use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::SessionConfig;
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
@@ -212,11 +212,11 @@ impl App {
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.is_empty());
-        let relay: Option<Arc<dyn Deliver>> = match &config.relay {
+        let relay: Option<Arc<dyn Transport>> = match &config.relay {
             Some(relay) => {
                 let transport = SmtpTransport::from_config(relay)?;
                 tracing::info!(relay = %transport.describe(), "outbound relay");
-                Some(Arc::new(RelayDeliver(Arc::new(transport))))
+                Some(Arc::new(transport))
             }
             None => None,
         };

@@ -73,13 +73,8 @@ fn octet_stream() -> String {
 }
 
 fn now() -> (String, i64) {
-    let t = time::OffsetDateTime::now_utc();
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
-    (
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        ms,
-    )
+    let ms = crate::now_ms();
+    (crate::rfc3339_at(ms), ms)
 }
 
 async fn reply(c: Ctx) -> ApiResult {

@@ -88,8 +88,15 @@ pub fn decide(
     bytes: u64,
     recipients: u64,
 ) -> Decision {
-    let mut sorted: Vec<Sent> = history.to_vec();
-    sorted.sort_by_key(|s| s.at_ms);
+    // The send log comes oldest first; copy and sort only when it does not
+    // (a clock that stepped back).
+    let sorted: std::borrow::Cow<'_, [Sent]> = if history.is_sorted_by_key(|s| s.at_ms) {
+        std::borrow::Cow::Borrowed(history)
+    } else {
+        let mut v = history.to_vec();
+        v.sort_by_key(|s| s.at_ms);
+        std::borrow::Cow::Owned(v)
+    };
     let windows = [
         (
             LimitReason::Messages,

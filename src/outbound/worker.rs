@@ -15,85 +15,33 @@
 //!   start sends it again (the relay's reply line is not known to us).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
 use super::limits::{Decision, SendLimits, Sent, decide};
-use super::transport::{Envelope, SendError, Transport};
+use super::transport::{Delivery, Envelope, SendError, Transport};
 use crate::metrics::{MailboxLabel, MailboxReason, Metrics};
 use crate::store::Store;
 use crate::store::commit::Committer;
 use crate::tickets::model::OutboxEntry;
 use crate::tickets::{Attempt, DeliveryUpdate, Operation};
 
-/// Why the relay did not take a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliverError {
-    /// Try again later: a 4xx reply, or the relay could not be reached.
-    #[error("{0}")]
-    Temporary(String),
-    /// Do not try again: a 5xx reply (its text).
-    #[error("{0}")]
-    Permanent(String),
-}
-
-pub type DeliverFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<String, DeliverError>> + Send + 'a>>;
-
-/// Hands one message to the relay; the relay's final reply on success.
-pub trait Deliver: Send + Sync {
-    fn deliver<'a>(
-        &'a self,
-        from: &'a str,
-        rcpts: &'a [String],
-        raw: &'a [u8],
-    ) -> DeliverFuture<'a>;
-}
-
-/// The configured relay as the worker sees it. A message the relay took
-/// for some recipients and refused for others counts as sent; the refused
-/// recipients are named in the recorded reply and logged (they are not
-/// retried on their own).
-pub struct RelayDeliver(pub Arc<dyn Transport>);
-
-impl Deliver for RelayDeliver {
-    fn deliver<'a>(
-        &'a self,
-        from: &'a str,
-        rcpts: &'a [String],
-        raw: &'a [u8],
-    ) -> DeliverFuture<'a> {
-        Box::pin(async move {
-            let envelope = Envelope {
-                from: from.to_string(),
-                recipients: rcpts.to_vec(),
-            };
-            match self.0.send(&envelope, raw).await {
-                Ok(d) if d.refused.is_empty() => Ok(d.reply),
-                Ok(d) => {
-                    let refused: Vec<String> = d
-                        .refused
-                        .iter()
-                        .map(|r| format!("{} ({})", r.recipient, r.error))
-                        .collect();
-                    tracing::warn!(refused = %refused.join("; "), "the relay took the message for some recipients only");
-                    Ok(format!(
-                        "{}; not delivered to: {}",
-                        d.reply,
-                        refused.join("; ")
-                    ))
-                }
-                Err(SendError::Permanent { reply }) => Err(DeliverError::Permanent(reply)),
-                Err(SendError::Temporary { kind, reason }) => Err(DeliverError::Temporary(
-                    format!("{}: {reason}", kind.as_str()),
-                )),
-            }
-        })
+/// The reply recorded for a message the relay took. When it refused some
+/// recipients while taking others, the message counts as sent; the refused
+/// ones are named in the recorded reply and logged (not retried on their own).
+fn sent_reply(d: Delivery) -> String {
+    if d.refused.is_empty() {
+        return d.reply;
     }
+    let refused: Vec<String> = d
+        .refused
+        .iter()
+        .map(|r| format!("{} ({})", r.recipient, r.error))
+        .collect();
+    tracing::warn!(refused = %refused.join("; "), "the relay took the message for some recipients only");
+    format!("{}; not delivered to: {}", d.reply, refused.join("; "))
 }
 
 /// The time, in ms since the epoch (a test can move it).
@@ -105,10 +53,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        crate::now_ms()
     }
 }
 
@@ -143,7 +88,7 @@ impl Default for WorkerSettings {
 pub struct SendWorker {
     store: Store,
     committer: Committer,
-    relay: Option<Arc<dyn Deliver>>,
+    relay: Option<Arc<dyn Transport>>,
     settings: WorkerSettings,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -160,21 +105,11 @@ pub struct PassReport {
     pub failed: usize,
 }
 
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 impl SendWorker {
     pub fn new(
         store: Store,
         committer: Committer,
-        relay: Option<Arc<dyn Deliver>>,
+        relay: Option<Arc<dyn Transport>>,
         settings: WorkerSettings,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -223,7 +158,7 @@ impl SendWorker {
             .apply(Operation::Delivery(DeliveryUpdate {
                 id,
                 attempt,
-                at: rfc3339(at_ms),
+                at: crate::rfc3339_at(at_ms),
                 at_ms,
             }))
             .await
@@ -248,6 +183,9 @@ impl SendWorker {
         let mut report = PassReport::default();
         let mut waiting_tickets: BTreeSet<u64> = BTreeSet::new();
         let mut limited: BTreeSet<String> = BTreeSet::new();
+        // Each mailbox's send log is read once per pass and kept up to date
+        // here as messages go, not re-read for every entry.
+        let mut histories: BTreeMap<String, Vec<Sent>> = BTreeMap::new();
         for entry in pending {
             let now = self.clock.now_ms();
             if waiting_tickets.contains(&entry.ticket_id) || limited.contains(&entry.mailbox) {
@@ -261,15 +199,17 @@ impl SendWorker {
             let label = MailboxLabel {
                 mailbox: entry.mailbox.clone(),
             };
-            let history = self.history(&entry.mailbox, now)?;
+            if !histories.contains_key(&entry.mailbox) {
+                let history = self.history(&entry.mailbox, now).await?;
+                histories.insert(entry.mailbox.clone(), history);
+            }
+            let history = histories
+                .get_mut(&entry.mailbox)
+                .unwrap_or_else(|| unreachable!());
             let rcpts = entry.rcpt_to.len() as u64;
-            if let Decision::Wait { until_ms, reason } = decide(
-                self.limits(&entry.mailbox),
-                &history,
-                now,
-                entry.size,
-                rcpts,
-            ) {
+            if let Decision::Wait { until_ms, reason } =
+                decide(self.limits(&entry.mailbox), history, now, entry.size, rcpts)
+            {
                 tracing::info!(
                     outbound = entry.id,
                     mailbox = %entry.mailbox,
@@ -313,23 +253,34 @@ impl SendWorker {
                 .await
                 .map_err(|e| crate::store::StoreError::Failed(e.to_string()))??
                 .unwrap_or_default();
-            let result = relay.deliver(&entry.mail_from, &entry.rcpt_to, &raw).await;
+            let envelope = Envelope {
+                from: entry.mail_from.clone(),
+                recipients: entry.rcpt_to.clone(),
+            };
+            let result = relay.send(&envelope, &raw).await;
             let now = self.clock.now_ms();
             match result {
-                Ok(reply) => {
+                Ok(delivery) => {
+                    let reply = sent_reply(delivery);
+                    history.push(Sent {
+                        at_ms: now,
+                        bytes: entry.size,
+                        recipients: rcpts,
+                    });
                     tracing::info!(outbound = entry.id, ticket = entry.ticket_id, mailbox = %entry.mailbox, reply = %reply, "outbound message sent");
                     self.record(entry.id, Attempt::Sent { reply }).await?;
                     self.metrics.outbound.sent.get_or_create(&label).inc();
                     report.sent += 1;
                 }
-                Err(DeliverError::Permanent(error)) => {
+                Err(SendError::Permanent { reply: error }) => {
                     tracing::warn!(outbound = entry.id, mailbox = %entry.mailbox, error = %error, "outbound message refused by the relay; failed");
                     self.record(entry.id, Attempt::Failed { error }).await?;
                     self.metrics.outbound.failed.get_or_create(&label).inc();
                     waiting_tickets.insert(entry.ticket_id);
                     report.failed += 1;
                 }
-                Err(DeliverError::Temporary(error)) => {
+                Err(SendError::Temporary { kind, reason }) => {
+                    let error = format!("{}: {reason}", kind.as_str());
                     let age = Duration::from_millis((now - entry.created_ms).max(0) as u64);
                     if age >= self.settings.max_age {
                         let error = format!(
@@ -388,11 +339,19 @@ impl SendWorker {
             .unwrap_or(&self.settings.limits)
     }
 
-    fn history(&self, mailbox: &str, now: i64) -> Result<Vec<Sent>, crate::store::StoreError> {
+    /// What `mailbox` sent within its longest window, oldest first.
+    async fn history(
+        &self,
+        mailbox: &str,
+        now: i64,
+    ) -> Result<Vec<Sent>, crate::store::StoreError> {
         let since = now - self.limits(mailbox).horizon().as_millis() as i64;
-        Ok(self
-            .store
-            .send_log(mailbox, since)?
+        let store = self.store.clone();
+        let name = mailbox.to_string();
+        let log = tokio::task::spawn_blocking(move || store.send_log(&name, since))
+            .await
+            .map_err(|e| crate::store::StoreError::Failed(e.to_string()))??;
+        Ok(log
             .into_iter()
             .map(|(at_ms, bytes, recipients)| Sent {
                 at_ms,
@@ -444,6 +403,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
+    use crate::outbound::transport::{FailureKind, SendFuture};
     use crate::tickets::model::DeliveryState;
     use crate::tickets::suite::{mail, request, settings};
     use crate::tickets::{OpOutcome, ReplyOutcome, ReplyRequest};
@@ -458,27 +418,40 @@ mod tests {
     /// The relay's answers, in order; every call is recorded.
     #[derive(Default)]
     struct Script {
-        answers: Mutex<Vec<Result<String, DeliverError>>>,
+        answers: Mutex<Vec<Result<String, SendError>>>,
         calls: Mutex<Vec<(String, Vec<String>, usize)>>,
     }
-    impl Deliver for Script {
-        fn deliver<'a>(
-            &'a self,
-            from: &'a str,
-            rcpts: &'a [String],
-            raw: &'a [u8],
-        ) -> DeliverFuture<'a> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((from.to_string(), rcpts.to_vec(), raw.len()));
+    impl Transport for Script {
+        fn send<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> SendFuture<'a> {
+            self.calls.lock().unwrap().push((
+                envelope.from.clone(),
+                envelope.recipients.clone(),
+                message.len(),
+            ));
             let mut answers = self.answers.lock().unwrap();
             let answer = if answers.is_empty() {
                 Ok("250 2.0.0 Ok".to_string())
             } else {
                 answers.remove(0)
             };
-            Box::pin(async move { answer })
+            let accepted = envelope.recipients.clone();
+            Box::pin(async move {
+                answer.map(|reply| Delivery {
+                    reply,
+                    accepted,
+                    refused: vec![],
+                })
+            })
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+    }
+
+    fn temporary(kind: FailureKind, reason: &str) -> SendError {
+        SendError::Temporary {
+            kind,
+            reason: reason.into(),
         }
     }
 
@@ -546,7 +519,7 @@ mod tests {
                 cc: vec![],
                 attachments: vec![],
                 internal: false,
-                at: rfc3339(now),
+                at: crate::rfc3339_at(now),
                 at_ms: now,
             };
             match self.committer.apply(Operation::Reply(r)).await.unwrap() {
@@ -631,7 +604,7 @@ mod tests {
             .answers
             .lock()
             .unwrap()
-            .push(Err(DeliverError::Temporary("451 4.3.0 try later".into())));
+            .push(Err(temporary(FailureKind::Refused, "451 4.3.0 try later")));
         let w = f.worker(SendLimits::default());
         let report = w.pass().await.unwrap();
         // The first failed for now; the second of the same ticket waits
@@ -654,7 +627,7 @@ mod tests {
             .answers
             .lock()
             .unwrap()
-            .push(Err(DeliverError::Temporary("connection refused".into())));
+            .push(Err(temporary(FailureKind::Connect, "connection refused")));
         let report = w.pass().await.unwrap();
         assert_eq!(report.failed, 1);
         let e = f.state(old);
@@ -729,9 +702,9 @@ mod tests {
             .answers
             .lock()
             .unwrap()
-            .push(Err(DeliverError::Permanent(
-                "550 5.1.1 <ann@customer.test>: no such user".into(),
-            )));
+            .push(Err(SendError::Permanent {
+                reply: "550 5.1.1 <ann@customer.test>: no such user".into(),
+            }));
         assert_eq!(
             f.worker(SendLimits::default()).pass().await.unwrap().failed,
             1
