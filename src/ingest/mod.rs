@@ -20,6 +20,7 @@ use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
 use crate::store::commit::{Committer, Expected};
+use crate::tickets::dedup::Digests;
 use crate::tickets::model::{Earlier, Outcome};
 use crate::tickets::{CommitRequest, Item, MailboxRef};
 use route::Router;
@@ -103,7 +104,7 @@ impl Ingestor {
                     subject: None,
                 })
             });
-        let items = match parsed {
+        let items: Vec<Item> = match parsed {
             Ok(mail) => {
                 let router = &self.router;
                 let automatic = classify::classify(&mail, inbound.return_path.as_deref(), &|a| {
@@ -161,12 +162,18 @@ impl Ingestor {
             }
         };
         let size = inbound.raw.len() as u64;
+        // Dedup's hashes of a large message: here, not on the writer thread.
+        let (raw, for_digests) = (inbound.raw.clone(), items.clone());
+        let digests = tokio::task::spawn_blocking(move || Digests::for_request(&raw, &for_digests))
+            .await
+            .unwrap_or_default();
         let request = CommitRequest {
             origin: inbound.origin,
             raw: inbound.raw,
             size,
             upstream_key: inbound.upstream_key,
             items,
+            digests,
         };
         self.commit_and_report(request, &mailboxes, expected).await
     }
@@ -214,6 +221,7 @@ impl Ingestor {
             size: notice.size,
             upstream_key: notice.upstream_key,
             items,
+            digests: Digests::default(),
         };
         self.commit_and_report(request, &mailboxes, None).await
     }

@@ -109,6 +109,8 @@ fn apply_items<T: TicketTxn>(
     settings: &TicketSettings,
     request: &CommitRequest,
 ) -> Result<Vec<Outcome>, T::Error> {
+    let mut digests = request.digests.clone();
+    digests.fill(&request.raw, &request.items);
     let mut outcomes = Vec::with_capacity(request.items.len());
     for item in &request.items {
         let outcome = match item {
@@ -117,8 +119,11 @@ fn apply_items<T: TicketTxn>(
                 mail,
                 automatic,
             } => {
-                let key = dedup::message_key(mail, &request.raw);
-                let fingerprint = dedup::message_fingerprint(mail);
+                let key = match &mail.message_id {
+                    Some(id) => format!("id:{id}"),
+                    None => digests.content.clone().unwrap_or_default(),
+                };
+                let fingerprint = digests.message.clone().unwrap_or_default();
                 match seen(txn, &mailbox.name, &key, &fingerprint)? {
                     Seen::Duplicate(e) => Outcome::Duplicate(e),
                     Seen::New { key, collision } => {
@@ -149,11 +154,11 @@ fn apply_items<T: TicketTxn>(
                 // be compared, so it is never deduplicated.
                 let key = match (message_id, *keep_raw) {
                     (Some(id), _) => Some(format!("id:{id}")),
-                    (None, true) => Some(dedup::content_key(&request.raw)),
+                    (None, true) => digests.content.clone(),
                     (None, false) => None,
                 };
                 let fingerprint = if *keep_raw {
-                    dedup::raw_fingerprint(&request.raw)
+                    digests.raw.clone().unwrap_or_default()
                 } else {
                     dedup::fields_fingerprint(from.as_deref(), subject.as_deref(), request.size)
                 };

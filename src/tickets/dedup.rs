@@ -11,13 +11,56 @@
 
 use sha2::{Digest, Sha256};
 
+use super::request::Item;
 use crate::mail::ParsedMail;
 
-/// The primary dedup key of a parsed message.
-pub fn message_key(mail: &ParsedMail, raw: &[u8]) -> String {
-    match &mail.message_id {
-        Some(id) => format!("id:{id}"),
-        None => content_key(raw),
+/// The hashes dedup needs for one request (one received message): its
+/// content key, raw fingerprint and parsed fingerprint, each computed once
+/// whatever the number of target mailboxes. Ingest computes them on the
+/// blocking pool before the commit, so the single writer thread does not
+/// hash a large message; [`Digests::fill`] computes what is still missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digests {
+    /// sha256 of all the bytes: the key of mail without a Message-ID.
+    pub content: Option<String>,
+    /// The bytes without trace headers: rejections kept with their bytes.
+    pub raw: Option<String>,
+    /// The parsed message: ticket messages (every item of a request carries
+    /// the same parsed mail).
+    pub message: Option<String>,
+}
+
+impl Digests {
+    pub fn for_request(raw: &[u8], items: &[Item]) -> Digests {
+        let mut digests = Digests::default();
+        digests.fill(raw, items);
+        digests
+    }
+
+    /// Computes whatever `items` need that is not there yet.
+    pub fn fill(&mut self, raw: &[u8], items: &[Item]) {
+        for item in items {
+            let (needs_content, needs_raw) = match item {
+                Item::Message { mail, .. } => {
+                    if self.message.is_none() {
+                        self.message = Some(message_fingerprint(mail));
+                    }
+                    (mail.message_id.is_none(), false)
+                }
+                Item::Reject {
+                    message_id,
+                    keep_raw: true,
+                    ..
+                } => (message_id.is_none(), true),
+                Item::Reject { .. } => (false, false),
+            };
+            if needs_content && self.content.is_none() {
+                self.content = Some(content_key(raw));
+            }
+            if needs_raw && self.raw.is_none() {
+                self.raw = Some(raw_fingerprint(raw));
+            }
+        }
     }
 }
 
@@ -138,6 +181,49 @@ mod tests {
         assert_ne!(raw_fingerprint(a), raw_fingerprint(other));
         let other_sender = b"From: evil@y.test\r\nSubject: s\r\n\r\nbody\r\n";
         assert_ne!(raw_fingerprint(a), raw_fingerprint(other_sender));
+    }
+
+    #[test]
+    fn digests_compute_what_the_items_need_and_keep_what_was_given() {
+        use std::sync::Arc;
+
+        use crate::tickets::MailboxRef;
+        let raw = b"From: a@b.test\r\nSubject: s\r\n\r\nbody\r\n";
+        let mut mail = ParsedMail::default();
+        mail.from.address = "a@b.test".into();
+        let mail = Arc::new(mail);
+        let message = |name: &str| Item::Message {
+            mailbox: MailboxRef {
+                name: name.into(),
+                queue: name.into(),
+            },
+            mail: mail.clone(),
+            automatic: None,
+        };
+        // No Message-ID: the content key and the parsed fingerprint, once
+        // for two mailboxes; no raw fingerprint.
+        let d = Digests::for_request(raw, &[message("a"), message("b")]);
+        assert_eq!(d.content, Some(content_key(raw)));
+        assert_eq!(d.message, Some(message_fingerprint(&mail)));
+        assert_eq!(d.raw, None);
+        let reject = Item::Reject {
+            mailbox: None,
+            reason: crate::mail::RejectReason::NoSender,
+            detail: String::new(),
+            message_id: Some("x@y".into()),
+            from: None,
+            subject: None,
+            keep_raw: true,
+        };
+        let d = Digests::for_request(raw, std::slice::from_ref(&reject));
+        assert_eq!((d.content, d.raw), (None, Some(raw_fingerprint(raw))));
+        // What the caller computed stays.
+        let mut given = Digests {
+            message: Some("given".into()),
+            ..Digests::default()
+        };
+        given.fill(raw, &[message("a")]);
+        assert_eq!(given.message.as_deref(), Some("given"));
     }
 
     #[test]

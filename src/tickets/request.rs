@@ -63,6 +63,9 @@ pub struct CommitRequest {
     /// nothing and answers Duplicate.
     pub upstream_key: Option<String>,
     pub items: Vec<Item>,
+    /// Hashes of the message for dedup, when the caller computed them (see
+    /// [`super::dedup::Digests`]); what is missing is computed at commit.
+    pub digests: super::dedup::Digests,
 }
 
 /// Who a mailbox sends as.

@@ -222,6 +222,7 @@ fn request_with(
         size: raw.len() as u64,
         raw,
         upstream_key: None,
+        digests: Default::default(),
         items: mailboxes
             .iter()
             .map(|name| Item::Message {
@@ -247,6 +248,7 @@ fn reject_request(raw: &'static [u8], message_id: Option<&str>, keep_raw: bool) 
         },
         size: raw.len() as u64,
         upstream_key: None,
+        digests: Default::default(),
         items: vec![Item::Reject {
             mailbox: Some("support".into()),
             reason: if keep_raw {
