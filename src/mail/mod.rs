@@ -6,10 +6,12 @@
 
 pub mod bare_lf;
 pub mod credential;
+pub mod header_edit;
 pub mod origin;
 pub mod parsed;
 pub mod printable;
 pub mod reason;
+pub mod reply_to;
 pub mod secret;
 pub mod tag;
 pub mod upstream;
@@ -19,6 +21,7 @@ pub use credential::Credential;
 pub use origin::{EnvelopeInfo, Origin};
 pub use parsed::{Attachment, AttachmentMeta, Markers, ParsedMail, Person};
 pub use reason::RejectReason;
+pub use reply_to::ReplyToPolicy;
 pub use secret::Secret;
 pub use tag::TagFormat;
 pub use upstream::{AfterImport, Security, valid_keyword};

@@ -44,6 +44,14 @@ fn sent_reply(d: Delivery) -> String {
     format!("{}; not delivered to: {}", d.reply, refused.join("; "))
 }
 
+/// Later messages of this entry's ticket wait behind it (messages of the
+/// outbound log belong to no ticket and keep no order among each other).
+fn hold(waiting: &mut BTreeSet<u64>, entry: &OutboxEntry) {
+    if let Some(t) = entry.ticket_id {
+        waiting.insert(t);
+    }
+}
+
 /// The time, in ms since the epoch (a test can move it).
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
@@ -188,12 +196,16 @@ impl SendWorker {
         let mut histories: BTreeMap<String, Vec<Sent>> = BTreeMap::new();
         for entry in pending {
             let now = self.clock.now_ms();
-            if waiting_tickets.contains(&entry.ticket_id) || limited.contains(&entry.mailbox) {
-                waiting_tickets.insert(entry.ticket_id);
+            if entry
+                .ticket_id
+                .is_some_and(|t| waiting_tickets.contains(&t))
+                || limited.contains(&entry.mailbox)
+            {
+                hold(&mut waiting_tickets, &entry);
                 continue;
             }
             if entry.next_attempt_ms > now {
-                waiting_tickets.insert(entry.ticket_id);
+                hold(&mut waiting_tickets, &entry);
                 continue;
             }
             let label = MailboxLabel {
@@ -228,7 +240,7 @@ impl SendWorker {
                 )
                 .await?;
                 limited.insert(entry.mailbox.clone());
-                waiting_tickets.insert(entry.ticket_id);
+                hold(&mut waiting_tickets, &entry);
                 report.deferred += 1;
                 continue;
             }
@@ -244,7 +256,7 @@ impl SendWorker {
                 )
                 .await?;
                 report.deferred += 1;
-                waiting_tickets.insert(entry.ticket_id);
+                hold(&mut waiting_tickets, &entry);
                 continue;
             };
             let store = self.store.clone();
@@ -267,7 +279,7 @@ impl SendWorker {
                         bytes: entry.size,
                         recipients: rcpts,
                     });
-                    tracing::info!(outbound = entry.id, ticket = entry.ticket_id, mailbox = %entry.mailbox, reply = %reply, "outbound message sent");
+                    tracing::info!(outbound = entry.id, ticket = ?entry.ticket_id, mailbox = %entry.mailbox, reply = %reply, "outbound message sent");
                     self.record(entry.id, Attempt::Sent { reply }).await?;
                     self.metrics.outbound.sent.get_or_create(&label).inc();
                     report.sent += 1;
@@ -276,7 +288,7 @@ impl SendWorker {
                     tracing::warn!(outbound = entry.id, mailbox = %entry.mailbox, error = %error, "outbound message refused by the relay; failed");
                     self.record(entry.id, Attempt::Failed { error }).await?;
                     self.metrics.outbound.failed.get_or_create(&label).inc();
-                    waiting_tickets.insert(entry.ticket_id);
+                    hold(&mut waiting_tickets, &entry);
                     report.failed += 1;
                 }
                 Err(SendError::Temporary { kind, reason }) => {
@@ -307,7 +319,7 @@ impl SendWorker {
                         .await?;
                         report.deferred += 1;
                     }
-                    waiting_tickets.insert(entry.ticket_id);
+                    hold(&mut waiting_tickets, &entry);
                 }
             }
         }

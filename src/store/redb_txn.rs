@@ -230,7 +230,7 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
-    fn insert_notification(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
+    fn insert_unlisted(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages.insert(m.id, encode(m).as_slice())?;
         self.message_raw.insert(m.id, raw)?;
         Ok(())

@@ -32,6 +32,9 @@ pub fn apply_op<T: TicketTxn>(
         Operation::Update(update) => {
             OpOutcome::Updated(super::update::update(txn, settings, update)?)
         }
+        Operation::Submit(request) => {
+            OpOutcome::Submitted(super::submit::submit(txn, settings, request)?)
+        }
     })
 }
 

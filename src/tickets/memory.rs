@@ -200,7 +200,7 @@ impl TicketTxn for MemoryTxn {
             .insert((mailbox.to_string(), at_ms, id), (bytes, recipients));
         Ok(())
     }
-    fn insert_notification(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), Infallible> {
+    fn insert_unlisted(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), Infallible> {
         self.messages.insert(m.id, (m.clone(), raw.to_vec()));
         Ok(())
     }

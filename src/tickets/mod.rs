@@ -15,6 +15,7 @@ pub mod render;
 pub mod reply;
 pub mod request;
 mod send;
+pub mod submit;
 #[cfg(test)]
 pub(crate) mod suite;
 pub mod token;
@@ -26,3 +27,4 @@ pub use request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
     Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
 };
+pub use submit::{SubmitOutcome, SubmitRequest};

@@ -282,8 +282,13 @@ impl DeliveryState {
 pub struct OutboxEntry {
     /// The id of the outbound message record.
     pub id: u64,
-    pub ticket_id: u64,
+    /// The ticket it belongs to; None for a submission that continues no
+    /// ticket (kept in the outbound log only).
+    pub ticket_id: Option<u64>,
     pub mailbox: String,
+    /// The submission account that sent it (None for the gateway's own mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub size: u64,

@@ -300,7 +300,7 @@ pub fn notify<T: TicketTxn>(
         received_at: cause.at.to_string(),
         size: raw.len() as u64,
     };
-    txn.insert_notification(&stored, &raw)?;
+    txn.insert_unlisted(&stored, &raw)?;
     for r in &rcpt_to {
         txn.record_notification(r, ticket.id, cause.at_ms, id)?;
     }

@@ -163,6 +163,7 @@ pub enum Operation {
     Reply(ReplyRequest),
     Delivery(DeliveryUpdate),
     Update(TicketUpdate),
+    Submit(super::submit::SubmitRequest),
 }
 
 /// An agent's change to a ticket's fields; `None` leaves a field as it is.
@@ -200,6 +201,7 @@ impl Operation {
                     + r.html.as_ref().map_or(0, String::len)
                     + r.attachments.iter().map(|a| a.bytes.len()).sum::<usize>()
             }
+            Operation::Submit(r) => r.raw.len(),
             Operation::Delivery(_) | Operation::Update(_) => 0,
         }
     }
@@ -212,6 +214,7 @@ pub enum OpOutcome {
     Replied(ReplyOutcome),
     Delivery(DeliveryOutcome),
     Updated(UpdateOutcome),
+    Submitted(super::submit::SubmitOutcome),
 }
 
 /// What a reply request did.

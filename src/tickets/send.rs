@@ -105,11 +105,33 @@ pub(super) fn enqueue<T: TicketTxn>(
     at_ms: i64,
 ) -> Result<(), T::Error> {
     txn.index_message_id(&ticket.mailbox, message_id, id, ticket.id)?;
-    txn.put_outbox(&OutboxEntry {
+    txn.put_outbox(&queued(
         id,
-        ticket_id: ticket.id,
-        mailbox: ticket.mailbox.clone(),
-        mail_from: sender.from.address.clone(),
+        Some(ticket.id),
+        &ticket.mailbox,
+        &sender.from.address,
+        rcpt_to,
+        size,
+        (at, at_ms),
+    ))
+}
+
+/// A new outbox entry, due now.
+pub(super) fn queued(
+    id: u64,
+    ticket_id: Option<u64>,
+    mailbox: &str,
+    mail_from: &str,
+    rcpt_to: Vec<String>,
+    size: u64,
+    (at, at_ms): (&str, i64),
+) -> OutboxEntry {
+    OutboxEntry {
+        id,
+        ticket_id,
+        mailbox: mailbox.to_string(),
+        account: None,
+        mail_from: mail_from.to_string(),
         rcpt_to,
         size,
         state: DeliveryState::Queued,
@@ -120,7 +142,7 @@ pub(super) fn enqueue<T: TicketTxn>(
         last_error: None,
         relay_reply: None,
         finished_at: None,
-    })
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (0 when unreadable).

@@ -1562,6 +1562,115 @@ pub fn the_caps_hold_across_transactions_and_the_window(h: &mut impl Harness) {
     );
 }
 
+fn submission(raw: &str, mail: Mail, policy: crate::mail::ReplyToPolicy) -> Operation {
+    Operation::Submit(super::submit::SubmitRequest {
+        account: "crm".into(),
+        mailbox: "support".into(),
+        reply_to: policy,
+        envelope: EnvelopeInfo {
+            mail_from: "support@gw.test".into(),
+            rcpt_to: vec!["ann@customer.test".into()],
+            client: "127.0.0.1:5000".into(),
+            helo: "crm.local".into(),
+        },
+        raw: Bytes::from(raw.to_string()),
+        mail: Arc::new(mail.parsed()),
+        at: "2026-01-02T03:04:05Z".into(),
+        at_ms: 1_767_323_045_000,
+    })
+}
+
+fn submitted(o: OpOutcome) -> (u64, Option<(u64, u64)>) {
+    match o {
+        OpOutcome::Submitted(super::submit::SubmitOutcome::Queued { id, ticket }) => (id, ticket),
+        other => panic!("expected a queued submission, got {other:?}"),
+    }
+}
+
+pub fn a_submission_continues_its_ticket_or_goes_to_the_outbound_log(h: &mut impl Harness) {
+    use crate::mail::ReplyToPolicy;
+    let (_, ticket, _) = stored_in(&h.one(request(&mail(
+        "ann@customer.test",
+        Some("c1@customer.test"),
+        "Order 4711",
+    ))));
+    // Answers the customer's message: stored on the ticket, queued, headers
+    // kept but Bcc and a forged X-Mailgate-Ticket, Reply-To added.
+    let raw = "From: support@gw.test\r\nTo: ann@customer.test\r\nBcc: boss@gw.test\r\n\
+X-Mailgate-Ticket: [MG#1]\r\nX-Shop:  kept  as is\r\nMessage-ID: <s1@crm.local>\r\n\
+In-Reply-To: <c1@customer.test>\r\nDate: Fri, 02 Jan 2026 03:04:05 +0000\r\n\
+Subject: Your order\r\n\r\nShipped.\r\n";
+    let m =
+        mail("support@gw.test", Some("s1@crm.local"), "Your order").replying("c1@customer.test");
+    let (id, on) = submitted(h.op(submission(raw, m, ReplyToPolicy::SetWhenAbsent)));
+    assert_eq!(on, Some((ticket, 1000)));
+    let sent = String::from_utf8(h.raw(id).unwrap()).unwrap();
+    assert!(sent.starts_with(&format!(
+        "X-Mailgate-Account: crm\r\nX-Mailgate-Message-Id: {id}\r\nX-Mailgate-Ticket: [MG#1000]\r\n\
+X-Mailer: mailgate/"
+    )), "{sent}");
+    assert!(sent.contains("\r\nReply-To: support@gw.test\r\nFrom: support@gw.test\r\nTo: ann@customer.test\r\nX-Shop:  kept  as is\r\nMessage-ID: <s1@crm.local>\r\n"), "{sent}");
+    assert!(
+        !sent.contains("Bcc") && !sent.contains("[MG#1]\r"),
+        "{sent}"
+    );
+    assert_eq!(sent.matches("Message-ID").count(), 1);
+    assert_eq!(sent.matches("Date:").count(), 1);
+    let stored = h.message(id).unwrap();
+    assert_eq!(stored.direction, Direction::Outbound);
+    assert_eq!(stored.source, "submission");
+    assert_eq!(h.ticket_message_ids(ticket).len(), 2);
+    assert_eq!(h.ticket(ticket).unwrap().message_count, 2);
+    let entry = h.outbox(id).unwrap();
+    assert_eq!(entry.ticket_id, Some(ticket));
+    assert_eq!(entry.account.as_deref(), Some("crm"));
+    assert_eq!(entry.rcpt_to, vec!["ann@customer.test".to_string()]);
+    assert_eq!(entry.size, sent.len() as u64);
+    // The customer's answer to it threads onto the ticket.
+    let back = h.one(request(
+        &mail("ann@customer.test", Some("c2@customer.test"), "x").replying("s1@crm.local"),
+    ));
+    assert_eq!(stored_in(&back).1, ticket);
+
+    // The subject tag is enough; Force replaces the submitter's Reply-To.
+    let raw = "From: support@gw.test\r\nReply-To: crm@internal.test\r\nSubject: [MG#1000] again\r\n\r\nx\r\n";
+    let m = mail("support@gw.test", None, "[MG#1000] again");
+    let (id, on) = submitted(h.op(submission(raw, m, ReplyToPolicy::Force)));
+    assert_eq!(on, Some((ticket, 1000)));
+    let sent = String::from_utf8(h.raw(id).unwrap()).unwrap();
+    assert!(!sent.contains("crm@internal.test"), "{sent}");
+    assert_eq!(sent.matches("Reply-To: support@gw.test").count(), 1);
+    // Message-ID added with our reply token, and a Date.
+    let mid = sent
+        .split("Message-ID: <")
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .expect("a Message-ID was added");
+    assert_eq!(token_key().verify(mid).map(|t| t.ticket_id), Some(ticket));
+    assert!(
+        sent.contains("Date: Fri, 02 Jan 2026 03:04:05 +0000\r\n"),
+        "{sent}"
+    );
+
+    // Names no ticket: outbound log only, Keep leaves Reply-To absent.
+    let raw = "From: support@gw.test\r\nSubject: Newsletter\r\n\r\nx\r\n";
+    let m = mail("support@gw.test", None, "Newsletter");
+    let (id, on) = submitted(h.op(submission(raw, m, ReplyToPolicy::Keep)));
+    assert_eq!(on, None);
+    let sent = String::from_utf8(h.raw(id).unwrap()).unwrap();
+    assert!(!sent.contains("Reply-To"), "{sent}");
+    assert!(
+        sent.contains(&format!("Message-ID: <mailgate-{id}@gw.test>")),
+        "{sent}"
+    );
+    let entry = h.outbox(id).unwrap();
+    assert_eq!(entry.ticket_id, None);
+    assert_eq!(entry.state, DeliveryState::Queued);
+    assert_eq!(h.message(id).unwrap().source, "submission");
+    assert_eq!(h.ticket_message_ids(ticket).len(), 4);
+    assert!(h.pending_outbox().contains(&id));
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -1589,6 +1698,7 @@ macro_rules! ticket_rules_suite {
             the_fallback_chain_assignee_team_default_team_fallback,
             loops_are_never_answered_and_each_suppression_is_recorded,
             the_caps_hold_across_transactions_and_the_window,
+            a_submission_continues_its_ticket_or_goes_to_the_outbound_log,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

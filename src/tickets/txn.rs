@@ -151,13 +151,10 @@ pub trait TicketTxn {
         recipients: u64,
     ) -> Result<(), Self::Error>;
 
-    /// A sent notification's message record and bytes: kept for the send
-    /// worker and the API, not listed among the ticket's messages.
-    fn insert_notification(
-        &mut self,
-        message: &StoredMessage,
-        raw: &[u8],
-    ) -> Result<(), Self::Error>;
+    /// A message record and bytes kept for the send worker and the API but
+    /// not listed among a ticket's messages: a notification, or a submission
+    /// that continues no ticket.
+    fn insert_unlisted(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), Self::Error>;
     /// Logs an automatic message to `recipient` on `ticket`, for the caps.
     fn record_notification(
         &mut self,
