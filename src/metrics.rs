@@ -70,6 +70,70 @@ pub struct Metrics {
     pub fetch_throttled: Family<MailboxLabel, Counter>,
     pub mailbox_status: Family<MailboxStatusLabel, Gauge>,
     pub outbound: OutboundMetrics,
+    pub submission: SubmissionMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountOutcome {
+    pub account: String,
+    pub outcome: String,
+}
+
+/// The submission (relay) endpoint.
+pub struct SubmissionMetrics {
+    pub sessions_active: Gauge,
+    /// accepted, rejected, blocked (a client locked out), error.
+    pub auth: Family<OutcomeLabel, Counter>,
+    /// queued, refused_sender, refused_from, error.
+    pub messages: Family<AccountOutcome, Counter>,
+}
+
+impl SubmissionMetrics {
+    fn register(registry: &mut Registry) -> SubmissionMetrics {
+        let m = SubmissionMetrics {
+            sessions_active: Gauge::default(),
+            auth: Family::default(),
+            messages: Family::default(),
+        };
+        registry.register(
+            "mailgate_submission_sessions_active",
+            "Submission (relay endpoint) sessions currently open",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "mailgate_submission_auth",
+            "SMTP AUTH attempts on the submission listeners by outcome (accepted, rejected, blocked, error)",
+            m.auth.clone(),
+        );
+        registry.register(
+            "mailgate_submission_messages",
+            "Submitted messages by account and outcome (queued, refused_sender, refused_from, error)",
+            m.messages.clone(),
+        );
+        for outcome in ["accepted", "rejected", "blocked"] {
+            let _ = m.auth.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
+        m
+    }
+
+    pub fn count_auth(&self, outcome: &str) {
+        self.auth
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn count_message(&self, account: &str, outcome: &str) {
+        self.messages
+            .get_or_create(&AccountOutcome {
+                account: account.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -230,8 +294,10 @@ impl Metrics {
             mailbox_status.clone(),
         );
         let outbound = OutboundMetrics::register(&mut registry);
+        let submission = SubmissionMetrics::register(&mut registry);
         Metrics {
             outbound,
+            submission,
             registry,
             fetch_last_success,
             fetch_errors,

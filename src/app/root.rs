@@ -16,9 +16,10 @@ use tokio::task::JoinSet;
 
 use crate::config::upstream::UpstreamConfig;
 use crate::config::{Config, MailboxConfig};
-use crate::inbound::mx::budget::ConnectionBudget;
-use crate::inbound::mx::listener::{self, SmtpServer};
+use crate::inbound::mx::handler::MxHandler;
 use crate::inbound::pull::scheduler::FetchControl;
+use crate::inbound::smtp::budget::ConnectionBudget;
+use crate::inbound::smtp::server::{self as listener, SmtpServer};
 use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
 use crate::mail::reason::RejectReason;
@@ -192,8 +193,11 @@ impl App {
         let make = |session| {
             Arc::new(SmtpServer::new(
                 session,
-                core.ingestor.clone(),
-                core.metrics.clone(),
+                MxHandler {
+                    ingestor: core.ingestor.clone(),
+                    metrics: core.metrics.clone(),
+                    max_message_size: config.limits.max_message_size,
+                },
                 Some(acceptor.clone()),
                 config.smtp.idle_timeout,
                 budget.clone(),
@@ -255,7 +259,7 @@ impl App {
         });
 
         let mut smtp = Vec::new();
-        let spawn = |server: &Arc<SmtpServer>, l: TcpListener, implicit_tls: bool| {
+        let spawn = |server: &Arc<SmtpServer<MxHandler>>, l: TcpListener, implicit_tls: bool| {
             tokio::spawn(server.clone().serve(l, implicit_tls, stopped.clone()))
         };
         for l in plain {

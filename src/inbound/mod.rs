@@ -1,5 +1,9 @@
-//! Where mail enters: the SMTP MX listener and the upstream puller. Both
-//! hand messages to `ingest` and acknowledge only after its durable commit.
+//! Where mail enters: the SMTP MX listener, the submission (relay)
+//! endpoint and the upstream puller. Each acknowledges only after its
+//! durable commit: the MX and the puller hand messages to `ingest`, the
+//! submission endpoint queues them in the outbox.
 
 pub mod mx;
 pub mod pull;
+pub mod smtp;
+pub mod submission;

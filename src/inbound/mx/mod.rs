@@ -1,7 +1,4 @@
-//! The SMTP MX endpoint: a thin tokio/rustls layer around the sans-IO
-//! session in `proto::smtp`, and the connection budget all SMTP listeners
-//! share.
+//! The SMTP MX endpoint: mail for the served domains, from anyone, handed
+//! to ingest and answered only after the durable commit.
 
-pub mod budget;
-pub mod listener;
-pub mod rate;
+pub mod handler;

@@ -1,16 +1,18 @@
 //! The thin I/O layer around [`Session`]: accept, limit, read, write, TLS.
 //!
 //! All protocol decisions live in the sans-IO session; this file only moves
-//! bytes, applies the shared [`ConnectionBudget`] and the idle time, upgrades
-//! to TLS, and hands finished messages to ingest, answering only after the
-//! durable commit.
+//! bytes, applies the listener's [`ConnectionBudget`] and the idle time,
+//! upgrades to TLS, and hands what the session produces to the listener's
+//! [`Handler`] (the MX's or the submission endpoint's), answering only
+//! after the handler has committed.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -18,13 +20,43 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::budget::{ConnectionBudget, Refusal};
-use crate::ingest::route::{RouteError, Router};
-use crate::ingest::{Inbound, Ingestor, OversizeNotice, describe_outcomes};
-use crate::mail::EnvelopeInfo;
-use crate::mail::Origin;
-use crate::metrics::Metrics;
+use crate::mail::{EnvelopeInfo, Origin};
 use crate::proto::smtp::reply::Reply;
-use crate::proto::smtp::session::{Envelope, Event, RecipientPolicy, Session, SessionConfig};
+use crate::proto::smtp::session::{
+    Envelope, Event, OversizeInfo, RecipientPolicy, Session, SessionConfig,
+};
+use crate::store::commit::Expected;
+
+/// What one kind of SMTP listener does with what its sessions produce.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides recipients (and senders) for one session.
+    type Policy: RecipientPolicy + Send + Sync;
+    fn policy(&self, peer: SocketAddr) -> Self::Policy;
+    /// Open sessions of this listener.
+    fn sessions_active(&self) -> &Gauge;
+    /// Counts a connection by outcome (accepted, refused_limit, ...).
+    fn count_connection(&self, outcome: &str);
+    /// Announces a coming message to the group commit, when the handler
+    /// commits through it.
+    fn expect(&self) -> Option<Expected> {
+        None
+    }
+    /// A complete message: commit it and return the reply to send.
+    fn message(
+        &self,
+        envelope: Envelope,
+        data: Vec<u8>,
+        peer: SocketAddr,
+        expected: Option<Expected>,
+    ) -> impl Future<Output = Reply> + Send;
+    /// A message over the size cap (the session already answered 552).
+    fn oversize(
+        &self,
+        envelope: Envelope,
+        info: OversizeInfo,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send;
+}
 
 /// Bytes read from a socket at a time; the session holds at most this plus a command line.
 const READ_CHUNK: usize = 64 * 1024;
@@ -33,30 +65,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for answering a refused connection (TLS handshake included).
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Everything a connection of one kind of listener needs. The connection
-/// budget is shared with the other SMTP listeners.
-pub struct SmtpServer {
+/// Everything a connection of one kind of listener needs.
+pub struct SmtpServer<H> {
     pub session: Arc<SessionConfig>,
-    pub ingestor: Ingestor,
-    pub metrics: Arc<Metrics>,
+    pub handler: H,
     pub tls: Option<TlsAcceptor>,
     pub idle_timeout: Duration,
     budget: Arc<ConnectionBudget>,
 }
 
-impl SmtpServer {
+impl<H: Handler> SmtpServer<H> {
     pub fn new(
         session: SessionConfig,
-        ingestor: Ingestor,
-        metrics: Arc<Metrics>,
+        handler: H,
         tls: Option<TlsAcceptor>,
         idle_timeout: Duration,
         budget: Arc<ConnectionBudget>,
-    ) -> SmtpServer {
+    ) -> SmtpServer<H> {
         SmtpServer {
             session: Arc::new(session),
-            ingestor,
-            metrics,
+            handler,
             tls,
             idle_timeout,
             budget,
@@ -108,7 +136,7 @@ impl SmtpServer {
         let admission = match self.budget.admit(peer.ip()) {
             Ok(admission) => admission,
             Err(refusal) => {
-                self.metrics.count_connection(refusal.outcome());
+                self.handler.count_connection(refusal.outcome());
                 tracing::warn!(client = %peer, "{}; refused", refusal.describe());
                 if let Some(_slot) = self.budget.refusal_slot() {
                     self.refuse(stream, refusal, implicit_tls).await;
@@ -116,12 +144,12 @@ impl SmtpServer {
                 return;
             }
         };
-        self.metrics.count_connection("accepted");
-        self.metrics.smtp_sessions_active.inc();
+        self.handler.count_connection("accepted");
+        self.handler.sessions_active().inc();
         let result = self.run(stream, peer, implicit_tls, shutdown).await;
         // The budget is free again before the session stops counting as active.
         drop(admission);
-        self.metrics.smtp_sessions_active.dec();
+        self.handler.sessions_active().dec();
         match result {
             Ok(()) => tracing::debug!(client = %peer, "session closed"),
             Err(e) => tracing::debug!(client = %peer, error = %e, "session ended"),
@@ -159,7 +187,7 @@ impl SmtpServer {
         shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut session = Session::new(self.session.clone(), implicit_tls);
-        let policy = Policy(self.ingestor.router());
+        let policy = self.handler.policy(peer);
         if implicit_tls {
             let acceptor = self
                 .tls
@@ -197,7 +225,7 @@ impl SmtpServer {
         &self,
         mut stream: S,
         session: &mut Session,
-        policy: &Policy<'_>,
+        policy: &H::Policy,
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Option<S>>
@@ -224,19 +252,23 @@ impl SmtpServer {
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
                         flush(&mut stream, session).await?;
-                        let reply = self.deliver(envelope, data, peer, expected.take()).await;
+                        let reply = self
+                            .handler
+                            .message(envelope, data, peer, expected.take())
+                            .await;
                         session.message_done(reply);
                     }
                     Event::Oversize(envelope, info) => {
                         expected = None;
                         flush(&mut stream, session).await?;
-                        self.record_oversize(envelope, info.size, info.head, peer)
-                            .await;
+                        self.handler.oversize(envelope, info, peer).await;
                     }
                 }
             }
             if session.in_transaction() {
-                expected.get_or_insert_with(|| self.ingestor.expect());
+                if expected.is_none() {
+                    expected = self.handler.expect();
+                }
             } else {
                 expected = None;
             }
@@ -262,69 +294,12 @@ impl SmtpServer {
             }
         }
     }
-
-    async fn deliver(
-        &self,
-        envelope: Envelope,
-        data: Vec<u8>,
-        peer: SocketAddr,
-        expected: Option<crate::store::commit::Expected>,
-    ) -> Reply {
-        let mailboxes = envelope
-            .recipients
-            .iter()
-            .map(|r| r.mailbox.clone())
-            .collect();
-        let inbound = Inbound {
-            origin: origin(&envelope, peer),
-            raw: Bytes::from(data),
-            return_path: Some(envelope.mail_from.clone()),
-            mailboxes,
-            upstream_key: None,
-        };
-        match self.ingestor.ingest_expected(inbound, expected).await {
-            Ok(outcomes) => Reply::new(
-                250,
-                Some((2, 0, 0)),
-                format!("Ok: {}", describe_outcomes(&outcomes)),
-            ),
-            Err(_) => Reply::new(
-                451,
-                Some((4, 3, 0)),
-                "Temporary local problem storing the message, try again later",
-            ),
-        }
-    }
-
-    async fn record_oversize(
-        &self,
-        envelope: Envelope,
-        size: usize,
-        head: Vec<u8>,
-        peer: SocketAddr,
-    ) {
-        let notice = OversizeNotice {
-            origin: origin(&envelope, peer),
-            size: size as u64,
-            head,
-            mailboxes: envelope
-                .recipients
-                .iter()
-                .map(|r| r.mailbox.clone())
-                .collect(),
-            limit: self.session.max_message_size,
-            upstream_key: None,
-        };
-        // The client already has its 552; a failure here is only logged.
-        if let Err(e) = self.ingestor.record_oversize(notice).await {
-            tracing::error!(client = %peer, error = %e, "could not record an oversize rejection");
-        }
-    }
 }
 
-fn origin(envelope: &Envelope, peer: SocketAddr) -> Origin {
+/// Where a message of this session came from, as records keep it.
+pub fn origin(source: &str, envelope: &Envelope, peer: SocketAddr) -> Origin {
     Origin {
-        source: "smtp".into(),
+        source: source.into(),
         envelope: EnvelopeInfo {
             mail_from: envelope.mail_from.clone(),
             rcpt_to: envelope
@@ -346,29 +321,6 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> 
         stream.flush().await?;
     }
     Ok(())
-}
-
-/// The router as the session's recipient policy.
-struct Policy<'a>(&'a Router);
-
-impl RecipientPolicy for Policy<'_> {
-    fn check_recipient(&self, address: &str) -> Result<String, Reply> {
-        match self.0.route(address) {
-            Ok(mailbox) => Ok(mailbox.to_string()),
-            Err(RouteError::NotServed) => Err(Reply::new(
-                550,
-                Some((5, 7, 1)),
-                format!(
-                    "<{address}>: relaying denied, this server does not accept mail for that domain"
-                ),
-            )),
-            Err(RouteError::UnknownUser) => Err(Reply::new(
-                550,
-                Some((5, 1, 1)),
-                format!("<{address}>: no such mailbox here"),
-            )),
-        }
-    }
 }
 
 /// Binds every configured SMTP listener (so port errors surface at start).

@@ -1,0 +1,1 @@
+//! The submission (relay) endpoint for the organisation's own systems.
