@@ -1,8 +1,9 @@
 //! Agent replies and the outbox: `POST /api/v1/tickets/{id}/reply` stores an
 //! answer (or an internal note) on its ticket and queues it in the same
 //! transaction; `/api/v1/outbound` lists the queue with each message's
-//! delivery state; `POST /api/v1/outbound/{id}/retry` queues a failed or
-//! deferred message again.
+//! delivery state (agent replies, notifications and submitted mail, which
+//! carries its `account`; `?state=` and `?account=` filter); `POST
+//! /api/v1/outbound/{id}/retry` queues a failed or deferred message again.
 
 use base64::Engine as _;
 use hyper::{Method, StatusCode};
@@ -174,7 +175,11 @@ async fn list(c: Ctx) -> ApiResult {
             ))
         })?),
     };
-    let page = read(&c.state.store, move |s| s.list_outbox(state, cursor, limit)).await?;
+    let account = filter(&c.query, "account");
+    let page = read(&c.state.store, move |s| {
+        s.list_outbox(state, account.as_deref(), cursor, limit)
+    })
+    .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"outbound": page.items, "next": page.next.map(|n| n.to_string())}),

@@ -141,7 +141,8 @@ impl Committer {
         self.apply_expected(operation, None).await
     }
 
-    async fn apply_expected(
+    /// Like [`apply`](Self::apply), ending an announcement as it hands over.
+    pub async fn apply_expected(
         &self,
         request: Operation,
         expected: Option<Expected>,

@@ -209,10 +209,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Outbox entries newest first, optionally in one state.
+    /// Outbox entries newest first, optionally in one state and of one
+    /// submission account.
     pub fn list_outbox(
         &self,
         state: Option<crate::tickets::model::DeliveryState>,
+        account: Option<&str>,
         before: Option<u64>,
         limit: usize,
     ) -> Result<Page<crate::tickets::model::OutboxEntry>, StoreError> {
@@ -223,7 +225,9 @@ impl Store {
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev() {
             let (k, v) = entry?;
             let e: crate::tickets::model::OutboxEntry = decode("outbox", k.value(), v.value())?;
-            if state.is_some_and(|s| s != e.state) {
+            if state.is_some_and(|s| s != e.state)
+                || account.is_some_and(|a| e.account.as_deref() != Some(a))
+            {
                 continue;
             }
             if items.len() == limit {
