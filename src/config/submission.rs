@@ -409,18 +409,15 @@ pub(super) fn validate(
     let mut users = BTreeSet::new();
     for (i, a) in raw.account.iter().enumerate() {
         let key = format!("submission.account[{i}]");
+        let user = a.user.as_deref().unwrap_or_default();
+        if !user.is_empty() && !users.insert(user.to_ascii_lowercase()) {
+            err(
+                &format!("{key}.user"),
+                format!("duplicate user {user:?} (user names are compared ignoring case)"),
+            );
+        }
         if let Some(account) = validate_account(&key, a, taken.mailboxes, err) {
-            if users.insert(account.user.to_ascii_lowercase()) {
-                accounts.push(account);
-            } else {
-                err(
-                    &format!("{key}.user"),
-                    format!(
-                        "duplicate user {:?} (user names are compared ignoring case)",
-                        account.user
-                    ),
-                );
-            }
+            accounts.push(account);
         }
     }
     if raw.account.is_empty() {
@@ -697,6 +694,31 @@ mod tests {
         assert!(c.submission.is_none());
     }
 
+    /// The commented-out example in config/mailgate.toml, uncommented,
+    /// is a valid config.
+    #[test]
+    fn the_documented_example_validates() {
+        let example = crate::config::EMBEDDED_DEFAULT;
+        let start = example
+            .find("# [submission]")
+            .expect("example in the default config");
+        let uncommented: String = example[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = format!("{}{}", &example[..start], uncommented)
+            .replace("$argon2id$v=19$m=19456,t=2,p=1$...$...", HASH);
+        let c = Config::parse(&text)
+            .map_err(|e| e.problems().join("\n"))
+            .unwrap();
+        let s = c.submission.unwrap();
+        assert_eq!(s.listen, vec!["127.0.0.1:2587".parse().unwrap()]);
+        assert_eq!(s.auth_failures_per_ip, 5);
+        assert_eq!(s.accounts[0].networks.len(), 2);
+        assert_eq!(s.max_message_size, 50_000_000);
+    }
+
     #[test]
     fn every_problem_names_its_key() {
         let p = problems(&format!(
@@ -788,7 +810,10 @@ mod tests {
                 "$argon2i$v=19$m=19456,t=2,p=1$qaBRHC7qseAUyrHgV98T8A$aIzzAws9p0lnPm4IiOV3WVrA7G7WMuRmBGp3XF3/QWA",
                 "not an argon2id hash",
             ),
-            ("$argon2id$v=19$m=19456,t=2,p=1", "the PHC string has no salt or no hash"),
+            (
+                "$argon2id$v=19$m=19456,t=2,p=1",
+                "the PHC string has no salt or no hash",
+            ),
             (
                 "$argon2id$v=19$m=4294967295,t=2,p=1$qaBRHC7qseAUyrHgV98T8A$aIzzAws9p0lnPm4IiOV3WVrA7G7WMuRmBGp3XF3/QWA",
                 "argon2 parameters too costly",
