@@ -158,7 +158,9 @@ impl Accounts {
     /// Checks a login: the user (ignoring ASCII case), its password, and
     /// that `client` is in the account's networks (any, when it has none;
     /// an IPv4 client seen as `::ffff:a.b.c.d` counts as `a.b.c.d`).
-    /// The password is checked first, always, also for an unknown user.
+    /// The password is checked first, always, also for an unknown user
+    /// (against a dummy hash with `mailgate hash-password`'s parameters:
+    /// an account whose hash has other parameters takes a different time).
     ///
     /// CPU- and memory-heavy and blocking: call it on `spawn_blocking`.
     pub fn verify(

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
 /// The delay grows by the base delay per recent failure, up to this many times it.
 pub const MAX_DELAY_STEPS: u32 = 5;
+/// Longest window and block honoured (longer ones are cut to this), so
+/// that `now + block` cannot overflow.
+pub const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What to do after a failed AUTH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +71,8 @@ impl AuthThrottle {
     /// `limit` failures within `window` block a client for `block`; each
     /// failure is answered after `base_delay` times the client's failures
     /// within the window (this one included), at most [`MAX_DELAY_STEPS`]
-    /// times it. A `limit` of 0 counts as 1.
+    /// times it. A `limit` of 0 counts as 1; `window` and `block` are cut
+    /// to [`MAX_SPAN`].
     pub fn new(
         limit: u32,
         window: Duration,
@@ -88,8 +92,8 @@ impl AuthThrottle {
     ) -> AuthThrottle {
         AuthThrottle {
             limit: limit.max(1),
-            window,
-            block,
+            window: window.min(MAX_SPAN),
+            block: block.min(MAX_SPAN),
             base_delay,
             max_clients: max_clients.max(1),
             clients: HashMap::new(),
@@ -290,6 +294,15 @@ mod tests {
         assert!(t.failure(ip("::ffff:192.0.2.1"), t0).blocked);
         assert_eq!(t.check(ip("192.0.2.2"), t0), None);
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn an_absurd_block_does_not_overflow_the_clock() {
+        let mut t = AuthThrottle::new(1, Duration::MAX, Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        let v = t.failure(ip("192.0.2.1"), t0);
+        assert!(v.blocked && v.delay == Duration::MAX);
+        assert_eq!(t.check(ip("192.0.2.1"), t0), Some(MAX_SPAN));
     }
 
     #[test]
