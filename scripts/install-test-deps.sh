@@ -7,6 +7,7 @@
 #                    dovecot-imapd dovecot-pop3d openssl prometheus (no daemon
 #                    is started; openssl makes the private CA of the Dovecot
 #                    tests; prometheus brings promtool, which checks /metrics)
+#                    libargon2-1 (the reference argon2, checks hash-password)
 #   Python:          pytest (requirements-test.txt)
 set -euo pipefail
 
@@ -37,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # ---- Debian packages --------------------------------------------------------
-APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d openssl)
+APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d openssl libargon2-1)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     if ! dpkg -s "$p" >/dev/null 2>&1 \

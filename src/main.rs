@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Print the argon2id hash of a password for a [[submission.account]]
+    /// (password_hash). Asks twice without echo; never prints the password.
+    HashPassword {
+        /// Read the password as one line from standard input instead.
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
         /// Config file; default ./config/mailgate.toml, else the embedded default.
@@ -94,6 +101,16 @@ fn main() -> ExitCode {
                     eprintln!("{problem}");
                 }
                 ExitCode::from(2)
+            }
+        },
+        Command::HashPassword { stdin } => match mailgate::app::hash_password::run(stdin) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailgate: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Sync { mailbox, config } => foreground(config, |c| async move {

@@ -3,6 +3,7 @@
 //! commands that use it, and the ordered, joinable shutdown.
 
 pub mod commands;
+pub mod hash_password;
 pub mod relay_test;
 pub mod root;
 pub mod serve;

@@ -17,6 +17,7 @@ pub mod categories;
 pub mod notify;
 pub mod outbound;
 pub mod relay;
+pub mod submission;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub mailboxes: Vec<MailboxConfig>,
     /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
     pub relay: Option<relay::RelayConfig>,
+    /// The submission endpoint for internal systems; `None`: no listener.
+    pub submission: Option<submission::SubmissionConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +202,7 @@ struct Raw {
     category: Vec<categories::RawCategory>,
     mailbox: Vec<RawMailbox>,
     relay: Option<relay::RawRelay>,
+    submission: Option<submission::RawSubmission>,
 }
 
 #[derive(Deserialize)]
@@ -394,6 +398,8 @@ impl Config {
                 problems.push(format!(
                     "{key}: passwords are never written in the config; use password_env or password_file{or_prompt}"
                 ));
+            } else if let Some(problem) = submission::ignored_key_problem(&key) {
+                problems.push(problem);
             } else {
                 problems.push(format!("unknown key: {key}"));
             }
@@ -747,9 +753,19 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     }
 
     let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+    let taken = submission::Taken {
+        smtp_listen: &listen,
+        smtp_listen_tls: &listen_tls,
+        http_listen,
+        mailboxes: &mailboxes,
+        max_message_size,
+    };
+    let submission =
+        (raw.submission.as_ref()).and_then(|s| submission::validate(s, &taken, &mut err));
 
     Config {
         relay,
+        submission,
         server: ServerConfig {
             hostname,
             data_dir: PathBuf::from(raw.server.data_dir),
