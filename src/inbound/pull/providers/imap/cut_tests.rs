@@ -294,3 +294,49 @@ async fn a_foreign_deleted_message_survives_without_uidplus() {
         assert_eq!(tickets(&ctx), 1);
     }
 }
+
+/// The copy a cut move left is found behind many later messages of the
+/// same size without a Message-ID (several FETCH batches of header blocks).
+#[tokio::test]
+async fn the_copy_is_found_among_many_of_the_same_size() {
+    let (port, state) = server(false, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), quota(), 1 << 20);
+    // Find where the first COPY is sent, on a copy of the same setup.
+    let copy_at = {
+        let (port, state) = server(false, false).await;
+        let dir = tempfile::tempdir().unwrap();
+        sync(port, &moves(), &context(dir.path(), quota(), 1 << 20))
+            .await
+            .unwrap();
+        let s = state.lock().unwrap();
+        s.seen
+            .iter()
+            .position(|c| c.starts_with("UID COPY"))
+            .unwrap()
+    };
+    state.lock().unwrap().cut_at(copy_at, When::After);
+    sync(port, &moves(), &ctx).await.unwrap_err();
+    let original = raw(1, false);
+    {
+        let mut s = state.lock().unwrap();
+        for k in 0..130 {
+            let text = String::from_utf8(original.clone()).unwrap();
+            let other = text.replace("help 1", &format!("h{k:05}"));
+            assert_eq!(other.len(), original.len());
+            s.deliver("Done", other.as_bytes(), &["\\Seen", "Mailgate"]);
+        }
+    }
+    sync(port, &moves(), &ctx).await.unwrap();
+    assert_eq!(copies(&state, "Done", &original), 1);
+    assert_eq!(copies(&state, "Done", &raw(2, false)), 1);
+    assert_eq!(count(&state, "INBOX"), 0);
+    let fetches = state
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|c| c.contains("BODY.PEEK[HEADER]"))
+        .count();
+    assert!(fetches >= 3, "{fetches} header FETCHes");
+}

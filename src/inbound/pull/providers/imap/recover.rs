@@ -6,8 +6,8 @@
 //! looked for there: a message of the same RFC822.SIZE whose header block
 //! is byte-identical to the source's (COPY copies the bytes; the header
 //! block carries the Received lines, dates and Message-ID, so two distinct
-//! messages do not share it). SEARCH narrows the candidates by size and by
-//! the Message-ID (or by the absence of one); the header blocks decide.
+//! messages do not share it). SEARCH narrows the candidates by size and,
+//! when there is one, by the Message-ID; the header blocks decide.
 //! Keywords are not relied on: a target may drop them on COPY.
 //!
 //! SEARCH only works on the selected mailbox, so the target is EXAMINEd
@@ -56,13 +56,10 @@ impl ImapUpstream {
             0 => "SMALLER 1".to_string(),
             n => format!("LARGER {} SMALLER {}", n - 1, n.saturating_add(1)),
         };
-        match message_id(&head) {
-            Some(id) => {
-                if let Some(q) = quoted(&id) {
-                    query.push_str(&format!(" HEADER Message-ID {q}"));
-                }
-            }
-            None => query.push_str(" NOT HEADER Message-ID \"\""),
+        // Without a Message-ID the size alone narrows: how servers treat
+        // `HEADER Message-ID ""` (presence) varies too much to rely on.
+        if let Some(q) = message_id(&head).as_deref().and_then(quoted) {
+            query.push_str(&format!(" HEADER Message-ID {q}"));
         }
         let (exists, changed) = (self.tally.exists, self.tally.changed);
         let found = self.look_in(target, &query, size, &head).await;
