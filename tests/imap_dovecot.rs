@@ -483,3 +483,151 @@ async fn the_password_never_reaches_a_log_even_at_trace() {
         assert!(!log.contains(secret), "{secret:?} was logged:\n{log}");
     }
 }
+
+/// A Dovecot that announces neither MOVE nor UIDPLUS (like Courier for
+/// MOVE, and older servers for both).
+fn without_move_or_uidplus() -> Dovecot {
+    let d =
+        Dovecot::start_announcing("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE CHILDREN");
+    d.doveadm(&["mailbox", "create", "-u", USER, "Done"]);
+    d
+}
+
+/// The Subject of every message in a folder, sorted.
+fn subjects(d: &Dovecot, folder: &str) -> Vec<String> {
+    let out = d.doveadm(&[
+        "-f",
+        "tab",
+        "fetch",
+        "-u",
+        USER,
+        "hdr.subject",
+        "mailbox",
+        folder,
+        "all",
+    ]);
+    let mut rows: Vec<String> = out.lines().skip(1).map(|l| l.trim().to_string()).collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn move_without_move_finishes_every_interrupted_state_with_one_copy() {
+    let d = without_move_or_uidplus();
+    let probe = ImapUpstream::probe(&settings(&d, "INBOX", label()))
+        .await
+        .unwrap();
+    for cap in ["MOVE", "UIDPLUS"] {
+        assert!(
+            !probe.capabilities.iter().any(|c| c == cap),
+            "{:?}",
+            probe.capabilities
+        );
+    }
+    let no_id = |n: u32| -> Vec<u8> {
+        let m = String::from_utf8_lossy(&raw(n)).into_owned();
+        m.replace(&format!("Message-ID: <m{n}@example.test>\r\n"), "")
+            .into_bytes()
+    };
+    for n in 1..=3 {
+        d.save("INBOX", &raw(n));
+    }
+    d.save("INBOX", &no_id(4));
+    d.save("INBOX", &raw(5));
+    // Another message with the same Message-ID as 2 is already in Done: it
+    // is not a copy of 2.
+    let mut other = raw(2);
+    other.extend_from_slice(b"a later edit\r\n");
+    d.save("Done", &other);
+    // What cuts left: 1 copied, 2 flagged only (cut before COPY), 3 copied
+    // and flagged \Deleted, 4 (no Message-ID) copied; 5 is new.
+    for uid in 1..=4 {
+        d.add_flags("INBOX", uid, "\\Seen Mailgate");
+    }
+    for uid in [1, 3, 4] {
+        d.doveadm(&[
+            "copy",
+            "-u",
+            USER,
+            "Done",
+            "mailbox",
+            "INBOX",
+            "uid",
+            &uid.to_string(),
+        ]);
+    }
+    d.add_flags("INBOX", 3, "\\Deleted");
+    assert_eq!(d.count("Done"), 4);
+
+    let after = AfterImport::Move {
+        processed: "Done".into(),
+        rejected: "Done".into(),
+    };
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", after.clone()))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.iter().filter(|m| m.leftover).count(), 4);
+    for m in &listed {
+        up.mark(m, Verdict::Processed).await.unwrap();
+    }
+    // The session is back in INBOX after looking into Done: all five wait
+    // there for the EXPUNGE at finish, flagged, and 5 is still 5.
+    let again = up.list_new().await.unwrap();
+    assert_eq!(again.len(), 5);
+    assert!(again.iter().all(|m| m.leftover));
+    assert_eq!(up.fetch(&again[4]).await.unwrap(), raw(5));
+    up.finish().await.unwrap();
+
+    assert_eq!(d.count("INBOX"), 0);
+    let mut want: Vec<String> = (1..=5).map(|n| format!("help {n}")).collect();
+    want.push("help 2".into());
+    want.sort();
+    assert_eq!(subjects(&d, "Done"), want);
+    let (_, flags) = d.flags("Done").pop().unwrap();
+    assert_eq!(flag_set(&flags), flag_set("\\Seen Mailgate"));
+}
+
+#[tokio::test]
+async fn without_uidplus_a_foreign_deleted_message_is_not_expunged() {
+    let d = without_move_or_uidplus();
+    d.save("INBOX", &raw(1));
+    d.save("INBOX", &raw(2));
+    d.add_flags("INBOX", 2, "\\Seen \\Deleted");
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", AfterImport::Delete))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    let ours: Vec<&UpstreamMessage> = listed.iter().filter(|m| !m.leftover).collect();
+    assert_eq!(ours.len(), 1);
+    up.mark(ours[0], Verdict::Processed).await.unwrap();
+    up.finish().await.unwrap();
+    let flags = d.flags("INBOX");
+    assert_eq!(flags.len(), 2, "nothing expunged");
+    for (_, f) in &flags {
+        assert_eq!(flag_set(f), flag_set("\\Seen \\Deleted"));
+    }
+
+    // Once the other client has changed its mind, ours goes alone.
+    d.doveadm(&[
+        "flags",
+        "remove",
+        "-u",
+        USER,
+        "\\Deleted",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "2",
+    ]);
+    let mut up = ImapUpstream::open(&settings(&d, "INBOX", AfterImport::Delete))
+        .await
+        .unwrap();
+    let listed = up.list_new().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].leftover);
+    up.mark(&listed[0], Verdict::Processed).await.unwrap();
+    up.finish().await.unwrap();
+    assert_eq!(d.flags("INBOX"), vec![(2, "\\Seen".into())]);
+}

@@ -61,6 +61,20 @@ impl Dovecot {
     }
 
     pub fn start_with(separator: Separator) -> Dovecot {
+        Dovecot::start_configured(separator, "")
+    }
+
+    /// An IMAP server announcing only `capabilities` after login (e.g.
+    /// without MOVE and UIDPLUS, like Courier and older servers): the
+    /// commands still work, clients just must not use them.
+    pub fn start_announcing(capabilities: &str) -> Dovecot {
+        Dovecot::start_configured(
+            Separator::Dot,
+            &format!("protocol imap {{\n  imap_capability = {capabilities}\n}}\n"),
+        )
+    }
+
+    fn start_configured(separator: Separator, extra: &str) -> Dovecot {
         let binary = dovecot_binary();
         let dir = tempfile::Builder::new()
             .prefix("mailgate-dovecot")
@@ -99,7 +113,7 @@ impl Dovecot {
             ("IMAPS_PORT", ports[1].to_string()),
             ("POP3_PORT", ports[2].to_string()),
             ("POP3S_PORT", ports[3].to_string()),
-        ]);
+        ]) + extra;
         let conf_path = root.join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(binary)

@@ -285,7 +285,7 @@ fn header_block(raw: &[u8]) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
     use crate::ingest::route::Router;
@@ -361,7 +361,8 @@ mod tests {
         }
     }
 
-    fn context(dir: &std::path::Path, quota: Quota, max: u64) -> SyncContext {
+    /// A context over a fresh store in `dir` (also used by the IMAP cut tests).
+    pub(crate) fn context(dir: &std::path::Path, quota: Quota, max: u64) -> SyncContext {
         let config = Config::parse(
             "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\n",
         )

@@ -1,10 +1,39 @@
-//! After import, upstream: label (`\Seen` + keywords), move (flags first,
-//! then MOVE, or COPY + `\Deleted` + EXPUNGE), or delete. Flags are set
-//! before a move or expunge so that an interrupted one is found again and
-//! finished by the next sync.
+//! After import, upstream: label (`\Seen` + keywords), move, or delete,
+//! each safe to repeat after a cut at any point (the engine marks a
+//! committed message again when the next sync lists it).
+//!
+//! - Label: one `UID STORE +FLAGS`; repeating it changes nothing.
+//! - Delete: `\Seen \Deleted`, then `UID EXPUNGE` (UIDPLUS) or an EXPUNGE
+//!   at the end of the sync that only runs when nothing but ours is flagged
+//!   (see `expunge`). A cut leaves it flagged: listed again as a leftover
+//!   (`DELETED`), flagged again, expunged.
+//! - Move with MOVE: flags (`\Seen` + `Mailgate` [+ `RejectedByMailgate`]),
+//!   then `UID MOVE`, atomic on the server: either still in the folder
+//!   (flagged, listed again as a leftover, moved) or moved.
+//! - Move without MOVE: flags, `UID COPY`, `\Deleted`, expunge (as in
+//!   delete). The flags mark the progress in the source folder: `\Seen`
+//!   (always set first; move mode lists only unseen mail, so a listed
+//!   message that is read was touched by us) means "a COPY may have
+//!   happened"; `\Seen` + `\Deleted` means "the COPY is done" (`\Deleted`
+//!   is only set after COPY's OK). Repeating the move therefore expunges a
+//!   `\Seen \Deleted` message without copying it, and for a `\Seen` one
+//!   first looks in the target for the copy a cut may have left (same size,
+//!   byte-identical header block, see `recover`), copying only when there
+//!   is none. A cut before COPY, after COPY's OK, after `\Deleted`, or after
+//!   EXPUNGE was sent: the target ends with exactly one copy, the source
+//!   with none. The flags come from list_new's FETCH (or are fetched).
+//!   COPYUID (UIDPLUS) is not used: it cannot be recorded upstream before
+//!   the cut it would guard against, and the lookup covers both cases.
+//!
+//! What remains: where the server refuses keywords, an interrupted move is
+//! not listed again unless `\Deleted` was set (the message stays read in
+//! the source folder, and is never copied twice); a message that another
+//! client copies into the target folder byte for byte, before a cut move
+//! of the same message is repeated, counts as our copy.
 
 use super::names::quoted;
-use super::{COMMAND_BUDGET, ImapUpstream, MOVE_PROCESSED_KEYWORD, MOVE_REJECTED_KEYWORD};
+use super::recover::CopyState;
+use super::{COMMAND_BUDGET, ImapUpstream, MOVE_PROCESSED_KEYWORD, MOVE_REJECTED_KEYWORD, Touched};
 use crate::inbound::pull::upstream::{FetchError, Verdict};
 use crate::mail::AfterImport;
 
@@ -47,19 +76,17 @@ impl ImapUpstream {
                     folder: folder.clone(),
                     detail: format!("server name {target:?} cannot be sent back"),
                 })?;
-                self.store(uid, &flags).await?;
-                if self.caps.moves {
+                // Flagged \Seen \Deleted: copied by the fallback already
+                // (a session without MOVE), only the expunge is left.
+                let copied = matches!(self.listed.get(&uid), Some(t) if t.seen && t.deleted);
+                if self.caps.moves && !copied {
+                    self.store(uid, &flags).await?;
                     let command = format!("UID MOVE {uid} {target_q}");
                     self.run(&command, COMMAND_BUDGET, &mut |_| {})
                         .await
                         .map_err(|e| e.into_fetch(&command))?;
                 } else {
-                    let command = format!("UID COPY {uid} {target_q}");
-                    self.run(&command, COMMAND_BUDGET, &mut |_| {})
-                        .await
-                        .map_err(|e| e.into_fetch(&command))?;
-                    self.store(uid, "\\Deleted").await?;
-                    self.expunge_uid(uid).await?;
+                    self.copy_and_expunge(uid, &flags, &target_q).await?;
                 }
             }
             AfterImport::Delete => {
@@ -75,24 +102,87 @@ impl ImapUpstream {
         Ok(())
     }
 
+    /// The move fallback: flags, COPY (unless a copy is already there),
+    /// `\Deleted`, expunge; each step skipped when the flags show it done.
+    async fn copy_and_expunge(
+        &mut self,
+        uid: u32,
+        flags: &str,
+        target_q: &str,
+    ) -> Result<(), FetchError> {
+        let touched = match self.listed.get(&uid) {
+            Some(t) => *t,
+            None => self.touched(uid).await?,
+        };
+        if !(touched.seen && touched.deleted) {
+            let copy = if touched.seen {
+                self.find_copy(uid, target_q).await?
+            } else {
+                CopyState::Absent
+            };
+            match copy {
+                CopyState::SourceGone => {
+                    self.listed.remove(&uid);
+                    return Ok(());
+                }
+                CopyState::Present => {
+                    tracing::info!(host = %self.host, folder = %self.folder, uid, "an interrupted move had copied the message already: not copying it again");
+                }
+                CopyState::Absent => {
+                    self.store(uid, flags).await?;
+                    self.listed.insert(
+                        uid,
+                        Touched {
+                            seen: true,
+                            deleted: false,
+                        },
+                    );
+                    let command = format!("UID COPY {uid} {target_q}");
+                    self.run(&command, COMMAND_BUDGET, &mut |_| {})
+                        .await
+                        .map_err(|e| e.into_fetch(&command))?;
+                }
+            }
+            self.store(uid, "\\Deleted").await?;
+            self.listed.insert(
+                uid,
+                Touched {
+                    seen: true,
+                    deleted: true,
+                },
+            );
+        }
+        self.expunge_uid(uid).await
+    }
+
+    /// The flags of one message of the selected folder, asked for.
+    async fn touched(&mut self, uid: u32) -> Result<Touched, FetchError> {
+        use async_imap::imap_proto::{AttributeValue, Response};
+        let command = format!("UID FETCH {uid} (UID FLAGS)");
+        let mut found = Touched::default();
+        self.run(&command, COMMAND_BUDGET, &mut |r| {
+            if let Response::Fetch(_, attrs) = r
+                && attrs
+                    .iter()
+                    .any(|a| matches!(a, AttributeValue::Uid(u) if *u == uid))
+            {
+                for a in attrs {
+                    if let AttributeValue::Flags(flags) = a {
+                        found = Touched::of(flags);
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.into_fetch(&command))?;
+        Ok(found)
+    }
+
     async fn store(&mut self, uid: u32, flags: &str) -> Result<(), FetchError> {
         let command = format!("UID STORE {uid} +FLAGS.SILENT ({flags})");
         self.run(&command, COMMAND_BUDGET, &mut |_| {})
             .await
             .map_err(|e| e.into_fetch(&command))?;
-        Ok(())
-    }
-
-    /// Expunges a message flagged \Deleted: now with UIDPLUS, else at finish.
-    async fn expunge_uid(&mut self, uid: u32) -> Result<(), FetchError> {
-        if self.caps.uidplus {
-            let command = format!("UID EXPUNGE {uid}");
-            self.run(&command, COMMAND_BUDGET, &mut |_| {})
-                .await
-                .map_err(|e| e.into_fetch(&command))?;
-        } else {
-            self.pending_expunge = true;
-        }
         Ok(())
     }
 }

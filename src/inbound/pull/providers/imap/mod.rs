@@ -9,20 +9,24 @@
 //! greeting, credential), `command` is one command exchange, `open`
 //! selects the folder, `folder` finds mailboxes (LIST, separators, move
 //! targets), `idle` waits for new mail, `mark` labels, moves or deletes,
-//! and `upstream` is the [`Upstream`] impl gluing them together.
+//! `recover` finds the copy an interrupted COPY fallback may have left,
+//! `expunge` expunges only our own messages, and `upstream` is the
+//! [`Upstream`] impl gluing them together.
 //! async-imap only parses responses; every line is written by `command`.
 
 mod command;
+mod expunge;
 mod folder;
 mod idle;
 mod login;
 mod mark;
 mod names;
 mod open;
+mod recover;
 mod transport;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_imap::imap_proto::{MailboxDatum, Response};
 
@@ -76,6 +80,23 @@ impl Caps {
     }
 }
 
+/// The flags of a listed message that tell how far an interrupted mark got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Touched {
+    seen: bool,
+    deleted: bool,
+}
+
+impl Touched {
+    fn of<S: AsRef<str>>(flags: &[S]) -> Touched {
+        let has = |name: &str| flags.iter().any(|f| f.as_ref().eq_ignore_ascii_case(name));
+        Touched {
+            seen: has("\\Seen"),
+            deleted: has("\\Deleted"),
+        }
+    }
+}
+
 /// What untagged responses told about the selected folder.
 #[derive(Debug, Default)]
 struct Tally {
@@ -108,6 +129,8 @@ pub struct ImapUpstream {
     literal_max: u64,
     /// The folder selected, in configured spelling after separator mapping.
     folder: String,
+    /// Its name as the server spells it, to select it again.
+    folder_wire: String,
     delimiter: Option<char>,
     uidvalidity: u32,
     tally: Tally,
@@ -116,8 +139,10 @@ pub struct ImapUpstream {
     keywords_allowed: bool,
     /// Move targets resolved (or created) so far: configured name -> wire name.
     targets: HashMap<String, String>,
-    /// Messages flagged \Deleted wait for an EXPUNGE at finish.
-    pending_expunge: bool,
+    /// Flags of the messages the last list_new returned, by UID.
+    listed: HashMap<u32, Touched>,
+    /// UIDs we flagged \Deleted that wait for an EXPUNGE at finish (no UIDPLUS).
+    pending_expunge: BTreeSet<u32>,
 }
 
 impl std::fmt::Debug for ImapUpstream {
@@ -176,5 +201,9 @@ impl ImapUpstream {
     }
 }
 
+#[cfg(test)]
+mod cut_tests;
+#[cfg(test)]
+mod fake_server;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! network step, log in, read capabilities and the hierarchy delimiter,
 //! find the folder and SELECT it (read-write, with a UIDVALIDITY).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_imap::imap_proto::{MailboxDatum, Outcome, Response, ResponseCode, Status};
 use tokio::time::timeout;
@@ -36,13 +36,15 @@ impl ImapUpstream {
             after: settings.after.clone(),
             literal_max,
             folder: settings.folder.clone(),
+            folder_wire: String::new(),
             delimiter: None,
             uidvalidity: 0,
             tally: Tally::default(),
             caps: Caps::default(),
             keywords_allowed: true,
             targets: HashMap::new(),
-            pending_expunge: false,
+            listed: HashMap::new(),
+            pending_expunge: BTreeSet::new(),
         };
         match up.init(&settings.folder).await {
             Ok(()) => Ok(up),
@@ -103,7 +105,12 @@ impl ImapUpstream {
         self.select(folder, &display, &found.wire).await
     }
 
-    async fn select(&mut self, folder: &str, display: &str, wire: &str) -> Result<(), FetchError> {
+    pub(super) async fn select(
+        &mut self,
+        folder: &str,
+        display: &str,
+        wire: &str,
+    ) -> Result<(), FetchError> {
         let name = quoted(wire).ok_or_else(|| FetchError::Folder {
             folder: folder.to_string(),
             detail: format!("server name {wire:?} cannot be sent back"),
@@ -159,6 +166,7 @@ impl ImapUpstream {
         };
         self.uidvalidity = uidvalidity;
         self.folder = display.to_string();
+        self.folder_wire = wire.to_string();
         self.tally.changed = false;
         if let Some(flags) = &permanent {
             self.keywords_allowed = flags.iter().any(|f| f == "\\*");

@@ -237,7 +237,7 @@ async fn list_new_fetches_sizes_in_chunks() {
         }
         reply.push_str("{tag} OK done\r\n");
         let expect: &'static str =
-            Box::leak(format!("UID FETCH {set} (UID RFC822.SIZE)").into_boxed_str());
+            Box::leak(format!("UID FETCH {set} (UID RFC822.SIZE FLAGS)").into_boxed_str());
         steps.push((expect, reply));
     }
     let (port, server) = serve(GREETING, steps).await;
@@ -276,6 +276,11 @@ async fn move_without_move_or_uidplus_copies_and_expunges_at_finish() {
         "LIST \"\" \"Done\"",
         "* LIST (\\HasNoChildren) \".\" Done\r\n{tag} OK done\r\n".into(),
     ));
+    // Not listed in this session: its flags are asked for first.
+    steps.push((
+        "UID FETCH 5 (UID FLAGS)",
+        "* 1 FETCH (UID 5 FLAGS ())\r\n{tag} OK done\r\n".into(),
+    ));
     steps.push((
         "UID STORE 5 +FLAGS.SILENT (\\Seen Mailgate)",
         "{tag} OK stored\r\n".into(),
@@ -286,6 +291,10 @@ async fn move_without_move_or_uidplus_copies_and_expunges_at_finish() {
         "{tag} OK stored\r\n".into(),
     ));
     steps.push((
+        "UID FETCH 6 (UID FLAGS)",
+        "* 2 FETCH (UID 6 FLAGS (\\Recent))\r\n{tag} OK done\r\n".into(),
+    ));
+    steps.push((
         "UID STORE 6 +FLAGS.SILENT (\\Seen Mailgate RejectedByMailgate)",
         "{tag} OK stored\r\n".into(),
     ));
@@ -293,6 +302,10 @@ async fn move_without_move_or_uidplus_copies_and_expunges_at_finish() {
     steps.push((
         "UID STORE 6 +FLAGS.SILENT (\\Deleted)",
         "{tag} OK stored\r\n".into(),
+    ));
+    steps.push((
+        "UID SEARCH DELETED",
+        "* SEARCH 5 6\r\n{tag} OK done\r\n".into(),
     ));
     steps.push((
         "EXPUNGE",
@@ -316,12 +329,15 @@ async fn move_without_move_or_uidplus_copies_and_expunges_at_finish() {
         tail,
         vec![
             "LIST \"\" \"Done\"",
+            "UID FETCH 5 (UID FLAGS)",
             "UID STORE 5 +FLAGS.SILENT (\\Seen Mailgate)",
             "UID COPY 5 \"Done\"",
             "UID STORE 5 +FLAGS.SILENT (\\Deleted)",
+            "UID FETCH 6 (UID FLAGS)",
             "UID STORE 6 +FLAGS.SILENT (\\Seen Mailgate RejectedByMailgate)",
             "UID COPY 6 \"Done\"",
             "UID STORE 6 +FLAGS.SILENT (\\Deleted)",
+            "UID SEARCH DELETED",
             "EXPUNGE",
             "LOGOUT",
         ]
@@ -334,6 +350,11 @@ async fn delete_without_uidplus_expunges_at_finish() {
     steps.push((
         "UID STORE 4 +FLAGS.SILENT (\\Seen \\Deleted)",
         "{tag} OK stored\r\n".into(),
+    ));
+    // Only ours is flagged \Deleted: the folder-wide EXPUNGE removes nothing else.
+    steps.push((
+        "UID SEARCH DELETED",
+        "* SEARCH 4\r\n{tag} OK done\r\n".into(),
     ));
     steps.push(("EXPUNGE", "* 1 EXPUNGE\r\n{tag} OK expunged\r\n".into()));
     steps.push(("LOGOUT", "* BYE bye\r\n{tag} OK done\r\n".into()));
@@ -348,6 +369,7 @@ async fn delete_without_uidplus_expunges_at_finish() {
         &seen[5..],
         [
             "UID STORE 4 +FLAGS.SILENT (\\Seen \\Deleted)",
+            "UID SEARCH DELETED",
             "EXPUNGE",
             "LOGOUT"
         ]

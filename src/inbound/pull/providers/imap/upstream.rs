@@ -1,6 +1,7 @@
 //! The [`Upstream`] impl: what is new (SEARCH for unread mail without our
 //! keywords, plus leftovers of interrupted moves/deletes, sizes in chunks),
-//! byte-exact downloads with `BODY.PEEK`, marking, and the final EXPUNGE.
+//! byte-exact downloads with `BODY.PEEK`, marking, and the final EXPUNGE
+//! (only of our own messages, see `expunge`).
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use async_imap::imap_proto::{AttributeValue, MailboxDatum, MessageSection, Respo
 use super::names::{SIZE_CHUNK, message_key, parse_key, uid_set_chunks};
 use super::{
     COMMAND_BUDGET, ImapUpstream, MOVE_PROCESSED_KEYWORD, MOVE_REJECTED_KEYWORD, SIZE_SLACK,
+    Touched,
 };
 use crate::inbound::pull::upstream::{FetchError, Upstream, UpstreamMessage, Verdict};
 use crate::mail::AfterImport;
@@ -122,11 +124,13 @@ impl Upstream for ImapUpstream {
         let mut uids = self.search(&query).await?;
         // A move or delete interrupted after its flags were set leaves the
         // message read and flagged in this folder: list it to finish the job.
+        // (Another client's \Deleted messages are listed too: the engine
+        // skips what it never committed.)
         let leftover_query = match &self.after {
             AfterImport::Move { .. } if self.keywords_allowed => Some(format!(
-                "OR KEYWORD {MOVE_PROCESSED_KEYWORD} KEYWORD {MOVE_REJECTED_KEYWORD}"
+                "OR DELETED OR KEYWORD {MOVE_PROCESSED_KEYWORD} KEYWORD {MOVE_REJECTED_KEYWORD}"
             )),
-            AfterImport::Delete => Some("DELETED".to_string()),
+            AfterImport::Move { .. } | AfterImport::Delete => Some("DELETED".to_string()),
             _ => None,
         };
         let mut leftovers = Vec::new();
@@ -138,28 +142,36 @@ impl Upstream for ImapUpstream {
             }
         }
         uids.extend(leftovers.iter().copied());
+        // Sizes, and the flags that tell how far an interrupted move got.
         let mut sizes: HashMap<u32, u64> = HashMap::with_capacity(uids.len());
+        let mut touched: HashMap<u32, Touched> = HashMap::with_capacity(uids.len());
         for set in uid_set_chunks(&uids, SIZE_CHUNK) {
-            let command = format!("UID FETCH {set} (UID RFC822.SIZE)");
+            let command = format!("UID FETCH {set} (UID RFC822.SIZE FLAGS)");
             self.run(&command, COMMAND_BUDGET, &mut |r| {
                 if let Response::Fetch(_, attrs) = r {
                     let mut uid = None;
                     let mut size = None;
+                    let mut flags = None;
                     for a in attrs {
                         match a {
                             AttributeValue::Uid(u) => uid = Some(*u),
                             AttributeValue::Rfc822Size(s) => size = Some(u64::from(*s)),
+                            AttributeValue::Flags(f) => flags = Some(Touched::of(f)),
                             _ => {}
                         }
                     }
                     if let (Some(uid), Some(size)) = (uid, size) {
                         sizes.insert(uid, size);
+                        if let Some(flags) = flags {
+                            touched.insert(uid, flags);
+                        }
                     }
                 }
             })
             .await
-            .map_err(|e| e.into_fetch("UID FETCH (RFC822.SIZE)"))?;
+            .map_err(|e| e.into_fetch("UID FETCH (RFC822.SIZE FLAGS)"))?;
         }
+        self.listed = touched;
         // A UID without a size was expunged in between: nothing to import.
         let messages: Vec<UpstreamMessage> = uids
             .iter()
@@ -204,7 +216,7 @@ impl Upstream for ImapUpstream {
 
     async fn finish(mut self) -> Result<(), FetchError> {
         if self.conn.broken() {
-            if self.pending_expunge {
+            if !self.pending_expunge.is_empty() {
                 return Err(FetchError::Io(format!(
                     "the session with {} broke before EXPUNGE: messages flagged \\Deleted stay until the next expunge",
                     self.host
@@ -212,12 +224,7 @@ impl Upstream for ImapUpstream {
             }
             return Ok(());
         }
-        if self.pending_expunge {
-            self.run("EXPUNGE", COMMAND_BUDGET, &mut |_| {})
-                .await
-                .map_err(|e| e.into_fetch("EXPUNGE"))?;
-            self.pending_expunge = false;
-        }
+        self.expunge_pending().await?;
         self.logout().await;
         Ok(())
     }
