@@ -147,6 +147,14 @@ impl Accounts {
         Ok(Accounts { by_user })
     }
 
+    /// The account of a user name (ignoring ASCII case): the one a session
+    /// authenticated as.
+    pub fn get(&self, user: &str) -> Option<&Account> {
+        self.by_user
+            .get(&user.to_ascii_lowercase())
+            .map(|e| &e.account)
+    }
+
     pub fn len(&self) -> usize {
         self.by_user.len()
     }

@@ -68,27 +68,8 @@ pub struct AccountConfig {
     pub reply_to: ReplyToPolicy,
 }
 
-/// What happens to a submitted message's Reply-To.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReplyToPolicy {
-    /// Set to the mailbox's address when the submitter set none.
-    #[default]
-    SetWhenAbsent,
-    /// Always the mailbox's address, replacing the submitter's.
-    Force,
-    /// Whatever the submitter set, or none.
-    Keep,
-}
-
-impl ReplyToPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplyToPolicy::SetWhenAbsent => "set_when_absent",
-            ReplyToPolicy::Force => "force",
-            ReplyToPolicy::Keep => "keep",
-        }
-    }
-}
+/// What happens to a submitted message's Reply-To (the ticket rules apply it).
+pub use crate::mail::ReplyToPolicy;
 
 /// Where an account's argon2id PHC string is: in the config (checked when
 /// the config is read) or in a file (checked when read, at check-config

@@ -15,3 +15,13 @@ pub enum ReplyToPolicy {
     /// Leave Reply-To as submitted (absent stays absent).
     Keep,
 }
+
+impl ReplyToPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyToPolicy::SetWhenAbsent => "set_when_absent",
+            ReplyToPolicy::Force => "force",
+            ReplyToPolicy::Keep => "keep",
+        }
+    }
+}
