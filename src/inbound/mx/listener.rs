@@ -216,7 +216,9 @@ impl SmtpServer {
                         flush(&mut stream, session).await?;
                         return Ok(Some(stream));
                     }
-                    Event::Close => {
+                    // The MX offers no AUTH (AuthOffer::Off), so no
+                    // credentials can come; were they to, just close.
+                    Event::Close | Event::Authenticate(_) => {
                         flush(&mut stream, session).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);
