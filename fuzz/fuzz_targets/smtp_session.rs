@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use mailgate::proto::smtp::reply::Reply;
-use mailgate::proto::smtp::session::{BareLf, Event, RecipientPolicy, Session, SessionConfig};
+use mailgate::proto::smtp::session::{
+    AuthOffer, AuthResult, BareLf, Event, RecipientPolicy, Session, SessionConfig,
+};
 
 const MAX_MESSAGE: usize = 4096;
 const MAX_LINE: usize = 128;
@@ -52,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
             BareLf::Reject
         },
         starttls_available: flags & 2 == 0,
+        auth: AuthOffer::Off,
     };
     let mut session = Session::new(Arc::new(config), flags & 4 != 0);
     session.greeting();
@@ -84,6 +87,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(info.size > MAX_MESSAGE);
                     assert!(info.head.len() <= 64 * 1024);
                 }
+                // AUTH is off here (the smtp_sasl target covers it).
+                Event::Authenticate(_) => session.auth_done(AuthResult::Rejected),
                 Event::StartTls => {
                     assert!(session.is_tls());
                     session.tls_established();

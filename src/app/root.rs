@@ -30,7 +30,7 @@ use crate::outbound::templates::TemplateRenderer;
 use crate::outbound::transport::Transport;
 use crate::outbound::transport::smtp::SmtpTransport;
 use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
-use crate::proto::smtp::session::SessionConfig;
+use crate::proto::smtp::session::{AuthOffer, SessionConfig};
 use crate::store::commit::{Committer, WriterHandle};
 use crate::store::{Store, StoreError};
 use crate::tickets::notify::{MailboxNotify, NotifySettings};
@@ -183,6 +183,7 @@ impl App {
             max_errors: 20,
             bare_lf: config.smtp.bare_lf,
             starttls_available: true,
+            auth: AuthOffer::Off,
         };
         let implicit_session = SessionConfig {
             starttls_available: false,

@@ -244,7 +244,9 @@ impl<H: Handler> SmtpServer<H> {
                         flush(&mut stream, session).await?;
                         return Ok(Some(stream));
                     }
-                    Event::Close => {
+                    // The MX offers no AUTH (AuthOffer::Off), so no
+                    // credentials can come; were they to, just close.
+                    Event::Close | Event::Authenticate(_) => {
                         flush(&mut stream, session).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);

@@ -42,7 +42,37 @@ pub enum Command {
     Expn,
     Help,
     StartTls,
-    Auth,
+    /// `AUTH`: its arguments, or the syntax error to answer once the session
+    /// has decided AUTH is allowed at all (the MX answers 502 to any AUTH).
+    Auth(Result<AuthStart, Reply>),
+}
+
+/// The SASL mechanisms the server implements (RFC 4616 PLAIN, and LOGIN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Login,
+}
+
+/// The arguments of an `AUTH` command (RFC 4954): the mechanism and the
+/// optional initial response, still base64 (`=` stands for an empty one).
+/// Its Debug never shows the response, which carries the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthStart {
+    pub mechanism: Mechanism,
+    pub initial_response: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AuthStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthStart")
+            .field("mechanism", &self.mechanism)
+            .field(
+                "initial_response",
+                &self.initial_response.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 fn syntax(text: &str) -> Reply {
@@ -91,7 +121,7 @@ impl Command {
         } else if is("STARTTLS") {
             no_args(Command::StartTls, "STARTTLS")
         } else if is("AUTH") {
-            Ok(Command::Auth)
+            Ok(Command::Auth(parse_auth(args)))
         } else {
             Err(Reply::new(
                 500,
@@ -177,6 +207,30 @@ fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
         return Err(unsupported_param());
     }
     Ok(Command::Rcpt(path))
+}
+
+/// `AUTH mechanism [initial-response]`. An unknown mechanism is 504; the
+/// initial response is checked when it is decoded.
+fn parse_auth(args: &[u8]) -> Result<AuthStart, Reply> {
+    let mut words = args.split(|c| *c == b' ').filter(|w| !w.is_empty());
+    let (Some(name), initial, None) = (words.next(), words.next(), words.next()) else {
+        return Err(syntax("Syntax: AUTH mechanism [initial-response]"));
+    };
+    let mechanism = if name.eq_ignore_ascii_case(b"PLAIN") {
+        Mechanism::Plain
+    } else if name.eq_ignore_ascii_case(b"LOGIN") {
+        Mechanism::Login
+    } else {
+        return Err(Reply::new(
+            504,
+            Some((5, 5, 4)),
+            "Error: unrecognized authentication type",
+        ));
+    };
+    Ok(AuthStart {
+        mechanism,
+        initial_response: initial.map(<[u8]>::to_vec),
+    })
 }
 
 fn unsupported_param() -> Reply {
@@ -285,6 +339,34 @@ mod tests {
         };
         assert!(m.size_overflow);
         assert_eq!(m.path.address, "");
+    }
+
+    #[test]
+    fn auth_arguments() {
+        let auth = |line: &str| match Command::parse(line.as_bytes()) {
+            Ok(Command::Auth(result)) => result,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            auth("auth plain  AGEAYg=="),
+            Ok(AuthStart {
+                mechanism: Mechanism::Plain,
+                initial_response: Some(b"AGEAYg==".to_vec()),
+            })
+        );
+        assert_eq!(
+            auth("AUTH Login"),
+            Ok(AuthStart {
+                mechanism: Mechanism::Login,
+                initial_response: None,
+            })
+        );
+        let code = |line| auth(line).map_err(|r| (r.code, r.enhanced)).unwrap_err();
+        assert_eq!(code("AUTH CRAM-MD5"), (504, Some((5, 5, 4))));
+        assert_eq!(code("AUTH"), (501, Some((5, 5, 4))));
+        assert_eq!(code("AUTH PLAIN a b"), (501, Some((5, 5, 4))));
+        let debug = format!("{:?}", auth("AUTH PLAIN AGEAYg=="));
+        assert!(!debug.contains("AGEAYg"), "{debug}");
     }
 
     #[test]

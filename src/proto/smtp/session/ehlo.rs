@@ -1,7 +1,7 @@
 //! EHLO and HELO: the client names itself, any open transaction ends, and
 //! EHLO answers with the capabilities this session offers.
 
-use super::{Session, State};
+use super::{AuthOffer, Session, State};
 use crate::proto::smtp::reply::Reply;
 
 impl Session {
@@ -18,7 +18,8 @@ impl Session {
     }
 
     /// The EHLO reply text: hostname, then one extension per line. STARTTLS
-    /// only while it can still be used; AUTH joins here with SASL.
+    /// only while it can still be used; AUTH only where it is offered and
+    /// under TLS (RFC 4954 section 4: no plaintext passwords in the clear).
     fn capabilities(&self) -> String {
         let mut text = format!(
             "{}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\n",
@@ -26,6 +27,9 @@ impl Session {
         );
         if self.config.starttls_available && !self.tls {
             text.push_str("STARTTLS\n");
+        }
+        if self.config.auth == AuthOffer::Required && self.tls {
+            text.push_str("AUTH PLAIN LOGIN\n");
         }
         text.push_str("HELP");
         text

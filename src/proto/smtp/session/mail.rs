@@ -1,8 +1,9 @@
 //! MAIL FROM and RCPT TO: opening a transaction and collecting its
-//! recipients, with the SMTPUTF8, SIZE and recipient-count rules and the
-//! caller's [`RecipientPolicy`] deciding each address.
+//! recipients, with the AUTH requirement of submission listeners, the
+//! SMTPUTF8, SIZE and recipient-count rules and the caller's
+//! [`RecipientPolicy`] deciding the sender and each recipient.
 
-use super::{Envelope, Recipient, RecipientPolicy, Session, State};
+use super::{AuthOffer, Envelope, Recipient, RecipientPolicy, Session, State};
 use crate::proto::smtp::command::{Body, MailFrom};
 use crate::proto::smtp::reply::Reply;
 
@@ -15,7 +16,7 @@ pub(super) struct Transaction {
 }
 
 impl Session {
-    pub(super) fn mail(&mut self, mail: MailFrom) -> Reply {
+    pub(super) fn mail(&mut self, mail: MailFrom, policy: &dyn RecipientPolicy) -> Reply {
         let helo = match &self.state {
             State::Greeted { helo } => helo,
             State::Mail(_) => {
@@ -23,12 +24,18 @@ impl Session {
             }
             _ => return Reply::new(503, Some((5, 5, 1)), "Error: send HELO/EHLO first"),
         };
+        if self.config.auth == AuthOffer::Required && self.auth_user.is_none() {
+            return Reply::new(530, Some((5, 7, 0)), "Authentication required");
+        }
         if mail.path.utf8 && !mail.smtputf8 {
             return smtputf8_required();
         }
         if mail.size_overflow || mail.size.is_some_and(|s| s > self.config.max_message_size) {
             let text = "Error: message size exceeds fixed maximum message size";
             return Reply::new(552, Some((5, 3, 4)), text);
+        }
+        if let Err(reply) = policy.check_sender(self.auth_user.as_deref(), &mail.path.address) {
+            return reply;
         }
         let envelope = Envelope {
             helo: helo.clone(),
@@ -38,6 +45,7 @@ impl Session {
             body_8bitmime: mail.body == Body::EightBitMime,
             smtputf8: mail.smtputf8,
             tls: self.tls,
+            auth_user: self.auth_user.clone(),
         };
         self.state = State::Mail(Transaction {
             envelope,

@@ -1,7 +1,7 @@
-//! The small commands: RSET, NOOP, QUIT, VRFY, EXPN, HELP — and AUTH, which
-//! is refused here until SASL gets its own `auth.rs` in this folder.
+//! The small commands: RSET, NOOP, QUIT, VRFY, EXPN, HELP. (AUTH has its
+//! own file, `auth.rs`.)
 
-use super::{Session, State};
+use super::{AuthOffer, Session, State};
 use crate::proto::smtp::reply::Reply;
 
 impl Session {
@@ -34,16 +34,12 @@ impl Session {
     }
 
     pub(super) fn help(&mut self) -> Reply {
-        Reply::new(
-            214,
-            Some((2, 0, 0)),
-            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
-        )
-    }
-
-    /// AUTH is not offered on the MX; the submission listener will add SASL.
-    pub(super) fn auth(&mut self) -> Reply {
-        Reply::new(502, Some((5, 5, 1)), "Error: authentication not available")
+        let mut text =
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS".to_owned();
+        if self.config.auth == AuthOffer::Required {
+            text.push_str(" AUTH");
+        }
+        Reply::new(214, Some((2, 0, 0)), text)
     }
 }
 

@@ -3,16 +3,18 @@
 //! The listener owns the socket and TLS; this type owns the protocol. It
 //! takes bytes ([`Session::feed`]), produces bytes ([`Session::take_output`])
 //! and tells the caller, through [`Event`]s from [`Session::poll`], the few
-//! moments it must act: a message to commit, a TLS handshake to run, a
-//! connection to close. Keeping it free of I/O makes every protocol decision
-//! testable and fuzzable byte by byte, like rustls' core.
+//! moments it must act: a message to commit, a TLS handshake to run,
+//! credentials to check, a connection to close. Keeping it free of I/O
+//! makes every protocol decision testable and fuzzable byte by byte, like
+//! rustls' core.
 //!
 //! This file holds the session, its [`State`] and the feed/poll driver (the
 //! command-line reader and the limits); each command group has its own file,
 //! as in Stalwart's smtp inbound crate: `ehlo.rs` (EHLO/HELO, capabilities),
 //! `mail.rs` (MAIL FROM, RCPT TO), `data.rs` (DATA and the data phase),
-//! `starttls.rs`, `misc.rs` (RSET, NOOP, QUIT, VRFY, EXPN, HELP, and AUTH's
-//! refusal until a SASL `auth.rs` takes it over).
+//! `starttls.rs`, `auth.rs` (AUTH and its SASL exchange, offered only on
+//! submission listeners: [`AuthOffer`]), `misc.rs` (RSET, NOOP, QUIT, VRFY,
+//! EXPN, HELP).
 //!
 //! Driving loop (what the listener does):
 //!
@@ -24,6 +26,7 @@
 //!         Message(env, body) => { write(take_output()); commit; session.message_done(reply) }
 //!         Oversize(env, info)=> record it (552 already queued)
 //!         StartTls           => { write(take_output()); handshake; session.tls_established() }
+//!         Authenticate(cred) => { write(take_output()); check cred; session.auth_done(result) }
 //!         Close              => { write(take_output()); close; return }
 //!     }
 //!     write(take_output());
@@ -35,16 +38,21 @@
 //! Limits, all enforced here:
 //! - a command line is at most `max_line_length` bytes including CRLF; a
 //!   longer one is discarded up to its LF and answered `500 5.5.6`;
-//! - `max_commands` command lines are processed per session; the next gets
-//!   `421 4.7.0 too many commands` and the session closes;
+//! - `max_commands` command lines are processed per session (SASL response
+//!   lines count, and obey the same length and line-ending rules); the next
+//!   gets `421 4.7.0 too many commands` and the session closes;
 //! - `max_errors` is a per-session *total* (not consecutive): every command
 //!   answered with a 5xx reply counts — unknown or malformed commands, bad
-//!   sequence, too-long lines, and recipients refused by policy (which also
-//!   throttles address harvesting). When the total reaches `max_errors`,
-//!   `421 4.7.0 too many errors` follows the reply and the session closes.
+//!   sequence, too-long lines, recipients refused by policy (which also
+//!   throttles address harvesting) and failed authentications (535). When
+//!   the total reaches `max_errors`, `421 4.7.0 too many errors` follows the
+//!   reply and the session closes.
 //!   A 552 for an oversized message body does not count;
 //! - message content is capped while streaming (see [`super::data`]).
 
+mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod data;
 mod ehlo;
 mod mail;
@@ -53,15 +61,18 @@ mod starttls;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use memchr::memchr;
 
 use super::command::Command;
+pub use super::command::Mechanism;
 use super::data::DataDecoder;
 pub use super::data::OversizeInfo;
 use super::reply::Reply;
 pub use crate::mail::BareLf;
+pub use auth::{AuthOffer, AuthResult, Credentials};
 use mail::Transaction;
 
 /// Per-listener settings, shared by all its sessions.
@@ -81,6 +92,9 @@ pub struct SessionConfig {
     pub bare_lf: BareLf,
     /// Advertise/accept STARTTLS (false on implicit-TLS listeners or without a cert).
     pub starttls_available: bool,
+    /// Whether AUTH is offered (and then required before MAIL): `Off` on the
+    /// MX, `Required` on submission listeners.
+    pub auth: AuthOffer,
 }
 
 /// An accepted recipient: the address as sent and the mailbox policy chose.
@@ -102,12 +116,22 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// The transaction happened over TLS.
     pub tls: bool,
+    /// The user the session authenticated as before MAIL FROM, if any.
+    pub auth_user: Option<String>,
 }
 
 /// What the server decides about one RCPT address (pure; the gateway implements it from config).
 pub trait RecipientPolicy {
     /// Ok(mailbox name) to accept, or Err(reply) e.g. 550 5.7.1 relaying denied / 550 5.1.1 unknown user.
     fn check_recipient(&self, address: &str) -> Result<String, Reply>;
+
+    /// Called by MAIL FROM after its own checks, with the authenticated user
+    /// (None without AUTH): Err(reply) refuses the sender, e.g. 550 5.7.1 for
+    /// an address the account may not use. Accepts every sender by default.
+    fn check_sender(&self, auth_user: Option<&str>, address: &str) -> Result<(), Reply> {
+        let _ = (auth_user, address);
+        Ok(())
+    }
 }
 
 /// What [`Session::poll`] needs the caller to do.
@@ -129,6 +153,10 @@ pub enum Event {
     /// "552 5.3.4" is already queued; the transaction is reset. Record it and
     /// keep polling.
     Oversize(Envelope, OversizeInfo),
+    /// An AUTH exchange delivered complete credentials: check them, then call
+    /// [`Session::auth_done`]; until then `poll` processes nothing (pipelined
+    /// input stays buffered) and returns `NeedInput`.
+    Authenticate(Credentials),
     /// Write `take_output()`, then close the connection. Every later `poll`
     /// returns `Close` again.
     Close,
@@ -158,6 +186,15 @@ enum State {
     },
     /// `Event::StartTls` was returned; waiting for `tls_established`.
     AwaitTls,
+    /// After AUTH: input lines are SASL responses, not commands.
+    Auth(auth::Exchange),
+    /// Credentials are complete: `pending` until `poll` hands them out as
+    /// `Event::Authenticate`, then waiting for `auth_done`.
+    AwaitAuth {
+        helo: String,
+        user: String,
+        pending: Option<Credentials>,
+    },
     Closed,
 }
 
@@ -172,7 +209,8 @@ impl State {
 }
 
 /// One SMTP server session. See the module docs for the driving loop.
-#[derive(Debug)]
+/// Its Debug shows how much input is buffered, never the bytes (they may
+/// hold a SASL response).
 pub struct Session {
     config: Arc<SessionConfig>,
     tls: bool,
@@ -187,6 +225,33 @@ pub struct Session {
     output: Vec<u8>,
     commands: usize,
     errors: usize,
+    /// Set by a successful AUTH; reset only by STARTTLS.
+    auth_user: Option<String>,
+}
+
+/// What [`Session::read_line`] found in the buffered input.
+enum Line {
+    /// A complete line at this range of `input`, its line ending excluded.
+    Complete(Range<usize>),
+    /// An over-long line was discarded up to its LF (and counted).
+    TooLong,
+    /// Nothing to act on: return this event (more input needed, or closed).
+    Stop(Event),
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("config", &self.config)
+            .field("tls", &self.tls)
+            .field("state", &self.state)
+            .field("buffered", &self.input.len().saturating_sub(self.pos))
+            .field("output_len", &self.output.len())
+            .field("commands", &self.commands)
+            .field("errors", &self.errors)
+            .field("auth_user", &self.auth_user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -202,6 +267,7 @@ impl Session {
             output: Vec::new(),
             commands: 0,
             errors: 0,
+            auth_user: None,
         }
     }
 
@@ -259,6 +325,11 @@ impl Session {
         self.tls
     }
 
+    /// The user a successful AUTH authenticated, if any.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
     /// A mail transaction is open (MAIL accepted, or DATA being received):
     /// a message may soon be handed over. Used to batch store commits.
     pub fn in_transaction(&self) -> bool {
@@ -268,7 +339,10 @@ impl Session {
     /// The HELO/EHLO name of the current phase, if one was given.
     fn helo(&self) -> Option<&str> {
         match &self.state {
-            State::Greeted { helo } | State::AwaitMessageDone { helo } => Some(helo),
+            State::Greeted { helo }
+            | State::AwaitMessageDone { helo }
+            | State::AwaitAuth { helo, .. } => Some(helo),
+            State::Auth(exchange) => Some(exchange.helo()),
             State::Mail(tx) => Some(&tx.envelope.helo),
             State::Data { envelope, .. } => Some(&envelope.helo),
             State::Connected | State::AwaitTls | State::Closed => None,
@@ -295,9 +369,17 @@ impl Session {
 
     fn run(&mut self, policy: &dyn RecipientPolicy) -> Event {
         loop {
-            match &self.state {
+            match &mut self.state {
                 State::Closed => return Event::Close,
                 State::AwaitMessageDone { .. } | State::AwaitTls => return Event::NeedInput,
+                State::AwaitAuth { pending, .. } => {
+                    return pending.take().map_or(Event::NeedInput, Event::Authenticate);
+                }
+                State::Auth(_) => {
+                    if let Some(event) = self.next_sasl_line() {
+                        return event;
+                    }
+                }
                 State::Data { .. } => {
                     if let Some(event) = self.run_data() {
                         return event;
@@ -315,19 +397,52 @@ impl Session {
     /// Extracts and executes the next complete command line, if any.
     /// Returns an event when the caller must act, `None` to keep going.
     fn next_command(&mut self, policy: &dyn RecipientPolicy) -> Option<Event> {
+        let range = match self.read_line() {
+            Line::Complete(range) => range,
+            Line::TooLong => {
+                self.line_too_long();
+                return None;
+            }
+            Line::Stop(event) => return Some(event),
+        };
+        let input = std::mem::take(&mut self.input);
+        let line = input.get(range).unwrap_or_default();
+        let reply = match Command::parse(line) {
+            Ok(command) => self.execute(command, policy),
+            Err(reply) => Some(reply),
+        };
+        self.input = input;
+        if let Some(reply) = reply {
+            self.respond(reply);
+        }
+        match self.state {
+            State::Closed => Some(Event::Close),
+            State::AwaitTls => {
+                // Pipelined plaintext after STARTTLS must never be acted on.
+                self.input.clear();
+                self.pos = 0;
+                Some(Event::StartTls)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the next line (command or SASL response) off the input,
+    /// enforcing the line-length cap, the command count and the bare-LF
+    /// policy.
+    fn read_line(&mut self) -> Line {
         let buf = self.input.get(self.pos..).unwrap_or_default();
         if self.discarding {
             let Some(lf) = memchr(b'\n', buf) else {
                 self.pos = self.input.len();
-                return Some(Event::NeedInput);
+                return Line::Stop(Event::NeedInput);
             };
             self.pos += lf + 1;
             self.discarding = false;
             if !self.count_command() {
-                return Some(Event::Close);
+                return Line::Stop(Event::Close);
             }
-            self.line_too_long();
-            return None;
+            return Line::TooLong;
         }
         let from = self.scanned.min(buf.len());
         let Some(lf) = buf
@@ -342,42 +457,24 @@ impl Session {
                 self.pos = self.input.len();
                 self.scanned = 0;
             }
-            return Some(Event::NeedInput);
+            return Line::Stop(Event::NeedInput);
         };
         let crlf = lf > 0 && buf.get(lf - 1) == Some(&b'\r');
         let start = self.pos;
         self.pos += lf + 1;
         self.scanned = 0;
         if !self.count_command() {
-            return Some(Event::Close);
+            return Line::Stop(Event::Close);
         }
         if lf + 1 > self.config.max_line_length {
-            self.line_too_long();
-            return None;
+            return Line::TooLong;
         }
         if !crlf && self.config.bare_lf == BareLf::Reject {
             self.bare_lf_close();
-            return Some(Event::Close);
+            return Line::Stop(Event::Close);
         }
         let end = start + if crlf { lf - 1 } else { lf };
-        let input = std::mem::take(&mut self.input);
-        let line = input.get(start..end).unwrap_or_default();
-        let reply = match Command::parse(line) {
-            Ok(command) => self.execute(command, policy),
-            Err(reply) => reply,
-        };
-        self.input = input;
-        self.respond(reply);
-        match self.state {
-            State::Closed => Some(Event::Close),
-            State::AwaitTls => {
-                // Pipelined plaintext after STARTTLS must never be acted on.
-                self.input.clear();
-                self.pos = 0;
-                Some(Event::StartTls)
-            }
-            _ => None,
-        }
+        Line::Complete(start..end)
     }
 
     /// Counts one command line; false (with 421 queued, closed) over the cap.
@@ -411,13 +508,14 @@ impl Session {
     }
 
     /// Dispatches a parsed command to its group's file; returns its reply
-    /// (state changes happen there).
-    fn execute(&mut self, command: Command, policy: &dyn RecipientPolicy) -> Reply {
+    /// (state changes happen there), None when AUTH has queued a challenge
+    /// or has credentials for the caller instead.
+    fn execute(&mut self, command: Command, policy: &dyn RecipientPolicy) -> Option<Reply> {
         debug_assert!(self.state.reads_commands());
-        match command {
+        let reply = match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo_command(name),
-            Command::Mail(mail) => self.mail(mail),
+            Command::Mail(mail) => self.mail(mail, policy),
             Command::Rcpt(path) => self.rcpt(path.address, path.utf8, policy),
             Command::Data => self.data(),
             Command::Rset => self.rset(),
@@ -427,7 +525,8 @@ impl Session {
             Command::Expn => self.expn(),
             Command::Help => self.help(),
             Command::StartTls => self.starttls(),
-            Command::Auth => self.auth(),
-        }
+            Command::Auth(start) => return self.auth(start),
+        };
+        Some(reply)
     }
 }

@@ -1,6 +1,6 @@
 //! STARTTLS (RFC 3207): the 220 reply, then the caller runs the handshake.
-//! Everything the client said before is forgotten — EHLO name, transaction
-//! and any plaintext pipelined after the command.
+//! Everything the client said before is forgotten — EHLO name, transaction,
+//! authentication and any plaintext pipelined after the command.
 
 use super::{Session, State};
 use crate::proto::smtp::reply::Reply;
@@ -14,6 +14,7 @@ impl Session {
             return Reply::new(502, Some((5, 5, 1)), "Error: STARTTLS not available");
         }
         self.tls = true;
+        self.auth_user = None;
         self.state = State::AwaitTls;
         Reply::new(220, Some((2, 0, 0)), "Ready to start TLS")
     }

@@ -1,11 +1,13 @@
 //! The session's behaviour, byte for byte: every test feeds client input
-//! and checks the replies, events and state the driver would see.
+//! and checks the replies, events and state the driver would see. The
+//! helpers here are shared with `auth_tests.rs`.
 
 use super::*;
 use crate::proto::testing::Rng;
 
-/// Accepts `@example.com` (mailbox = local part), except `unknown@`.
-struct TestPolicy;
+/// Accepts `@example.com` (mailbox = local part), except `unknown@`; a
+/// sender `forbidden@...` is refused with 550 5.7.1 (see `check_sender`).
+pub(super) struct TestPolicy;
 impl RecipientPolicy for TestPolicy {
     fn check_recipient(&self, address: &str) -> Result<String, Reply> {
         let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
@@ -20,9 +22,17 @@ impl RecipientPolicy for TestPolicy {
         }
         Ok(local.to_owned())
     }
+
+    fn check_sender(&self, auth_user: Option<&str>, address: &str) -> Result<(), Reply> {
+        if address.starts_with("forbidden@") {
+            let text = format!("{} may not send as {address}", auth_user.unwrap_or("-"));
+            return Err(Reply::new(550, Some((5, 7, 1)), text));
+        }
+        Ok(())
+    }
 }
 
-fn config() -> SessionConfig {
+pub(super) fn config() -> SessionConfig {
     SessionConfig {
         hostname: "mx.example.com".into(),
         max_message_size: 10_000,
@@ -32,11 +42,17 @@ fn config() -> SessionConfig {
         max_errors: 10,
         bare_lf: BareLf::Reject,
         starttls_available: true,
+        auth: AuthOffer::Off,
     }
 }
 
-fn session_with(config: SessionConfig) -> Session {
-    let mut s = Session::new(Arc::new(config), false);
+pub(super) fn session_with(config: SessionConfig) -> Session {
+    session_tls(config, false)
+}
+
+/// A session after its greeting (taken), on a listener with or without TLS.
+pub(super) fn session_tls(config: SessionConfig, tls: bool) -> Session {
+    let mut s = Session::new(Arc::new(config), tls);
     s.greeting();
     s.take_output();
     s
@@ -48,17 +64,19 @@ fn session() -> Session {
 
 /// What a driver saw: events (messages answered with 250) and output.
 #[derive(Debug, Default)]
-struct Outcome {
-    messages: Vec<(Envelope, Vec<u8>)>,
-    oversize: Vec<(Envelope, OversizeInfo)>,
-    starttls: bool,
-    closed: bool,
-    output: String,
+pub(super) struct Outcome {
+    pub(super) messages: Vec<(Envelope, Vec<u8>)>,
+    pub(super) oversize: Vec<(Envelope, OversizeInfo)>,
+    /// Credentials of every `Event::Authenticate`, in order.
+    pub(super) auths: Vec<Credentials>,
+    pub(super) starttls: bool,
+    pub(super) closed: bool,
+    pub(super) output: String,
 }
 
 impl Outcome {
     /// Codes of the final lines of all replies, in order.
-    fn codes(&self) -> Vec<u16> {
+    pub(super) fn codes(&self) -> Vec<u16> {
         self.output
             .split("\r\n")
             .filter(|l| l.as_bytes().get(3) != Some(&b'-') && l.len() >= 3)
@@ -73,6 +91,17 @@ fn drive(s: &mut Session, input: &[u8]) -> Outcome {
 }
 
 fn drive_chunks(s: &mut Session, chunks: &[&[u8]]) -> Outcome {
+    // AUTH is off in these tests: any credentials are wrong.
+    drive_auth(s, chunks, &mut |_| AuthResult::Rejected)
+}
+
+/// Feeds `chunks` one by one, polling after each; `verdict` answers every
+/// `Event::Authenticate`.
+pub(super) fn drive_auth(
+    s: &mut Session,
+    chunks: &[&[u8]],
+    verdict: &mut dyn FnMut(&Credentials) -> AuthResult,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut raw = Vec::new();
     'chunks: for chunk in chunks {
@@ -85,6 +114,11 @@ fn drive_chunks(s: &mut Session, chunks: &[&[u8]]) -> Outcome {
                     s.message_done(Reply::new(250, Some((2, 0, 0)), "queued as 1"));
                 }
                 Event::Oversize(env, info) => out.oversize.push((env, info)),
+                Event::Authenticate(credentials) => {
+                    raw.extend(s.take_output());
+                    s.auth_done(verdict(&credentials));
+                    out.auths.push(credentials);
+                }
                 Event::StartTls => {
                     out.starttls = true;
                     raw.extend(s.take_output());
@@ -621,6 +655,7 @@ fn random_input_never_panics_and_stays_bounded() {
                     }
                     Event::Oversize(_, info) => assert!(info.head.len() <= HEAD_MAX_FOR_TEST),
                     Event::StartTls => s.tls_established(),
+                    Event::Authenticate(_) => unreachable!("AUTH is off"),
                     Event::Close => break 'feed,
                 }
             }
