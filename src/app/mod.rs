@@ -8,5 +8,6 @@ pub mod relay_test;
 pub mod root;
 pub mod serve;
 pub mod shutdown;
+pub mod submission;
 
 pub use root::{App, Core, Front};

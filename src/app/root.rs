@@ -209,6 +209,7 @@ impl App {
 
         let plain = listener::bind(&config.smtp.listen).await?;
         let implicit = listener::bind(&config.smtp.listen_tls).await?;
+        let submission = super::submission::bind(config).await?;
         let http_listener = crate::http::bind(config.http.listen).await?;
 
         let api_token = config
@@ -245,6 +246,7 @@ impl App {
             Arc::new(SystemClock),
         );
         let outbound_wake = worker.waker();
+        let mx_session = plain_server.session.as_ref().clone();
         let outbound = tokio::spawn(worker.run(stopped.clone()));
         let http_state = Arc::new(crate::http::HttpState {
             store: core.store.clone(),
@@ -270,6 +272,16 @@ impl App {
         for l in implicit {
             tracing::info!(address = %local(&l)?, "SMTP listening (implicit TLS)");
             smtp.push(spawn(&tls_server, l, true));
+        }
+        if let Some(bound) = submission {
+            smtp.extend(bound.serve(
+                config,
+                core,
+                &mx_session,
+                &acceptor,
+                http_state.outbound_wake.clone(),
+                &stopped,
+            )?);
         }
         tracing::info!(
             address = %config.http.listen,

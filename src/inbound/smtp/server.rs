@@ -23,7 +23,7 @@ use super::budget::{ConnectionBudget, Refusal};
 use crate::mail::{EnvelopeInfo, Origin};
 use crate::proto::smtp::reply::Reply;
 use crate::proto::smtp::session::{
-    Envelope, Event, OversizeInfo, RecipientPolicy, Session, SessionConfig,
+    AuthResult, Credentials, Envelope, Event, OversizeInfo, RecipientPolicy, Session, SessionConfig,
 };
 use crate::store::commit::Expected;
 
@@ -49,6 +49,16 @@ pub trait Handler: Send + Sync + 'static {
         peer: SocketAddr,
         expected: Option<Expected>,
     ) -> impl Future<Output = Reply> + Send;
+    /// Checks a login (sessions whose listener offers AUTH). Whatever the
+    /// reason, a refusal looks the same to the client.
+    fn authenticate(
+        &self,
+        credentials: Credentials,
+        peer: SocketAddr,
+    ) -> impl Future<Output = AuthResult> + Send {
+        let _ = (credentials, peer);
+        async { AuthResult::Rejected }
+    }
     /// A message over the size cap (the session already answered 552).
     fn oversize(
         &self,
@@ -244,12 +254,15 @@ impl<H: Handler> SmtpServer<H> {
                         flush(&mut stream, session).await?;
                         return Ok(Some(stream));
                     }
-                    // The MX offers no AUTH (AuthOffer::Off), so no
-                    // credentials can come; were they to, just close.
-                    Event::Close | Event::Authenticate(_) => {
+                    Event::Close => {
                         flush(&mut stream, session).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);
+                    }
+                    Event::Authenticate(credentials) => {
+                        flush(&mut stream, session).await?;
+                        let result = self.handler.authenticate(credentials, peer).await;
+                        session.auth_done(result);
                     }
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
