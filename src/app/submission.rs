@@ -82,6 +82,7 @@ impl Bound {
             Arc::new(config.mailboxes.clone()),
             core.metrics.clone(),
             outbound_wake.clone(),
+            mx_session.hostname.clone(),
         );
         let implicit_handler = shared.clone();
         let make = |session: SessionConfig, handler| {

@@ -2,7 +2,7 @@
 //! what it becomes in the writer's transaction.
 //!
 //! The message is relayed as submitted, with the header policy every
-//! outgoing message gets: `Bcc` taken out, the mailbox's Reply-To per the
+//! outgoing message gets: our `Received` trace field on top, `Bcc` taken out, the mailbox's Reply-To per the
 //! account's policy, a Message-ID and Date when missing (RFC 6409 section
 //! 8), `X-Mailer` when missing, and our `X-Mailgate-*` fields (any the
 //! submitter wrote are dropped: they are ours to set). Every other byte is
@@ -36,6 +36,8 @@ pub struct SubmitRequest {
     pub mailbox: String,
     pub reply_to: ReplyToPolicy,
     pub envelope: EnvelopeInfo,
+    /// Our trace field's value (RFC 5321 4.4), written on top.
+    pub received: String,
     /// The bytes as submitted (dot-unstuffed, line ends as the session left them).
     pub raw: Bytes,
     pub mail: Arc<ParsedMail>,
@@ -84,7 +86,7 @@ pub fn submit<T: TicketTxn>(
         "X-Mailgate-Message-Id",
         "X-Mailgate-Ticket",
     ];
-    let mut prepend: Vec<(&str, String)> = Vec::new();
+    let mut prepend: Vec<(&str, String)> = vec![("Received", r.received.clone())];
     prepend.push(("X-Mailgate-Account", r.account.clone()));
     prepend.push(("X-Mailgate-Message-Id", id.to_string()));
     if let Some(t) = &ticket {

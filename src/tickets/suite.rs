@@ -1573,6 +1573,9 @@ fn submission(raw: &str, mail: Mail, policy: crate::mail::ReplyToPolicy) -> Oper
             client: "127.0.0.1:5000".into(),
             helo: "crm.local".into(),
         },
+        received:
+            "from crm.local ([127.0.0.1]) by gw.test with ESMTPSA; Fri, 02 Jan 2026 03:04:05 +0000"
+                .into(),
         raw: Bytes::from(raw.to_string()),
         mail: Arc::new(mail.parsed()),
         at: "2026-01-02T03:04:05Z".into(),
@@ -1606,7 +1609,8 @@ Subject: Your order\r\n\r\nShipped.\r\n";
     assert_eq!(on, Some((ticket, 1000)));
     let sent = String::from_utf8(h.raw(id).unwrap()).unwrap();
     assert!(sent.starts_with(&format!(
-        "X-Mailgate-Account: crm\r\nX-Mailgate-Message-Id: {id}\r\nX-Mailgate-Ticket: [MG#1000]\r\n\
+        "Received: from crm.local ([127.0.0.1]) by gw.test with ESMTPSA; Fri, 02 Jan 2026 03:04:05 +0000\r\n\
+X-Mailgate-Account: crm\r\nX-Mailgate-Message-Id: {id}\r\nX-Mailgate-Ticket: [MG#1000]\r\n\
 X-Mailer: mailgate/"
     )), "{sent}");
     assert!(sent.contains("\r\nReply-To: support@gw.test\r\nFrom: support@gw.test\r\nTo: ann@customer.test\r\nX-Shop:  kept  as is\r\nMessage-ID: <s1@crm.local>\r\n"), "{sent}");

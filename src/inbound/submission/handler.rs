@@ -41,6 +41,8 @@ pub struct SubmissionHandler {
     /// Wakes the send worker when a message was queued.
     outbound_wake: Arc<Notify>,
     verifications: Arc<Semaphore>,
+    /// Our name in the Received field.
+    hostname: String,
 }
 
 fn refused_sender(address: &str) -> Reply {
@@ -76,6 +78,7 @@ impl SubmissionHandler {
         mailboxes: Arc<Vec<MailboxConfig>>,
         metrics: Arc<Metrics>,
         outbound_wake: Arc<Notify>,
+        hostname: String,
     ) -> SubmissionHandler {
         SubmissionHandler {
             committer,
@@ -85,6 +88,7 @@ impl SubmissionHandler {
             metrics,
             outbound_wake,
             verifications: Arc::new(Semaphore::new(CONCURRENT_VERIFICATIONS)),
+            hostname,
         }
     }
 
@@ -155,7 +159,9 @@ impl SubmissionHandler {
             }
         };
         let at_ms = crate::now_ms();
+        let received = received(&envelope, peer, &self.hostname, at_ms);
         let request = SubmitRequest {
+            received,
             account: user.clone(),
             mailbox: mailbox.clone(),
             reply_to: account.reply_to,
@@ -189,6 +195,29 @@ impl SubmissionHandler {
             }
         }
     }
+}
+
+/// `from HELO ([ip]) by us with ESMTPSA; date`: ESMTPSA is SMTP with TLS
+/// and AUTH (RFC 3848); the login name is not written into the message.
+fn received(envelope: &Envelope, peer: SocketAddr, hostname: &str, at_ms: i64) -> String {
+    let helo: String = envelope
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !"()[];\\".contains(*c))
+        .take(255)
+        .collect();
+    let date = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default();
+    let with = if envelope.tls { "ESMTPSA" } else { "ESMTPA" };
+    format!(
+        "from {helo} ([{}]) by {hostname} with {with}; {date}",
+        peer.ip()
+    )
 }
 
 fn temporary() -> Reply {
