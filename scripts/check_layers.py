@@ -15,6 +15,7 @@ LAYERS = [
     ["metrics", "proto"],
     ["config"],
     ["tls", "auth"],
+    ["oauth"],
     ["tickets"],
     ["store"],
     ["ingest"],

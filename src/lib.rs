@@ -4,9 +4,10 @@
 //! without sockets; `main.rs` is only the command line around it.
 //!
 //! Layers, lowest first; a module only imports from its own layer or below
-//! (`scripts/check-layers.sh` enforces it):
-//! `mail`, `metrics`, `proto` -> `config` -> `tls`, `auth` -> `tickets` ->
-//! `store` -> `ingest` -> `inbound` -> `http` -> `app`.
+//! (`scripts/check_layers.py` enforces it):
+//! `mail`, `metrics`, `proto` -> `config` -> `tls`, `auth` -> `oauth` ->
+//! `tickets` -> `store` -> `ingest` -> `inbound` -> `outbound` -> `http` ->
+//! `app`.
 
 pub mod app;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod mail;
 pub mod metrics;
+pub mod oauth;
 pub mod outbound;
 pub mod proto;
 pub mod store;

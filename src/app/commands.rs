@@ -111,6 +111,8 @@ async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Re
         Credential::Password(secret) => {
             serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
         }
+        // The server has its own token source for the mailbox.
+        Credential::OAuth2(_) => b"{}".to_vec(),
     };
     let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
         .header("host", address.to_string())

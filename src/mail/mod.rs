@@ -4,6 +4,7 @@
 //! the crate, so config, protocol cores, tickets and the I/O layers can all
 //! speak it without importing each other.
 
+pub mod access_token;
 pub mod bare_lf;
 pub mod credential;
 pub mod header_edit;
@@ -16,6 +17,7 @@ pub mod secret;
 pub mod tag;
 pub mod upstream;
 
+pub use access_token::{AccessTokens, TokenError};
 pub use bare_lf::BareLf;
 pub use credential::Credential;
 pub use origin::{EnvelopeInfo, Origin};

@@ -47,6 +47,9 @@ pub(super) async fn connect_and_login(
 async fn login(conn: &mut Conn, c: &ConnectSettings) -> Result<(), FetchError> {
     match &c.credential {
         Credential::Password(secret) => login_password(conn, &c.user, secret).await,
+        Credential::OAuth2(_) => Err(FetchError::Unsupported {
+            what: "OAuth2 (XOAUTH2) over IMAP in this build".into(),
+        }),
     }
 }
 

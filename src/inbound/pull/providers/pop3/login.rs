@@ -88,6 +88,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), FetchError> {
     match &c.credential {
         Credential::Password(secret) => login_password(conn, c, secret, capabilities).await,
+        // Neither Microsoft nor Google offers POP3 with XOAUTH2 for our use;
+        // their mailboxes are read over IMAP, Graph or the Gmail API.
+        Credential::OAuth2(_) => Err(FetchError::Unsupported {
+            what: "OAuth2 over POP3".into(),
+        }),
     }
 }
 
