@@ -52,9 +52,18 @@ impl ImapUpstream {
         else {
             return Ok(CopyState::SourceGone);
         };
+        // SEARCH LARGER/SMALLER do not compare RFC822.SIZE everywhere:
+        // Courier compares its stored file, with LF line ends, so a message
+        // is smaller there by one byte per line. Bounded by half the size
+        // (a message of empty lines) and the size itself; the fetched
+        // RFC822.SIZE and header block below decide.
         let mut query = match size {
             0 => "SMALLER 1".to_string(),
-            n => format!("LARGER {} SMALLER {}", n - 1, n.saturating_add(1)),
+            n => format!(
+                "LARGER {} SMALLER {}",
+                (n / 2).saturating_sub(1),
+                n.saturating_add(1)
+            ),
         };
         // Without a Message-ID the size alone narrows: how servers treat
         // `HEADER Message-ID ""` (presence) varies too much to rely on.
