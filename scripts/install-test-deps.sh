@@ -7,6 +7,8 @@
 #                    dovecot-imapd dovecot-pop3d openssl prometheus (no daemon
 #                    is started; openssl makes the private CA of the Dovecot
 #                    tests; prometheus brings promtool, which checks /metrics)
+#   Courier-IMAP, Cyrus: unpacked under /opt/mailgate-test, next to Dovecot
+#                    (scripts/install-imap-servers.sh; they conflict with it)
 #   Python:          pytest (requirements-test.txt)
 set -euo pipefail
 
@@ -75,6 +77,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     log "Debian packages already installed"
 fi
+
+# ---- Courier-IMAP and Cyrus (more upstream IMAP servers) ---------------------
+./scripts/install-imap-servers.sh
 
 # ---- Python -----------------------------------------------------------------
 PY=${PYTHON:-python3}
