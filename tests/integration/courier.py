@@ -26,6 +26,9 @@ Quirks the tests live with:
   pickup after the first sync rely on a short poll_interval;
 - STARTTLS fails unless the certificate file is readable by group courier
   (couriertls runs as that user), so it is chgrp'ed;
+- SEARCH LARGER / SMALLER compare the size of the stored file, with LF line
+  ends, not RFC822.SIZE (CRLF): a 238-byte message of 10 lines is LARGER 227
+  but not LARGER 228;
 - a failed login takes about 5 s.
 """
 
@@ -54,6 +57,8 @@ AUTHDAEMOND = "/usr/lib/courier/courier-authlib/authdaemond"
 _RUN = r"""
 set -e
 R=$1
+# Mount points (courier-base makes them; /run may be fresh since).
+mkdir -p /etc/courier /run/courier
 mount --bind "$R/etc" /etc/courier
 mount --bind "$R/run" /run/courier
 set -a
