@@ -7,9 +7,9 @@
 #                    dovecot-imapd dovecot-pop3d openssl prometheus (no daemon
 #                    is started; openssl makes the private CA of the Dovecot
 #                    tests; prometheus brings promtool, which checks /metrics)
+#   Python:          pytest (requirements-test.txt)
 #   Courier-IMAP, Cyrus: unpacked under /opt/mailgate-test, next to Dovecot
 #                    (scripts/install-imap-servers.sh; they conflict with it)
-#   Python:          pytest (requirements-test.txt)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
