@@ -9,6 +9,8 @@
 #                    tests; prometheus brings promtool, which checks /metrics)
 #                    libargon2-1 (the reference argon2, checks hash-password)
 #   Python:          pytest (requirements-test.txt)
+#   Courier-IMAP, Cyrus: unpacked under /opt/mailgate-test, next to Dovecot
+#                    (scripts/install-imap-servers.sh; they conflict with it)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -76,6 +78,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     log "Debian packages already installed"
 fi
+
+# ---- Courier-IMAP and Cyrus (more upstream IMAP servers) ---------------------
+./scripts/install-imap-servers.sh
 
 # ---- Python -----------------------------------------------------------------
 PY=${PYTHON:-python3}

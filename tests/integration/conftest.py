@@ -14,6 +14,8 @@ import pytest
 
 import harness
 from harness import Gateway
+# The upstream IMAP servers (Dovecot, Courier, Cyrus) shared by the session.
+from imap_servers import imap_server, imap_server_instances  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 

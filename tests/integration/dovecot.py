@@ -8,6 +8,11 @@ through `ca_file`), one passwd-file user, Maildir storage in either the
 Maildir++ layout (separator ".") or LAYOUT=fs (separator "/"), and doveadm /
 imaplib to put mail in and read flags back.
 
+`Dovecot` is one `imapbase.ImapServer` (the interface Courier and Cyrus
+share, see imapbase.py); its mail helpers use doveadm, and take an optional
+`user` (the default account is alice) so that one instance can serve several
+tests through `add_user()` accounts.
+
 Also the helpers the test_upstream_*.py modules share: a gateway with an
 `[mailbox.upstream]`, waiting on the API with a deadline, reading ticket
 messages and the mailbox status.
@@ -15,7 +20,6 @@ messages and the mailbox status.
 
 from __future__ import annotations
 
-import imaplib
 import os
 import re
 import shutil
@@ -28,9 +32,10 @@ from pathlib import Path
 
 import pytest
 
-USER = "alice"
-PASSWORD = "s3cret-Pass"
-WRONG_PASSWORD = "not-the-password"
+from imapbase import (  # noqa: F401 - re-exported for the test modules
+    _BY_PORT, PASSWORD, USER, WRONG_PASSWORD, Account, ImapServer, _certificates, _free_port,
+    free_ports)
+
 PASSWORD_ENV = "MAILGATE_TEST_UPSTREAM_PASSWORD"
 
 MAILDIR = "maildir++"
@@ -41,55 +46,12 @@ PROCESSED = "Mailgate"
 REJECTED = "RejectedByMailgate"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def dovecot_binary() -> str:
     for candidate in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot"):
         if os.path.exists(candidate):
             return candidate
     pytest.fail("dovecot is not installed: run ./scripts/test.sh (scripts/install-test-deps.sh "
                 "installs dovecot-core, dovecot-imapd and dovecot-pop3d)", pytrace=False)
-
-
-# ---------------------------------------------------------- certificates ---
-
-_CERTS: dict[str, bytes] = {}
-
-
-def _certificates() -> dict[str, bytes]:
-    """A CA and a server certificate for localhost / 127.0.0.1 signed by it
-    (made once per test session with the openssl command line)."""
-    if _CERTS:
-        return _CERTS
-    work = Path(tempfile.mkdtemp(prefix="mailgate-test-ca-"))
-    try:
-        def ossl(*args):
-            r = subprocess.run(["openssl", *args], cwd=work, capture_output=True, text=True,
-                               timeout=60, stdin=subprocess.DEVNULL)
-            assert r.returncode == 0, f"openssl {' '.join(args)} failed:\n{r.stdout}{r.stderr}"
-
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
-             "-subj", "/CN=mailgate test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        ossl("req", *ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost")
-        (work / "ext.cnf").write_text(
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-            "basicConstraints=critical,CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
-            "extendedKeyUsage=serverAuth\n")
-        ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "cert.pem", "-days", "3650", "-extfile", "ext.cnf")
-        for name in ("ca.pem", "cert.pem", "key.pem"):
-            _CERTS[name] = (work / name).read_bytes()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return _CERTS
 
 
 # --------------------------------------------------------------- Dovecot ---
@@ -112,32 +74,23 @@ def render_config(values: dict) -> str:
     return conf
 
 
-# Running instances by listening port (to find the Dovecot of an upstream config).
-_BY_PORT: dict[int, "Dovecot"] = {}
-
-class Dovecot:
+class Dovecot(ImapServer):
     """One private Dovecot instance. `start()` it, `stop()` it."""
 
+    name = "dovecot"
+    has_move = True
+
     def __init__(self, layout: str = MAILDIR):
+        super().__init__()
         assert layout in (MAILDIR, LAYOUT_FS), layout
         self.layout = layout
         self.separator = "/" if layout == LAYOUT_FS else "."
-        self.root: Path | None = None
         self.proc: subprocess.Popen | None = None
-        self.imap_port = self.imaps_port = self.pop3_port = self.pop3s_port = 0
-
-    # -- paths ------------------------------------------------------------------
-    @property
-    def ca_file(self) -> str:
-        return str(self.root / "ca.pem")
+        self.pop3_port = self.pop3s_port = 0
 
     @property
     def conf(self) -> str:
         return str(self.root / "dovecot.conf")
-
-    def folder(self, *parts: str) -> str:
-        """A folder name with this instance's separator: folder("INBOX", "support")."""
-        return self.separator.join(parts)
 
     # -- process ----------------------------------------------------------------
     def start(self) -> "Dovecot":
@@ -147,21 +100,14 @@ class Dovecot:
         self.root = Path(tempfile.mkdtemp(prefix="mailgate-dovecot-"))
         root = self.root
         os.chmod(root, 0o755)
-        for name, data in _certificates().items():
-            (root / name).write_bytes(data)
-        os.chmod(root / "key.pem", 0o600)
-        (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        self._write_certificates(root)
+        (root / "passwd").write_text("")
         os.chmod(root / "passwd", 0o644)
-        home = root / "home" / USER
-        home.mkdir(parents=True)
-        for p in (root / "home", home):
-            os.chown(p, 65534, 65534)
+        (root / "home").mkdir()
+        os.chown(root / "home", 65534, 65534)
+        self._add_passwd(USER)
         for attempt in range(3):
-            ports: list[int] = []
-            while len(ports) < 4:
-                p = _free_port()
-                if p not in ports:
-                    ports.append(p)
+            ports = free_ports(4)
             self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port = ports
             self._write_conf()
             with open(root / "dovecot.stderr", "wb") as err:
@@ -177,11 +123,27 @@ class Dovecot:
                         and attempt < 2:
                     continue
                 raise
-        for port in (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port):
-            _BY_PORT[port] = self
+        self._register(self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port)
         # Make the INBOX exist, so that an empty mailbox is a valid state.
         self.doveadm("mailbox", "status", "-u", USER, "messages", "INBOX")
         return self
+
+    def _add_passwd(self, user: str):
+        home = self.root / "home" / user
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        with open(self.root / "passwd", "a") as f:
+            f.write(f"{user}:{{PLAIN}}{PASSWORD}\n")
+
+    def _create_user(self, user: str):
+        self._add_passwd(user)
+        # The auth process reads passwd-file again when it changed, looking at
+        # most once a second: wait until it knows the user.
+        deadline = time.monotonic() + 10
+        while "doesn't exist" in self.doveadm("user", user, check=False):
+            assert time.monotonic() < deadline, f"dovecot does not know {user}:\n{self.log_tail()}"
+            time.sleep(0.1)
+        self.doveadm("mailbox", "status", "-u", user, "messages", "INBOX")
 
     def _write_conf(self):
         conf = render_config({
@@ -211,8 +173,7 @@ class Dovecot:
                     time.sleep(0.05)
 
     def stop(self):
-        for port in (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port):
-            _BY_PORT.pop(port, None)
+        self._unregister()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -235,17 +196,17 @@ class Dovecot:
         except (FileNotFoundError, TypeError):
             return ""
 
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log().splitlines()[-n:])
-
-    def auth_failures(self) -> int:
+    def auth_failures(self, user: str | None = None) -> int:
         """Logins refused for a wrong password (auth_verbose logs each one)."""
-        return sum(1 for line in self.log().splitlines() if "Password mismatch" in line)
-
-    def logins(self) -> int:
-        """Successful IMAP/POP3 logins."""
+        who = f"({user}," if user else ""
         return sum(1 for line in self.log().splitlines()
-                   if re.search(r"(imap|pop3)-login: (Info: )?Login: ", line))
+                   if "Password mismatch" in line and who in line)
+
+    def logins(self, user: str | None = None) -> int:
+        """Successful IMAP/POP3 logins."""
+        who = f"user=<{user}>" if user else ""
+        return sum(1 for line in self.log().splitlines()
+                   if re.search(r"(imap|pop3)-login: (Info: )?Login: ", line) and who in line)
 
     # -- doveadm ----------------------------------------------------------------
     def doveadm(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
@@ -258,19 +219,21 @@ class Dovecot:
                                        f"{out}{r.stderr.decode('utf-8', 'replace')}")
         return out
 
-    def create_folder(self, name: str):
-        self.doveadm("mailbox", "create", "-u", USER, name)
+    def create_folder(self, name: str, user: str | None = None):
+        self.doveadm("mailbox", "create", "-u", user or self.user, name)
 
-    def folders(self) -> list[str]:
-        return [f for f in self.doveadm("mailbox", "list", "-u", USER).split("\n") if f]
+    def folders(self, user: str | None = None) -> list[str]:
+        return [f for f in self.doveadm("mailbox", "list", "-u", user or self.user).split("\n")
+                if f]
 
-    def save(self, folder: str, raw: bytes):
+    def save(self, folder: str, raw: bytes, user: str | None = None):
         """Delivers one message into a folder, unread."""
-        self.doveadm("save", "-u", USER, "-m", folder, input=raw)
+        self.doveadm("save", "-u", user or self.user, "-m", folder, input=raw)
 
-    def flags(self, folder: str = "INBOX") -> list[tuple[int, frozenset]]:
+    def flags(self, folder: str = "INBOX", user: str | None = None) -> list[tuple[int, frozenset]]:
         """(uid, flags without \\Recent) of every message in a folder, by uid."""
-        out = self.doveadm("-f", "tab", "fetch", "-u", USER, "uid flags", "mailbox", folder, "all")
+        out = self.doveadm("-f", "tab", "fetch", "-u", user or self.user, "uid flags", "mailbox",
+                           folder, "all")
         rows = []
         for line in out.splitlines()[1:]:
             if "\t" not in line:
@@ -281,10 +244,10 @@ class Dovecot:
         rows.sort(key=lambda r: r[0])
         return rows
 
-    def message_ids(self, folder: str = "INBOX") -> dict[int, str]:
+    def message_ids(self, folder: str = "INBOX", user: str | None = None) -> dict[int, str]:
         """uid -> Message-ID (without <>, "" when none)."""
-        out = self.doveadm("-f", "tab", "fetch", "-u", USER, "uid hdr.message-id", "mailbox",
-                           folder, "all")
+        out = self.doveadm("-f", "tab", "fetch", "-u", user or self.user, "uid hdr.message-id",
+                           "mailbox", folder, "all")
         res = {}
         for line in out.splitlines()[1:]:
             if "\t" not in line:
@@ -293,14 +256,16 @@ class Dovecot:
             res[int(uid)] = mid.strip().strip("<>")
         return res
 
-    def count(self, folder: str = "INBOX") -> int:
-        return len(self.flags(folder))
+    def count(self, folder: str = "INBOX", user: str | None = None) -> int:
+        return len(self.flags(folder, user=user))
 
-    def add_flags(self, folder: str, uid: int | str, flags: str):
-        self.doveadm("flags", "add", "-u", USER, flags, "mailbox", folder, "uid", str(uid))
+    def add_flags(self, folder: str, uid: int | str, flags: str, user: str | None = None):
+        self.doveadm("flags", "add", "-u", user or self.user, flags, "mailbox", folder, "uid",
+                     str(uid))
 
-    def remove_flags(self, folder: str, flags: str, query: tuple = ("all",)):
-        self.doveadm("flags", "remove", "-u", USER, flags, "mailbox", folder, *query)
+    def remove_flags(self, folder: str, flags: str, query: tuple = ("all",),
+                     user: str | None = None):
+        self.doveadm("flags", "remove", "-u", user or self.user, flags, "mailbox", folder, *query)
 
     def uidvalidity(self, folder: str = "INBOX") -> int:
         out = self.doveadm("-f", "tab", "mailbox", "status", "-u", USER, "uidvalidity", folder)
@@ -310,17 +275,12 @@ class Dovecot:
     def set_uidvalidity(self, folder: str, value: int):
         self.doveadm("mailbox", "update", "-u", USER, "--uid-validity", str(value), folder)
 
-    # -- IMAP (bulk) ------------------------------------------------------------
-    def imap(self) -> imaplib.IMAP4:
-        c = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=120)
-        c.login(USER, PASSWORD)
-        return c
-
-    def deliver(self, messages, folder: str = "INBOX") -> int:
+    # -- bulk ---------------------------------------------------------------------
+    def deliver(self, messages, folder: str = "INBOX", user: str | None = None) -> int:
         """Delivers many messages the way an MTA does: each a file written in
         the folder's Maildir tmp/ and renamed into new/ (Dovecot assigns their
         UIDs on the next access). Much faster than IMAP APPEND for thousands."""
-        home = self.root / "home" / USER / "Maildir"
+        home = self.root / "home" / (user or self.user) / "Maildir"
         if folder != "INBOX":
             name = folder.split(self.separator, 1)[1] if folder.startswith("INBOX" + self.separator) \
                 else folder
@@ -338,25 +298,6 @@ class Dovecot:
             os.rename(tmp, home / "new" / base)
             n += 1
         return n
-
-    def append(self, folder: str, messages, flags: str = "") -> list[int]:
-        """APPENDs many messages on one IMAP connection; returns their UIDs."""
-        uids = []
-        c = self.imap()
-        try:
-            for raw in messages:
-                typ, data = c.append(folder, f"({flags})" if flags else None, None, raw)
-                text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-                assert typ == "OK", f"APPEND to {folder} refused: {typ} {text}"
-                m = re.search(r"APPENDUID \d+ (\d+)", text)
-                assert m, f"no APPENDUID in {text!r}"
-                uids.append(int(m.group(1)))
-        finally:
-            try:
-                c.logout()
-            except (imaplib.IMAP4.error, OSError):
-                pass
-        return uids
 
 
 @pytest.fixture
@@ -384,17 +325,19 @@ def dovecot_factory():
 
 # --------------------------------------------------------------- gateway ---
 
-def upstream(d: Dovecot, protocol: str = "imap", security: str = "tls", **over) -> dict:
-    """An [mailbox.upstream] table for this Dovecot, password from PASSWORD_ENV."""
-    port = {("imap", "tls"): d.imaps_port, ("imap", "starttls"): d.imap_port,
-            ("imap", "none"): d.imap_port, ("pop3", "tls"): d.pop3s_port,
-            ("pop3", "starttls"): d.pop3_port, ("pop3", "none"): d.pop3_port}[(protocol, security)]
+def upstream(d: ImapServer | Account, protocol: str = "imap", security: str = "tls", **over) -> dict:
+    """An [mailbox.upstream] table for this server (or account), password from
+    PASSWORD_ENV."""
+    port = getattr(d, {("imap", "tls"): "imaps_port", ("imap", "starttls"): "imap_port",
+                       ("imap", "none"): "imap_port", ("pop3", "tls"): "pop3s_port",
+                       ("pop3", "starttls"): "pop3_port",
+                       ("pop3", "none"): "pop3_port"}[(protocol, security)])
     u = {
         "protocol": protocol,
         "host": "localhost",
         "port": port,
         "security": security,
-        "user": USER,
+        "user": d.user,
         "password_env": PASSWORD_ENV,
         "ca_file": d.ca_file,
         "poll_interval": "1s",
@@ -432,8 +375,8 @@ def gateway_with(make_gateway, up: dict | None = None, *, mailboxes: list | None
     return g
 
 
-def _login_attempts(d: "Dovecot") -> int:
-    return d.logins() + d.auth_failures()
+def _login_attempts(d: ImapServer, user: str | None = None) -> int:
+    return d.logins(user) + d.auth_failures(user)
 
 
 def start_gateway(g, timeout: float = 20):
@@ -445,7 +388,7 @@ def start_gateway(g, timeout: float = 20):
     for up in ups.values():
         d = _BY_PORT.get(up.get("port"))
         if d is not None:
-            baseline[id(d)] = _login_attempts(d)
+            baseline[(id(d), up.get("user"))] = _login_attempts(d, up.get("user"))
     g.start()
     wait_first_sync(g, baseline, timeout)
     return g
@@ -461,7 +404,8 @@ def wait_first_sync(g, baseline: dict, timeout: float = 20):
             if mb["last_success"] or mb["last_error"] or mb["status"] == "paused":
                 continue
             d = _BY_PORT.get(up.get("port"))
-            if d is not None and id(d) in baseline and _login_attempts(d) > baseline[id(d)]:
+            key = (id(d), up.get("user"))
+            if d is not None and key in baseline and _login_attempts(d, key[1]) > baseline[key]:
                 continue
             return False
         return True

@@ -1,5 +1,6 @@
 """Exactly once, whatever happens: the gateway SIGKILLed at random points of a
-500-message IMAP import and restarted; a UIDVALIDITY change (messages come
+500-message IMAP import and restarted (against Dovecot, Courier-IMAP and
+Cyrus); the same during a move or delete; a UIDVALIDITY change (messages come
 back unread under new UIDs); an unparseable and an oversized message in the
 middle of the mailbox."""
 
@@ -22,8 +23,8 @@ N_KILL = 500
 KILLS = 5
 
 
-def test_sigkill_during_import_every_message_exactly_once(make_gateway, dovecot):
-    d = dovecot
+def test_sigkill_during_import_every_message_exactly_once(make_gateway, imap_server):
+    d = imap_server
     mids = [new_msgid() for _ in range(N_KILL)]
     d.append("INBOX", [make_msg(f"crash test {i}", msgid=m) for i, m in enumerate(mids)])
     seed = int(os.environ.get("MAILGATE_TEST_SEED") or time.time_ns() % 1_000_000)
