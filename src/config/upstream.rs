@@ -385,3 +385,55 @@ pub(super) fn hide_quoted(message: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::mail::AfterImport;
+
+    const BASE: &str = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+
+    #[test]
+    fn graph_needs_no_host_and_has_categories_and_an_api_base() {
+        let c = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s@contoso.test\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.protocol, super::Protocol::Graph);
+        assert_eq!(u.api_base, super::GRAPH_API_BASE);
+        assert_eq!(
+            u.after_import,
+            AfterImport::Label {
+                processed: "Mailgate".into(),
+                rejected: "RejectedByMailgate".into()
+            }
+        );
+        let c = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s\"\napi_base=\"https://graph.microsoft.us/v1.0/\"\nafter_import=\"move\"\nprocessed_folder=\"archive\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.api_base, "https://graph.microsoft.us/v1.0");
+        assert_eq!(
+            u.after_import,
+            AfterImport::Move {
+                processed: "archive".into(),
+                rejected: "archive".into()
+            }
+        );
+        let err = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s\"\napi_base=\"http://x\"\nafter_import=\"delete\"\nprocessed_category=\"\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "mailbox[0].upstream.api_base: must be an https:// URL",
+            "mailbox[0].upstream.after_import: Graph supports \"label\" or \"move\"",
+            "mailbox[0].upstream.processed_category:",
+        ] {
+            assert!(err.contains(expected), "{expected} in {err}");
+        }
+        assert!(!err.contains("host"), "{err}");
+    }
+}

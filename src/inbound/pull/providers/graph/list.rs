@@ -8,9 +8,10 @@
 //! - Size: v1.0 has no `size` property; `PidTagMessageSize` (MAPI
 //!   property tag 0x0E08, type Integer) is read through
 //!   `$expand=singleValueExtendedProperties($filter=id eq 'Integer 0x0E08')`.
-//!   Its value comes as a decimal string. It is the size Exchange stores,
-//!   close to (usually below) the MIME size; a message whose MIME turns
-//!   out larger than the cap is still caught after download (see `fetch`).
+//!   Its value comes as a decimal string. It is the approximate sum of the
+//!   message's properties in the store (MAPI's definition), not the MIME
+//!   length; a message listed under the cap whose MIME turns out larger is
+//!   still caught after download (see `fetch`).
 //! - At most [`MAX_LISTED`] per sync; the rest comes with the next one.
 
 use serde::Deserialize;
