@@ -1,5 +1,6 @@
-//! `[mailbox.upstream]`: the mailbox the gateway pulls mail from (IMAP or
-//! POP3), validated like the rest of the config: every problem, with its key.
+//! `[mailbox.upstream]`: the mailbox the gateway pulls mail from (IMAP,
+//! POP3 or Microsoft Graph), validated like the rest of the config: every
+//! problem, with its key.
 //!
 //! Passwords are never in the config: only the name of an environment
 //! variable or the path of a file (checked not to be readable by others),
@@ -18,6 +19,9 @@ use crate::mail::{AfterImport, Security, valid_keyword};
 pub enum Protocol {
     Imap,
     Pop3,
+    /// Microsoft Graph (REST over HTTPS, OAuth2 only): `api_base`, `user`,
+    /// `folder`; `host`, `port`, `security` and passwords do not apply.
+    Graph,
 }
 
 impl Protocol {
@@ -25,6 +29,7 @@ impl Protocol {
         match self {
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
+            Protocol::Graph => "graph",
         }
     }
 }
@@ -69,7 +74,12 @@ pub struct UpstreamConfig {
     pub idle: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// Graph: the API root requests go to (national clouds, tests).
+    pub api_base: String,
 }
+
+/// Graph's API root unless `api_base` says otherwise.
+pub const GRAPH_API_BASE: &str = "https://graph.microsoft.com/v1.0";
 
 #[derive(Deserialize)]
 #[serde(default)]
@@ -96,6 +106,9 @@ pub(super) struct RawUpstream {
     idle: bool,
     connect_timeout: Quantity,
     command_timeout: Quantity,
+    api_base: Option<String>,
+    processed_category: String,
+    rejected_category: String,
 }
 
 impl Default for RawUpstream {
@@ -123,6 +136,9 @@ impl Default for RawUpstream {
             idle: true,
             connect_timeout: Quantity::Text("30s".into()),
             command_timeout: Quantity::Text("2m".into()),
+            api_base: None,
+            processed_category: "Mailgate".into(),
+            rejected_category: "RejectedByMailgate".into(),
         }
     }
 }
@@ -136,20 +152,24 @@ pub(super) fn validate(
     let protocol = match raw.protocol.as_str() {
         "imap" => Protocol::Imap,
         "pop3" => Protocol::Pop3,
+        "graph" => Protocol::Graph,
         "" => {
-            err(&k("protocol"), "missing: \"imap\" or \"pop3\"".into());
+            err(
+                &k("protocol"),
+                "missing: \"imap\", \"pop3\" or \"graph\"".into(),
+            );
             Protocol::Imap
         }
         other => {
             err(
                 &k("protocol"),
-                format!("must be \"imap\" or \"pop3\", not {other:?}"),
+                format!("must be \"imap\", \"pop3\" or \"graph\", not {other:?}"),
             );
             Protocol::Imap
         }
     };
     let host = raw.host.trim().to_string();
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    if protocol != Protocol::Graph && (host.is_empty() || host.contains(char::is_whitespace)) {
         err(&k("host"), format!("missing or invalid host {host:?}"));
     }
     let security = match raw.security.as_str() {
@@ -178,6 +198,7 @@ pub(super) fn validate(
             (Protocol::Imap, _) => 143,
             (Protocol::Pop3, Security::Tls) => 995,
             (Protocol::Pop3, _) => 110,
+            (Protocol::Graph, _) => 443,
         },
         Some(p) => match u16::try_from(p) {
             Ok(p) if p > 0 => p,
@@ -247,13 +268,27 @@ pub(super) fn validate(
     let mode = raw.after_import.clone().unwrap_or_else(|| match protocol {
         Protocol::Imap => "label".into(),
         Protocol::Pop3 => "delete".into(),
+        Protocol::Graph => "label".into(),
     });
+    if protocol == Protocol::Graph {
+        for (field, value) in [
+            ("processed_category", &raw.processed_category),
+            ("rejected_category", &raw.rejected_category),
+        ] {
+            if value.trim().is_empty() || value.trim() != value {
+                err(
+                    &k(field),
+                    format!("{value:?} must be a non-empty name without surrounding spaces"),
+                );
+            }
+        }
+    }
     let after_import = match (protocol, mode.as_str()) {
         (Protocol::Imap, "label") => AfterImport::Label {
             processed: raw.processed_keyword.clone(),
             rejected: raw.rejected_keyword.clone(),
         },
-        (Protocol::Imap, "move") => {
+        (Protocol::Imap | Protocol::Graph, "move") => {
             let processed = raw.processed_folder.clone().unwrap_or_default();
             if processed.trim().is_empty() {
                 err(
@@ -270,7 +305,11 @@ pub(super) fn validate(
                 rejected,
             }
         }
-        (_, "delete") => AfterImport::Delete,
+        (Protocol::Graph, "label") => AfterImport::Label {
+            processed: raw.processed_category.clone(),
+            rejected: raw.rejected_category.clone(),
+        },
+        (Protocol::Imap | Protocol::Pop3, "delete") => AfterImport::Delete,
         (Protocol::Pop3, "keep") => AfterImport::Keep,
         (Protocol::Imap, other) => {
             err(
@@ -286,7 +325,26 @@ pub(super) fn validate(
             );
             AfterImport::Keep
         }
+        (Protocol::Graph, other) => {
+            err(
+                &k("after_import"),
+                format!("Graph supports \"label\" or \"move\", not {other:?}"),
+            );
+            AfterImport::Delete
+        }
     };
+    let api_base = raw
+        .api_base
+        .clone()
+        .unwrap_or_else(|| GRAPH_API_BASE.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if protocol == Protocol::Graph && !api_base.starts_with("https://") {
+        err(
+            &k("api_base"),
+            format!("must be an https:// URL, not {api_base:?}"),
+        );
+    }
     let fetch_per_minute = positive(&k("fetch_per_minute"), raw.fetch_per_minute, err);
     let auth_failure_limit = positive(&k("auth_failure_limit"), raw.auth_failure_limit, err);
     UpstreamConfig {
@@ -306,6 +364,7 @@ pub(super) fn validate(
         idle: raw.idle,
         connect_timeout: duration(&k("connect_timeout"), &raw.connect_timeout, err),
         command_timeout: duration(&k("command_timeout"), &raw.command_timeout, err),
+        api_base,
     }
 }
 
@@ -325,4 +384,56 @@ pub(super) fn hide_quoted(message: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::mail::AfterImport;
+
+    const BASE: &str = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+
+    #[test]
+    fn graph_needs_no_host_and_has_categories_and_an_api_base() {
+        let c = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s@contoso.test\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.protocol, super::Protocol::Graph);
+        assert_eq!(u.api_base, super::GRAPH_API_BASE);
+        assert_eq!(
+            u.after_import,
+            AfterImport::Label {
+                processed: "Mailgate".into(),
+                rejected: "RejectedByMailgate".into()
+            }
+        );
+        let c = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s\"\napi_base=\"https://graph.microsoft.us/v1.0/\"\nafter_import=\"move\"\nprocessed_folder=\"archive\"\n"
+        ))
+        .unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.api_base, "https://graph.microsoft.us/v1.0");
+        assert_eq!(
+            u.after_import,
+            AfterImport::Move {
+                processed: "archive".into(),
+                rejected: "archive".into()
+            }
+        );
+        let err = Config::parse(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s\"\napi_base=\"http://x\"\nafter_import=\"delete\"\nprocessed_category=\"\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "mailbox[0].upstream.api_base: must be an https:// URL",
+            "mailbox[0].upstream.after_import: Graph supports \"label\" or \"move\"",
+            "mailbox[0].upstream.processed_category:",
+        ] {
+            assert!(err.contains(expected), "{expected} in {err}");
+        }
+        assert!(!err.contains("host"), "{err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! From a mailbox's `[mailbox.upstream]` config to an open session, for
 //! either protocol, so the engine and the commands need not care which.
 
+use super::providers::graph::{GraphSettings, GraphUpstream};
 use super::providers::imap::{ImapSettings, ImapUpstream};
 use super::providers::pop3::{Pop3Settings, Pop3Upstream};
 use super::upstream::{ConnectSettings, FetchError, Probe, Upstream, UpstreamMessage, Verdict};
@@ -12,6 +13,7 @@ use crate::mail::Credential;
 pub enum UpstreamSettings {
     Imap(ImapSettings),
     Pop3(Pop3Settings),
+    Graph(GraphSettings),
 }
 
 impl UpstreamSettings {
@@ -42,6 +44,13 @@ impl UpstreamSettings {
                 after: config.after_import.clone(),
                 max_message_size,
             }),
+            Protocol::Graph => UpstreamSettings::Graph(GraphSettings {
+                connect,
+                api_base: config.api_base.clone(),
+                folder: config.folder.clone(),
+                after: config.after_import.clone(),
+                max_message_size,
+            }),
         }
     }
 
@@ -53,6 +62,9 @@ impl UpstreamSettings {
             UpstreamSettings::Pop3(s) => {
                 Ok(AnyUpstream::Pop3(Box::new(Pop3Upstream::open(s).await?)))
             }
+            UpstreamSettings::Graph(s) => {
+                Ok(AnyUpstream::Graph(Box::new(GraphUpstream::open(s).await?)))
+            }
         }
     }
 
@@ -60,6 +72,7 @@ impl UpstreamSettings {
         match self {
             UpstreamSettings::Imap(s) => ImapUpstream::probe(s).await,
             UpstreamSettings::Pop3(s) => Pop3Upstream::probe(s).await,
+            UpstreamSettings::Graph(s) => GraphUpstream::probe(s).await,
         }
     }
 }
@@ -68,6 +81,7 @@ impl UpstreamSettings {
 pub enum AnyUpstream {
     Imap(Box<ImapUpstream>),
     Pop3(Box<Pop3Upstream>),
+    Graph(Box<GraphUpstream>),
 }
 
 impl Upstream for AnyUpstream {
@@ -75,6 +89,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.list_new().await,
             AnyUpstream::Pop3(u) => u.list_new().await,
+            AnyUpstream::Graph(u) => u.list_new().await,
         }
     }
 
@@ -82,6 +97,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.fetch(message).await,
             AnyUpstream::Pop3(u) => u.fetch(message).await,
+            AnyUpstream::Graph(u) => u.fetch(message).await,
         }
     }
 
@@ -89,6 +105,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.fetch_headers(message).await,
             AnyUpstream::Pop3(u) => u.fetch_headers(message).await,
+            AnyUpstream::Graph(u) => u.fetch_headers(message).await,
         }
     }
 
@@ -100,6 +117,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.mark(message, verdict).await,
             AnyUpstream::Pop3(u) => u.mark(message, verdict).await,
+            AnyUpstream::Graph(u) => u.mark(message, verdict).await,
         }
     }
 
@@ -107,6 +125,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.finish().await,
             AnyUpstream::Pop3(u) => u.finish().await,
+            AnyUpstream::Graph(u) => u.finish().await,
         }
     }
 }

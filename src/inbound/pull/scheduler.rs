@@ -146,10 +146,12 @@ impl MailboxWorker {
             (Protocol::Imap, _) => "imap",
             (Protocol::Pop3, crate::mail::Security::Tls) => "pop3s",
             (Protocol::Pop3, _) => "pop3",
+            (Protocol::Graph, _) => "graph",
         };
         let folder = match upstream.protocol {
             Protocol::Imap => format!("/{}", upstream.folder),
             Protocol::Pop3 => String::new(),
+            Protocol::Graph => format!("/{}", upstream.folder),
         };
         MailboxWorker {
             name: mailbox.name.clone(),
@@ -157,10 +159,16 @@ impl MailboxWorker {
             ctx: SyncContext {
                 mailbox: mailbox.name.clone(),
                 source: upstream.protocol.as_str(),
-                origin_label: format!(
-                    "{scheme}://{}@{}:{}{folder}",
-                    upstream.user, upstream.host, upstream.port
-                ),
+                origin_label: match upstream.protocol {
+                    Protocol::Graph => format!(
+                        "{}/users/{}/mailFolders{folder}",
+                        upstream.api_base, upstream.user
+                    ),
+                    _ => format!(
+                        "{scheme}://{}@{}:{}{folder}",
+                        upstream.user, upstream.host, upstream.port
+                    ),
+                },
                 account: upstream.user.clone(),
                 keeps_messages: upstream.after_import == crate::mail::AfterImport::Keep,
                 max_message_size: config.limits.max_message_size as u64,
@@ -333,10 +341,14 @@ impl MailboxWorker {
                     _ = shutdown.changed() => return,
                 }
             }
+            let mut retry_after = None;
             let outcome = match credential::resolve(&self.upstream) {
                 Ok(credential) => match self.sync_with(credential).await {
                     Ok(_) => None,
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => {
+                        retry_after = server_retry_after(&e);
+                        Some(e.to_string())
+                    }
                 },
                 Err(e) => {
                     let mut state = self.state().await;
@@ -357,7 +369,7 @@ impl MailboxWorker {
                 }
                 Some(_) => {
                     failures = failures.saturating_add(1);
-                    backoff(self.upstream.poll_interval, failures)
+                    wait_after_failure(self.upstream.poll_interval, failures, retry_after)
                 }
             };
             if failures == 0 && self.upstream.idle && self.upstream.protocol == Protocol::Imap {
@@ -416,6 +428,27 @@ impl MailboxWorker {
     }
 }
 
+/// The longest `Retry-After` obeyed (a server asking for more is waited
+/// for this long).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait the server asked for when it throttled the sync (Graph 429/503/504).
+fn server_retry_after(e: &SyncError) -> Option<Duration> {
+    match e {
+        SyncError::Fetch(crate::inbound::pull::upstream::FetchError::Throttled {
+            retry_after,
+            ..
+        }) => *retry_after,
+        _ => None,
+    }
+}
+
+/// The backoff, but never shorter than the server's `Retry-After`.
+fn wait_after_failure(base: Duration, failures: u32, retry_after: Option<Duration>) -> Duration {
+    let asked = retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
+    backoff(base, failures).max(asked)
+}
+
 /// poll_interval x 2^(failures-1), capped.
 fn backoff(base: Duration, failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
@@ -434,5 +467,25 @@ mod tests {
         assert_eq!(backoff(s(60), 3), s(240));
         assert_eq!(backoff(s(60), 40), MAX_BACKOFF);
         assert_eq!(backoff(s(3600), 5), s(3600));
+    }
+
+    #[test]
+    fn a_throttled_sync_waits_at_least_what_the_server_asked() {
+        let s = Duration::from_secs;
+        assert_eq!(wait_after_failure(s(60), 1, None), s(60));
+        assert_eq!(wait_after_failure(s(60), 1, Some(s(5))), s(60));
+        assert_eq!(wait_after_failure(s(60), 1, Some(s(600))), s(600));
+        assert_eq!(wait_after_failure(s(60), 3, Some(s(90))), s(240));
+        assert_eq!(
+            wait_after_failure(s(60), 1, Some(s(10_000_000))),
+            MAX_RETRY_AFTER
+        );
+        let throttled = SyncError::Fetch(crate::inbound::pull::upstream::FetchError::Throttled {
+            retry_after: Some(s(7)),
+            detail: "429".into(),
+        });
+        assert_eq!(server_retry_after(&throttled), Some(s(7)));
+        let io = SyncError::Fetch(crate::inbound::pull::upstream::FetchError::Io("x".into()));
+        assert_eq!(server_retry_after(&io), None);
     }
 }

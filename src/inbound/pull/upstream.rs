@@ -45,7 +45,7 @@ impl std::fmt::Debug for ConnectSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamMessage {
     /// Stable upstream identity, unique per mailbox:
-    /// `imap:<UIDVALIDITY>:<UID>` or `pop3:<UIDL>`.
+    /// `imap:<UIDVALIDITY>:<UID>`, `pop3:<UIDL>` or `graph:<immutable id>`.
     pub key: String,
     /// Size the server announces (RFC822.SIZE / LIST), in bytes.
     pub size: u64,
@@ -98,6 +98,26 @@ pub enum FetchError {
     Timeout(String),
     #[error("connection error: {0}")]
     Io(String),
+    /// The server asked us to slow down (HTTP 429/503/504); the scheduler
+    /// waits at least `retry_after` before the next sync.
+    #[error("throttled by the server: {detail}")]
+    Throttled {
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+}
+
+impl From<crate::mail::TokenError> for FetchError {
+    fn from(e: crate::mail::TokenError) -> Self {
+        use crate::mail::TokenError as T;
+        match e {
+            T::Revoked { .. } | T::NotConfigured(_) => FetchError::Auth {
+                user: "the OAuth2 grant".into(),
+                detail: e.to_string(),
+            },
+            T::Unavailable(_) => FetchError::Io(e.to_string()),
+        }
+    }
 }
 
 impl From<crate::tls::client::ConnectError> for FetchError {
@@ -137,6 +157,7 @@ impl FetchError {
             FetchError::Protocol(_) => "protocol",
             FetchError::Timeout(_) => "timeout",
             FetchError::Io(_) => "io",
+            FetchError::Throttled { .. } => "throttled",
         }
     }
 }

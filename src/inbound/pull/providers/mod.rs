@@ -1,5 +1,6 @@
 //! One module per upstream protocol, each implementing
 //! [`super::upstream::Upstream`].
 
+pub mod graph;
 pub mod imap;
 pub mod pop3;

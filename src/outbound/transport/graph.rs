@@ -1,0 +1,201 @@
+//! Sending through Microsoft Graph: `POST /users/{user}/sendMail` with the
+//! message's MIME, base64-encoded, as `Content-Type: text/plain` (Graph's
+//! "send a message in MIME format"). `202 Accepted` means sent (and saved
+//! in Sent Items). The recipients are the MIME's To/Cc/Bcc headers: Graph
+//! has no separate envelope, so [`Delivery::accepted`] is the envelope's
+//! recipients as composed.
+//!
+//! Answers, as the SMTP transport classifies replies:
+//! - 401: the token is reported refused and the request sent once more with
+//!   a new one; a second 401, a 403 (no Mail.Send permission) or no token
+//!   at all is a temporary `auth` failure: the gateway's problem, the mail
+//!   stays queued.
+//! - 429/503/504 and other 5xx, connection failures, timeouts: temporary.
+//! - Other 4xx (400 invalid MIME or recipients, 413 too large): permanent,
+//!   with Graph's error code and message as the reply.
+//!
+//! Graph takes at most 4 MB per request this way (larger messages need an
+//! upload session, not done here): such messages get Graph's 4xx.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+
+use super::{Delivery, Envelope, FailureKind, SendError, SendFuture, Transport};
+use crate::mail::{AccessTokens, TokenError};
+use crate::oauth::http::{HttpClient, HttpError, Response};
+
+/// Answers to sendMail are empty or a small error JSON.
+const ANSWER_LIMIT: usize = 64 * 1024;
+
+/// Sends as one mailbox (`/users/{user}`).
+pub struct GraphTransport {
+    http: HttpClient,
+    api_base: String,
+    user: String,
+    tokens: Arc<dyn AccessTokens>,
+}
+
+impl GraphTransport {
+    pub fn new(
+        http: HttpClient,
+        api_base: &str,
+        user: &str,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> GraphTransport {
+        GraphTransport {
+            http,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            user: user.to_string(),
+            tokens,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/users/{}/sendMail",
+            self.api_base,
+            crate::inbound::pull::providers::graph::segment(&self.user)
+        )
+    }
+
+    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, SendError> {
+        let body = Bytes::from(base64::engine::general_purpose::STANDARD.encode(message));
+        let mut refused_once = false;
+        loop {
+            let token = self.tokens.token().await.map_err(token_error)?;
+            let request = Request::post(self.url())
+                .header("authorization", format!("Bearer {}", token.expose()))
+                .header("content-type", "text/plain")
+                .header("accept", "application/json")
+                .body(body.clone())
+                .map_err(|e| {
+                    SendError::temporary(FailureKind::Protocol, format!("bad sendMail URL: {e}"))
+                })?;
+            let response = self
+                .http
+                .send(request, ANSWER_LIMIT)
+                .await
+                .map_err(http_error)?;
+            if response.status == StatusCode::UNAUTHORIZED && !refused_once {
+                self.tokens.refused(&token);
+                refused_once = true;
+                continue;
+            }
+            return classify(&response).map(|reply| Delivery {
+                reply,
+                accepted: envelope.recipients.clone(),
+                refused: Vec::new(),
+            });
+        }
+    }
+}
+
+/// What Graph's answer to sendMail means for the message.
+pub fn classify(response: &Response) -> Result<String, SendError> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ));
+    }
+    let text = crate::inbound::pull::providers::graph::status_text(response);
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(SendError::temporary(
+            FailureKind::Auth,
+            format!("Graph refused the mailbox's token: {text}"),
+        )),
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::REQUEST_TIMEOUT
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => {
+            let wait = crate::inbound::pull::providers::graph::retry_after(response)
+                .map(|d| format!(" (retry after {} s)", d.as_secs()))
+                .unwrap_or_default();
+            Err(SendError::temporary(
+                FailureKind::Refused,
+                format!("{text}{wait}"),
+            ))
+        }
+        s if s.is_client_error() => Err(SendError::Permanent { reply: text }),
+        _ => Err(SendError::temporary(FailureKind::Refused, text)),
+    }
+}
+
+fn token_error(e: TokenError) -> SendError {
+    SendError::temporary(FailureKind::Auth, e.to_string())
+}
+
+fn http_error(e: HttpError) -> SendError {
+    match e {
+        HttpError::Tls(d) => SendError::temporary(FailureKind::Tls, d),
+        HttpError::Request { .. } => SendError::temporary(FailureKind::Connect, e.to_string()),
+        HttpError::Timeout { .. } => SendError::temporary(FailureKind::Timeout, e.to_string()),
+        HttpError::TooLarge { .. } => SendError::temporary(FailureKind::Protocol, e.to_string()),
+    }
+}
+
+impl Transport for GraphTransport {
+    fn send<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> SendFuture<'a> {
+        Box::pin(self.deliver(envelope, message))
+    }
+
+    fn describe(&self) -> String {
+        format!("graph {}/users/{}", self.api_base, self.user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str, retry: Option<&str>) -> Response {
+        let mut headers = http::HeaderMap::new();
+        if let Some(r) = retry {
+            headers.insert("retry-after", r.parse().unwrap());
+        }
+        Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn answers_to_send_mail() {
+        assert_eq!(classify(&answer(202, "", None)).unwrap(), "202 Accepted");
+        let e = classify(&answer(
+            400,
+            r#"{"error":{"code":"ErrorMimeContentInvalidBase64String","message":"Invalid base64 string for MIME content."}}"#,
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            SendError::Permanent {
+                reply: "400 ErrorMimeContentInvalidBase64String: Invalid base64 string for MIME content.".into()
+            }
+        );
+        let e = classify(&answer(
+            429,
+            r#"{"error":{"code":"ApplicationThrottled","message":"slow down"}}"#,
+            Some("12"),
+        ))
+        .unwrap_err();
+        assert!(!e.is_permanent());
+        assert!(e.to_string().contains("retry after 12 s"), "{e}");
+        let e = classify(&answer(
+            403,
+            r#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied."}}"#,
+            None,
+        ))
+        .unwrap_err();
+        assert_eq!(e.kind(), FailureKind::Auth);
+        assert!(!e.is_permanent());
+        assert!(!classify(&answer(500, "", None)).unwrap_err().is_permanent());
+    }
+}
