@@ -104,11 +104,14 @@ impl SubmissionHandler {
         peer: SocketAddr,
         expected: Option<Expected>,
     ) -> Reply {
-        let user = envelope.auth_user.clone().unwrap_or_default();
-        let Some(account) = self.account(Some(&user)) else {
+        let Some(account) = self.account(envelope.auth_user.as_deref()) else {
             // The session only hands over mail after a successful AUTH.
             return Reply::new(530, Some((5, 7, 0)), "Authentication required");
         };
+        // The account's name as configured, not as the client typed it at
+        // AUTH (user names match ignoring case): the outbound log, its
+        // `?account=` filter, the metrics and X-Mailgate-Account use it.
+        let user = account.user.clone();
         let Some(mailbox) = account.mailbox_for(&envelope.mail_from, &self.mailboxes) else {
             self.metrics
                 .submission
@@ -235,6 +238,7 @@ impl Handler for SubmissionHandler {
         SubmissionPolicy {
             accounts: self.accounts.clone(),
             mailboxes: self.mailboxes.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -259,7 +263,10 @@ impl Handler for SubmissionHandler {
     }
 
     async fn oversize(&self, envelope: Envelope, info: OversizeInfo, peer: SocketAddr) {
-        let user = envelope.auth_user.unwrap_or_default();
+        let user = self
+            .account(envelope.auth_user.as_deref())
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
         self.metrics
             .submission
             .count_message(&user, "refused_oversize");
@@ -333,6 +340,8 @@ impl Handler for SubmissionHandler {
 pub struct SubmissionPolicy {
     accounts: Arc<Accounts>,
     mailboxes: Arc<Vec<MailboxConfig>>,
+    /// Counts the senders refused here as `refused_sender`.
+    metrics: Arc<Metrics>,
 }
 
 impl RecipientPolicy for SubmissionPolicy {
@@ -345,6 +354,9 @@ impl RecipientPolicy for SubmissionPolicy {
             return Err(Reply::new(530, Some((5, 7, 0)), "Authentication required"));
         };
         if address.is_empty() || !account.may_send_as(address, &self.mailboxes) {
+            self.metrics
+                .submission
+                .count_message(&account.user, "refused_sender");
             return Err(refused_sender(address));
         }
         Ok(())
