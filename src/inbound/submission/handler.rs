@@ -95,72 +95,23 @@ impl SubmissionHandler {
     fn account(&self, user: Option<&str>) -> Option<&Account> {
         user.and_then(|u| self.accounts.get(u))
     }
-}
-
-/// `from HELO ([ip]) by us with ESMTPSA; date`: ESMTPSA is SMTP with TLS
-/// and AUTH (RFC 3848); the login name is not written into the message.
-fn received(envelope: &Envelope, peer: SocketAddr, hostname: &str, at_ms: i64) -> String {
-    let helo: String = envelope
-        .helo
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && !"()[];\\".contains(*c))
-        .take(255)
-        .collect();
-    let date = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default();
-    let with = if envelope.tls { "ESMTPSA" } else { "ESMTPA" };
-    format!(
-        "from {helo} ([{}]) by {hostname} with {with}; {date}",
-        peer.ip()
-    )
-}
-
-fn temporary() -> Reply {
-    Reply::new(
-        451,
-        Some((4, 3, 0)),
-        "Temporary local problem queueing the message, try again later",
-    )
-}
-
-impl Handler for SubmissionHandler {
-    type Policy = SubmissionPolicy;
-
-    fn policy(&self, _peer: SocketAddr) -> SubmissionPolicy {
-        SubmissionPolicy {
-            accounts: self.accounts.clone(),
-            mailboxes: self.mailboxes.clone(),
-        }
-    }
-
-    fn sessions_active(&self) -> &Gauge {
-        &self.metrics.submission.sessions_active
-    }
-
-    fn count_connection(&self, _outcome: &str) {}
-
-    fn expect(&self) -> Option<Expected> {
-        Some(self.committer.expect())
-    }
 
     /// Checks the From header, then queues the message.
-    async fn message(
+    async fn submit(
         &self,
         envelope: Envelope,
         data: Vec<u8>,
         peer: SocketAddr,
         expected: Option<Expected>,
     ) -> Reply {
-        let user = envelope.auth_user.clone().unwrap_or_default();
-        let Some(account) = self.account(Some(&user)) else {
+        let Some(account) = self.account(envelope.auth_user.as_deref()) else {
             // The session only hands over mail after a successful AUTH.
             return Reply::new(530, Some((5, 7, 0)), "Authentication required");
         };
+        // The account's name as configured, not as the client typed it at
+        // AUTH (user names match ignoring case): the outbound log, its
+        // `?account=` filter, the metrics and X-Mailgate-Account use it.
+        let user = account.user.clone();
         let Some(mailbox) = account.mailbox_for(&envelope.mail_from, &self.mailboxes) else {
             self.metrics
                 .submission
@@ -247,9 +198,75 @@ impl Handler for SubmissionHandler {
             }
         }
     }
+}
+
+/// `from HELO ([ip]) by us with ESMTPSA; date`: ESMTPSA is SMTP with TLS
+/// and AUTH (RFC 3848); the login name is not written into the message.
+fn received(envelope: &Envelope, peer: SocketAddr, hostname: &str, at_ms: i64) -> String {
+    let helo: String = envelope
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !"()[];\\".contains(*c))
+        .take(255)
+        .collect();
+    let date = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default();
+    let with = if envelope.tls { "ESMTPSA" } else { "ESMTPA" };
+    format!(
+        "from {helo} ([{}]) by {hostname} with {with}; {date}",
+        peer.ip()
+    )
+}
+
+fn temporary() -> Reply {
+    Reply::new(
+        451,
+        Some((4, 3, 0)),
+        "Temporary local problem queueing the message, try again later",
+    )
+}
+
+impl Handler for SubmissionHandler {
+    type Policy = SubmissionPolicy;
+
+    fn policy(&self, _peer: SocketAddr) -> SubmissionPolicy {
+        SubmissionPolicy {
+            accounts: self.accounts.clone(),
+            mailboxes: self.mailboxes.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    fn sessions_active(&self) -> &Gauge {
+        &self.metrics.submission.sessions_active
+    }
+
+    fn count_connection(&self, _outcome: &str) {}
+
+    fn expect(&self) -> Option<Expected> {
+        Some(self.committer.expect())
+    }
+
+    async fn message(
+        &self,
+        envelope: Envelope,
+        data: Vec<u8>,
+        peer: SocketAddr,
+        expected: Option<Expected>,
+    ) -> Reply {
+        self.submit(envelope, data, peer, expected).await
+    }
 
     async fn oversize(&self, envelope: Envelope, info: OversizeInfo, peer: SocketAddr) {
-        let user = envelope.auth_user.unwrap_or_default();
+        let user = self
+            .account(envelope.auth_user.as_deref())
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
         self.metrics
             .submission
             .count_message(&user, "refused_oversize");
@@ -323,6 +340,8 @@ impl Handler for SubmissionHandler {
 pub struct SubmissionPolicy {
     accounts: Arc<Accounts>,
     mailboxes: Arc<Vec<MailboxConfig>>,
+    /// Counts the senders refused here as `refused_sender`.
+    metrics: Arc<Metrics>,
 }
 
 impl RecipientPolicy for SubmissionPolicy {
@@ -335,6 +354,9 @@ impl RecipientPolicy for SubmissionPolicy {
             return Err(Reply::new(530, Some((5, 7, 0)), "Authentication required"));
         };
         if address.is_empty() || !account.may_send_as(address, &self.mailboxes) {
+            self.metrics
+                .submission
+                .count_message(&account.user, "refused_sender");
             return Err(refused_sender(address));
         }
         Ok(())

@@ -329,6 +329,17 @@ where
         .map_err(|e| from_mail_send(Step::Auth, e))
 }
 
+/// mail-send ends DATA with CRLF "." CRLF whatever the message's last
+/// bytes are, so a message that already ends with a line break (as every
+/// message should) would reach the relay one empty line longer: the line
+/// break is left to the terminator.
+fn without_final_line_break(message: &[u8]) -> &[u8] {
+    message
+        .strip_suffix(b"\r\n")
+        .or_else(|| message.strip_suffix(b"\n"))
+        .unwrap_or(message)
+}
+
 /// MAIL FROM, one RCPT TO per recipient, DATA. Recipients refused while
 /// others are accepted are reported in the delivery; when none is
 /// accepted, the session is reset and the outcome is [`all_refused`].
@@ -395,7 +406,7 @@ where
         return Err(all_refused(&refused));
     }
     let reply = c
-        .data(message)
+        .data(without_final_line_break(message))
         .await
         .map_err(|e| from_mail_send(Step::Data, e))?;
     Ok(Delivery {
@@ -511,6 +522,16 @@ pub fn from_mail_send(step: Step, e: mail_send::Error) -> SendError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_final_line_break_is_left_to_the_data_terminator() {
+        use super::without_final_line_break as cut;
+        assert_eq!(cut(b"a\r\nb\r\n"), b"a\r\nb");
+        assert_eq!(cut(b"a\r\nb\n"), b"a\r\nb");
+        assert_eq!(cut(b"a\r\nb"), b"a\r\nb");
+        assert_eq!(cut(b"a\r\n\r\n"), b"a\r\n", "only one line break");
+        assert_eq!(cut(b""), b"");
+    }
+
     use super::*;
 
     fn reply(code: u16, esc: [u8; 3], text: &str) -> Response<String> {
