@@ -18,6 +18,8 @@ use crate::mail::{AfterImport, Security, valid_keyword};
 pub enum Protocol {
     Imap,
     Pop3,
+    /// The Gmail API over HTTPS (OAuth2 only).
+    Gmail,
 }
 
 impl Protocol {
@@ -25,6 +27,7 @@ impl Protocol {
         match self {
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
+            Protocol::Gmail => "gmail",
         }
     }
 }
@@ -69,6 +72,18 @@ pub struct UpstreamConfig {
     pub idle: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// `protocol = "gmail"` only.
+    pub gmail: Option<GmailUpstreamConfig>,
+}
+
+/// The Gmail API mailbox: where the API is, which label is read, and the
+/// labels set after import (created when missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmailUpstreamConfig {
+    pub api_base: String,
+    pub label: String,
+    pub processed_label: String,
+    pub rejected_label: String,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +111,10 @@ pub(super) struct RawUpstream {
     idle: bool,
     connect_timeout: Quantity,
     command_timeout: Quantity,
+    api_base: Option<String>,
+    label: Option<String>,
+    processed_label: Option<String>,
+    rejected_label: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -123,6 +142,10 @@ impl Default for RawUpstream {
             idle: true,
             connect_timeout: Quantity::Text("30s".into()),
             command_timeout: Quantity::Text("2m".into()),
+            api_base: None,
+            label: None,
+            processed_label: None,
+            rejected_label: None,
         }
     }
 }
@@ -136,20 +159,34 @@ pub(super) fn validate(
     let protocol = match raw.protocol.as_str() {
         "imap" => Protocol::Imap,
         "pop3" => Protocol::Pop3,
+        "gmail" => Protocol::Gmail,
         "" => {
-            err(&k("protocol"), "missing: \"imap\" or \"pop3\"".into());
+            err(
+                &k("protocol"),
+                "missing: \"imap\", \"pop3\" or \"gmail\"".into(),
+            );
             Protocol::Imap
         }
         other => {
             err(
                 &k("protocol"),
-                format!("must be \"imap\" or \"pop3\", not {other:?}"),
+                format!("must be \"imap\", \"pop3\" or \"gmail\", not {other:?}"),
             );
             Protocol::Imap
         }
     };
-    let host = raw.host.trim().to_string();
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    let gmail = (protocol == Protocol::Gmail).then(|| gmail_config(&k, raw, err));
+    let mut host = raw.host.trim().to_string();
+    if let Some(g) = &gmail {
+        // For logs and the API: the host of the API base.
+        host = g
+            .api_base
+            .trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+    } else if host.is_empty() || host.contains(char::is_whitespace) {
         err(&k("host"), format!("missing or invalid host {host:?}"));
     }
     let security = match raw.security.as_str() {
@@ -172,12 +209,19 @@ pub(super) fn validate(
             Security::Tls
         }
     };
+    if protocol == Protocol::Gmail && security != Security::Tls {
+        err(
+            &k("security"),
+            "the Gmail API is always HTTPS; leave security out".into(),
+        );
+    }
     let port = match raw.port {
         None => match (protocol, security) {
             (Protocol::Imap, Security::Tls) => 993,
             (Protocol::Imap, _) => 143,
             (Protocol::Pop3, Security::Tls) => 995,
             (Protocol::Pop3, _) => 110,
+            (Protocol::Gmail, _) => 443,
         },
         Some(p) => match u16::try_from(p) {
             Ok(p) if p > 0 => p,
@@ -187,7 +231,10 @@ pub(super) fn validate(
             }
         },
     };
-    let user = raw.user.clone();
+    let mut user = raw.user.clone();
+    if protocol == Protocol::Gmail && user.trim().is_empty() {
+        user = "me".into();
+    }
     if user.trim().is_empty() {
         err(&k("user"), "missing".into());
     }
@@ -226,6 +273,12 @@ pub(super) fn validate(
     if protocol == Protocol::Pop3 && folder != "INBOX" {
         err(&k("folder"), "POP3 has no folders; leave folder out".into());
     }
+    if protocol == Protocol::Gmail && folder != "INBOX" {
+        err(
+            &k("folder"),
+            "Gmail has labels, not folders: use label = \"...\"".into(),
+        );
+    }
     let poll_interval = duration(&k("poll_interval"), &raw.poll_interval, err);
     let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
     if let Some(p) = &ca_file
@@ -247,6 +300,7 @@ pub(super) fn validate(
     let mode = raw.after_import.clone().unwrap_or_else(|| match protocol {
         Protocol::Imap => "label".into(),
         Protocol::Pop3 => "delete".into(),
+        Protocol::Gmail => "label".into(),
     });
     let after_import = match (protocol, mode.as_str()) {
         (Protocol::Imap, "label") => AfterImport::Label {
@@ -269,6 +323,23 @@ pub(super) fn validate(
                 processed,
                 rejected,
             }
+        }
+        (Protocol::Gmail, "label") => AfterImport::Label {
+            processed: gmail
+                .as_ref()
+                .map(|g| g.processed_label.clone())
+                .unwrap_or_default(),
+            rejected: gmail
+                .as_ref()
+                .map(|g| g.rejected_label.clone())
+                .unwrap_or_default(),
+        },
+        (Protocol::Gmail, other) => {
+            err(
+                &k("after_import"),
+                format!("Gmail supports \"label\" (read + labels), not {other:?}"),
+            );
+            AfterImport::Delete
         }
         (_, "delete") => AfterImport::Delete,
         (Protocol::Pop3, "keep") => AfterImport::Keep,
@@ -306,6 +377,44 @@ pub(super) fn validate(
         idle: raw.idle,
         connect_timeout: duration(&k("connect_timeout"), &raw.connect_timeout, err),
         command_timeout: duration(&k("command_timeout"), &raw.command_timeout, err),
+        gmail,
+    }
+}
+
+/// The Gmail keys, defaults filled in (`api_base` must be HTTPS).
+fn gmail_config(
+    k: &impl Fn(&str) -> String,
+    raw: &RawUpstream,
+    err: &mut impl FnMut(&str, String),
+) -> GmailUpstreamConfig {
+    let api_base = raw
+        .api_base
+        .clone()
+        .unwrap_or_else(|| "https://gmail.googleapis.com".into())
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    let rest = api_base.strip_prefix("https://").unwrap_or_default();
+    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        err(
+            &k("api_base"),
+            format!(
+                "must be an https:// URL such as \"https://gmail.googleapis.com\", not {api_base:?}"
+            ),
+        );
+    }
+    let mut name = |field: &str, value: &Option<String>, default: &str| {
+        let v = value.clone().unwrap_or_else(|| default.into());
+        if v.trim().is_empty() || v.chars().any(char::is_control) {
+            err(&k(field), format!("{v:?} is not a Gmail label name"));
+        }
+        v.trim().to_string()
+    };
+    GmailUpstreamConfig {
+        api_base,
+        label: name("label", &raw.label, "INBOX"),
+        processed_label: name("processed_label", &raw.processed_label, "Mailgate"),
+        rejected_label: name("rejected_label", &raw.rejected_label, "RejectedByMailgate"),
     }
 }
 

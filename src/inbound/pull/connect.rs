@@ -1,6 +1,7 @@
 //! From a mailbox's `[mailbox.upstream]` config to an open session, for
 //! either protocol, so the engine and the commands need not care which.
 
+use super::providers::gmail::{GmailSettings, GmailUpstream};
 use super::providers::imap::{ImapSettings, ImapUpstream};
 use super::providers::pop3::{Pop3Settings, Pop3Upstream};
 use super::upstream::{ConnectSettings, FetchError, Probe, Upstream, UpstreamMessage, Verdict};
@@ -12,6 +13,7 @@ use crate::mail::Credential;
 pub enum UpstreamSettings {
     Imap(ImapSettings),
     Pop3(Pop3Settings),
+    Gmail(Box<GmailSettings>),
 }
 
 impl UpstreamSettings {
@@ -42,6 +44,30 @@ impl UpstreamSettings {
                 after: config.after_import.clone(),
                 max_message_size,
             }),
+            Protocol::Gmail => {
+                let gmail = config.gmail.clone().unwrap_or_else(|| {
+                    crate::config::upstream::GmailUpstreamConfig {
+                        api_base: super::providers::gmail::DEFAULT_API_BASE.into(),
+                        label: "INBOX".into(),
+                        processed_label: "Mailgate".into(),
+                        rejected_label: "RejectedByMailgate".into(),
+                    }
+                });
+                UpstreamSettings::Gmail(Box::new(GmailSettings {
+                    http: crate::oauth::http::HttpClient::new(
+                        config.ca_file.clone(),
+                        config.command_timeout,
+                    ),
+                    connect,
+                    api_base: gmail.api_base,
+                    label: gmail.label,
+                    processed_label: gmail.processed_label,
+                    rejected_label: gmail.rejected_label,
+                    max_message_size,
+                    backoff: GmailSettings::BACKOFF,
+                    retries: GmailSettings::RETRIES,
+                }))
+            }
         }
     }
 
@@ -53,6 +79,9 @@ impl UpstreamSettings {
             UpstreamSettings::Pop3(s) => {
                 Ok(AnyUpstream::Pop3(Box::new(Pop3Upstream::open(s).await?)))
             }
+            UpstreamSettings::Gmail(s) => {
+                Ok(AnyUpstream::Gmail(Box::new(GmailUpstream::open(s).await?)))
+            }
         }
     }
 
@@ -60,6 +89,7 @@ impl UpstreamSettings {
         match self {
             UpstreamSettings::Imap(s) => ImapUpstream::probe(s).await,
             UpstreamSettings::Pop3(s) => Pop3Upstream::probe(s).await,
+            UpstreamSettings::Gmail(s) => GmailUpstream::probe(s).await,
         }
     }
 }
@@ -68,6 +98,7 @@ impl UpstreamSettings {
 pub enum AnyUpstream {
     Imap(Box<ImapUpstream>),
     Pop3(Box<Pop3Upstream>),
+    Gmail(Box<GmailUpstream>),
 }
 
 impl Upstream for AnyUpstream {
@@ -75,6 +106,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.list_new().await,
             AnyUpstream::Pop3(u) => u.list_new().await,
+            AnyUpstream::Gmail(u) => u.list_new().await,
         }
     }
 
@@ -82,6 +114,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.fetch(message).await,
             AnyUpstream::Pop3(u) => u.fetch(message).await,
+            AnyUpstream::Gmail(u) => u.fetch(message).await,
         }
     }
 
@@ -89,6 +122,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.fetch_headers(message).await,
             AnyUpstream::Pop3(u) => u.fetch_headers(message).await,
+            AnyUpstream::Gmail(u) => u.fetch_headers(message).await,
         }
     }
 
@@ -100,6 +134,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.mark(message, verdict).await,
             AnyUpstream::Pop3(u) => u.mark(message, verdict).await,
+            AnyUpstream::Gmail(u) => u.mark(message, verdict).await,
         }
     }
 
@@ -107,6 +142,7 @@ impl Upstream for AnyUpstream {
         match self {
             AnyUpstream::Imap(u) => u.finish().await,
             AnyUpstream::Pop3(u) => u.finish().await,
+            AnyUpstream::Gmail(u) => u.finish().await,
         }
     }
 }

@@ -98,6 +98,26 @@ pub enum FetchError {
     Timeout(String),
     #[error("connection error: {0}")]
     Io(String),
+    /// The server asks us to slow down (HTTP 429, Gmail rate-limit 403):
+    /// try again after `retry_after` when it said, or later.
+    #[error("throttled by the server: {detail}")]
+    Throttled {
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+}
+
+impl From<crate::mail::TokenError> for FetchError {
+    fn from(e: crate::mail::TokenError) -> Self {
+        use crate::mail::TokenError as T;
+        match e {
+            T::Revoked { .. } | T::NotConfigured(_) => FetchError::Auth {
+                user: "the OAuth2 grant".into(),
+                detail: e.to_string(),
+            },
+            T::Unavailable(_) => FetchError::Io(e.to_string()),
+        }
+    }
 }
 
 impl From<crate::tls::client::ConnectError> for FetchError {
@@ -137,6 +157,7 @@ impl FetchError {
             FetchError::Protocol(_) => "protocol",
             FetchError::Timeout(_) => "timeout",
             FetchError::Io(_) => "io",
+            FetchError::Throttled { .. } => "throttled",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per upstream protocol, each implementing
 //! [`super::upstream::Upstream`].
 
+pub mod gmail;
 pub mod imap;
 pub mod pop3;
