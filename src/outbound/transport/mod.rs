@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod gmail;
 pub mod smtp;
 
 /// Who the message is from and to, as given to MAIL FROM and RCPT TO
