@@ -1030,6 +1030,35 @@ colour = "red"
     }
 
     #[test]
+    fn gmail_upstream_defaults_and_problems() {
+        let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\nprotocol=\"gmail\"\n";
+        let c = Config::parse(base).unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        let g = u.gmail.as_ref().unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port),
+            ("me", "gmail.googleapis.com", 443)
+        );
+        assert_eq!(g.api_base, "https://gmail.googleapis.com");
+        assert_eq!(
+            (g.label.as_str(), g.processed_label.as_str()),
+            ("INBOX", "Mailgate")
+        );
+        let bad = format!(
+            "{base}api_base=\"http://x.test\"\nfolder=\"INBOX.x\"\nafter_import=\"move\"\nrejected_label=\"\"\n"
+        );
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        for key in [
+            "upstream.api_base: must be an https://",
+            "upstream.folder: Gmail has labels",
+            "upstream.after_import: Gmail supports",
+            "upstream.rejected_label:",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn upstream_defaults_and_problems() {
         let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
         let c = Config::parse(&format!(

@@ -22,6 +22,8 @@ pub enum Protocol {
     /// Microsoft Graph (REST over HTTPS, OAuth2 only): `api_base`, `user`,
     /// `folder`; `host`, `port`, `security` and passwords do not apply.
     Graph,
+    /// The Gmail API over HTTPS (OAuth2 only).
+    Gmail,
 }
 
 impl Protocol {
@@ -30,6 +32,7 @@ impl Protocol {
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
             Protocol::Graph => "graph",
+            Protocol::Gmail => "gmail",
         }
     }
 }
@@ -76,6 +79,18 @@ pub struct UpstreamConfig {
     pub command_timeout: Duration,
     /// Graph: the API root requests go to (national clouds, tests).
     pub api_base: String,
+    /// `protocol = "gmail"` only.
+    pub gmail: Option<GmailUpstreamConfig>,
+}
+
+/// The Gmail API mailbox: where the API is, which label is read, and the
+/// labels set after import (created when missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmailUpstreamConfig {
+    pub api_base: String,
+    pub label: String,
+    pub processed_label: String,
+    pub rejected_label: String,
 }
 
 /// Graph's API root unless `api_base` says otherwise.
@@ -109,6 +124,9 @@ pub(super) struct RawUpstream {
     api_base: Option<String>,
     processed_category: String,
     rejected_category: String,
+    label: Option<String>,
+    processed_label: Option<String>,
+    rejected_label: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -139,6 +157,9 @@ impl Default for RawUpstream {
             api_base: None,
             processed_category: "Mailgate".into(),
             rejected_category: "RejectedByMailgate".into(),
+            label: None,
+            processed_label: None,
+            rejected_label: None,
         }
     }
 }
@@ -153,23 +174,35 @@ pub(super) fn validate(
         "imap" => Protocol::Imap,
         "pop3" => Protocol::Pop3,
         "graph" => Protocol::Graph,
+        "gmail" => Protocol::Gmail,
         "" => {
             err(
                 &k("protocol"),
-                "missing: \"imap\", \"pop3\" or \"graph\"".into(),
+                "missing: \"imap\", \"pop3\", \"graph\" or \"gmail\"".into(),
             );
             Protocol::Imap
         }
         other => {
             err(
                 &k("protocol"),
-                format!("must be \"imap\", \"pop3\" or \"graph\", not {other:?}"),
+                format!("must be \"imap\", \"pop3\", \"graph\" or \"gmail\", not {other:?}"),
             );
             Protocol::Imap
         }
     };
-    let host = raw.host.trim().to_string();
-    if protocol != Protocol::Graph && (host.is_empty() || host.contains(char::is_whitespace)) {
+    let gmail = (protocol == Protocol::Gmail).then(|| gmail_config(&k, raw, err));
+    let mut host = raw.host.trim().to_string();
+    if let Some(g) = &gmail {
+        // For logs and the API: the host of the API base.
+        host = g
+            .api_base
+            .trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+    } else if protocol != Protocol::Graph && (host.is_empty() || host.contains(char::is_whitespace))
+    {
         err(&k("host"), format!("missing or invalid host {host:?}"));
     }
     let security = match raw.security.as_str() {
@@ -192,6 +225,12 @@ pub(super) fn validate(
             Security::Tls
         }
     };
+    if protocol == Protocol::Gmail && security != Security::Tls {
+        err(
+            &k("security"),
+            "the Gmail API is always HTTPS; leave security out".into(),
+        );
+    }
     let port = match raw.port {
         None => match (protocol, security) {
             (Protocol::Imap, Security::Tls) => 993,
@@ -199,6 +238,7 @@ pub(super) fn validate(
             (Protocol::Pop3, Security::Tls) => 995,
             (Protocol::Pop3, _) => 110,
             (Protocol::Graph, _) => 443,
+            (Protocol::Gmail, _) => 443,
         },
         Some(p) => match u16::try_from(p) {
             Ok(p) if p > 0 => p,
@@ -208,7 +248,10 @@ pub(super) fn validate(
             }
         },
     };
-    let user = raw.user.clone();
+    let mut user = raw.user.clone();
+    if protocol == Protocol::Gmail && user.trim().is_empty() {
+        user = "me".into();
+    }
     if user.trim().is_empty() {
         err(&k("user"), "missing".into());
     }
@@ -247,6 +290,12 @@ pub(super) fn validate(
     if protocol == Protocol::Pop3 && folder != "INBOX" {
         err(&k("folder"), "POP3 has no folders; leave folder out".into());
     }
+    if protocol == Protocol::Gmail && folder != "INBOX" {
+        err(
+            &k("folder"),
+            "Gmail has labels, not folders: use label = \"...\"".into(),
+        );
+    }
     let poll_interval = duration(&k("poll_interval"), &raw.poll_interval, err);
     let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
     if let Some(p) = &ca_file
@@ -269,6 +318,7 @@ pub(super) fn validate(
         Protocol::Imap => "label".into(),
         Protocol::Pop3 => "delete".into(),
         Protocol::Graph => "label".into(),
+        Protocol::Gmail => "label".into(),
     });
     if protocol == Protocol::Graph {
         for (field, value) in [
@@ -309,6 +359,23 @@ pub(super) fn validate(
             processed: raw.processed_category.clone(),
             rejected: raw.rejected_category.clone(),
         },
+        (Protocol::Gmail, "label") => AfterImport::Label {
+            processed: gmail
+                .as_ref()
+                .map(|g| g.processed_label.clone())
+                .unwrap_or_default(),
+            rejected: gmail
+                .as_ref()
+                .map(|g| g.rejected_label.clone())
+                .unwrap_or_default(),
+        },
+        (Protocol::Gmail, other) => {
+            err(
+                &k("after_import"),
+                format!("Gmail supports \"label\" (read + labels), not {other:?}"),
+            );
+            AfterImport::Delete
+        }
         (Protocol::Imap | Protocol::Pop3, "delete") => AfterImport::Delete,
         (Protocol::Pop3, "keep") => AfterImport::Keep,
         (Protocol::Imap, other) => {
@@ -333,12 +400,16 @@ pub(super) fn validate(
             AfterImport::Delete
         }
     };
-    let api_base = raw
-        .api_base
-        .clone()
-        .unwrap_or_else(|| GRAPH_API_BASE.to_string())
-        .trim_end_matches('/')
-        .to_string();
+    let api_base = match (&gmail, protocol) {
+        (Some(g), _) => g.api_base.clone(),
+        (None, Protocol::Graph) => raw
+            .api_base
+            .clone()
+            .unwrap_or_else(|| GRAPH_API_BASE.to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        (None, _) => String::new(),
+    };
     if protocol == Protocol::Graph && !api_base.starts_with("https://") {
         err(
             &k("api_base"),
@@ -365,6 +436,44 @@ pub(super) fn validate(
         connect_timeout: duration(&k("connect_timeout"), &raw.connect_timeout, err),
         command_timeout: duration(&k("command_timeout"), &raw.command_timeout, err),
         api_base,
+        gmail,
+    }
+}
+
+/// The Gmail keys, defaults filled in (`api_base` must be HTTPS).
+fn gmail_config(
+    k: &impl Fn(&str) -> String,
+    raw: &RawUpstream,
+    err: &mut impl FnMut(&str, String),
+) -> GmailUpstreamConfig {
+    let api_base = raw
+        .api_base
+        .clone()
+        .unwrap_or_else(|| "https://gmail.googleapis.com".into())
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    let rest = api_base.strip_prefix("https://").unwrap_or_default();
+    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        err(
+            &k("api_base"),
+            format!(
+                "must be an https:// URL such as \"https://gmail.googleapis.com\", not {api_base:?}"
+            ),
+        );
+    }
+    let mut name = |field: &str, value: &Option<String>, default: &str| {
+        let v = value.clone().unwrap_or_else(|| default.into());
+        if v.trim().is_empty() || v.chars().any(char::is_control) {
+            err(&k(field), format!("{v:?} is not a Gmail label name"));
+        }
+        v.trim().to_string()
+    };
+    GmailUpstreamConfig {
+        api_base,
+        label: name("label", &raw.label, "INBOX"),
+        processed_label: name("processed_label", &raw.processed_label, "Mailgate"),
+        rejected_label: name("rejected_label", &raw.rejected_label, "RejectedByMailgate"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! From a mailbox's `[mailbox.upstream]` config to an open session, for
 //! either protocol, so the engine and the commands need not care which.
 
+use super::providers::gmail::{GmailSettings, GmailUpstream};
 use super::providers::graph::{GraphSettings, GraphUpstream};
 use super::providers::imap::{ImapSettings, ImapUpstream};
 use super::providers::pop3::{Pop3Settings, Pop3Upstream};
@@ -14,6 +15,7 @@ pub enum UpstreamSettings {
     Imap(ImapSettings),
     Pop3(Pop3Settings),
     Graph(GraphSettings),
+    Gmail(Box<GmailSettings>),
 }
 
 impl UpstreamSettings {
@@ -51,6 +53,30 @@ impl UpstreamSettings {
                 after: config.after_import.clone(),
                 max_message_size,
             }),
+            Protocol::Gmail => {
+                let gmail = config.gmail.clone().unwrap_or_else(|| {
+                    crate::config::upstream::GmailUpstreamConfig {
+                        api_base: super::providers::gmail::DEFAULT_API_BASE.into(),
+                        label: "INBOX".into(),
+                        processed_label: "Mailgate".into(),
+                        rejected_label: "RejectedByMailgate".into(),
+                    }
+                });
+                UpstreamSettings::Gmail(Box::new(GmailSettings {
+                    http: crate::oauth::http::HttpClient::new(
+                        config.ca_file.clone(),
+                        config.command_timeout,
+                    ),
+                    connect,
+                    api_base: gmail.api_base,
+                    label: gmail.label,
+                    processed_label: gmail.processed_label,
+                    rejected_label: gmail.rejected_label,
+                    max_message_size,
+                    backoff: GmailSettings::BACKOFF,
+                    retries: GmailSettings::RETRIES,
+                }))
+            }
         }
     }
 
@@ -65,6 +91,9 @@ impl UpstreamSettings {
             UpstreamSettings::Graph(s) => {
                 Ok(AnyUpstream::Graph(Box::new(GraphUpstream::open(s).await?)))
             }
+            UpstreamSettings::Gmail(s) => {
+                Ok(AnyUpstream::Gmail(Box::new(GmailUpstream::open(s).await?)))
+            }
         }
     }
 
@@ -73,6 +102,7 @@ impl UpstreamSettings {
             UpstreamSettings::Imap(s) => ImapUpstream::probe(s).await,
             UpstreamSettings::Pop3(s) => Pop3Upstream::probe(s).await,
             UpstreamSettings::Graph(s) => GraphUpstream::probe(s).await,
+            UpstreamSettings::Gmail(s) => GmailUpstream::probe(s).await,
         }
     }
 }
@@ -82,6 +112,7 @@ pub enum AnyUpstream {
     Imap(Box<ImapUpstream>),
     Pop3(Box<Pop3Upstream>),
     Graph(Box<GraphUpstream>),
+    Gmail(Box<GmailUpstream>),
 }
 
 impl Upstream for AnyUpstream {
@@ -90,6 +121,7 @@ impl Upstream for AnyUpstream {
             AnyUpstream::Imap(u) => u.list_new().await,
             AnyUpstream::Pop3(u) => u.list_new().await,
             AnyUpstream::Graph(u) => u.list_new().await,
+            AnyUpstream::Gmail(u) => u.list_new().await,
         }
     }
 
@@ -98,6 +130,7 @@ impl Upstream for AnyUpstream {
             AnyUpstream::Imap(u) => u.fetch(message).await,
             AnyUpstream::Pop3(u) => u.fetch(message).await,
             AnyUpstream::Graph(u) => u.fetch(message).await,
+            AnyUpstream::Gmail(u) => u.fetch(message).await,
         }
     }
 
@@ -106,6 +139,7 @@ impl Upstream for AnyUpstream {
             AnyUpstream::Imap(u) => u.fetch_headers(message).await,
             AnyUpstream::Pop3(u) => u.fetch_headers(message).await,
             AnyUpstream::Graph(u) => u.fetch_headers(message).await,
+            AnyUpstream::Gmail(u) => u.fetch_headers(message).await,
         }
     }
 
@@ -118,6 +152,7 @@ impl Upstream for AnyUpstream {
             AnyUpstream::Imap(u) => u.mark(message, verdict).await,
             AnyUpstream::Pop3(u) => u.mark(message, verdict).await,
             AnyUpstream::Graph(u) => u.mark(message, verdict).await,
+            AnyUpstream::Gmail(u) => u.mark(message, verdict).await,
         }
     }
 
@@ -126,6 +161,7 @@ impl Upstream for AnyUpstream {
             AnyUpstream::Imap(u) => u.finish().await,
             AnyUpstream::Pop3(u) => u.finish().await,
             AnyUpstream::Graph(u) => u.finish().await,
+            AnyUpstream::Gmail(u) => u.finish().await,
         }
     }
 }

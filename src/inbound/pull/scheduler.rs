@@ -147,11 +147,13 @@ impl MailboxWorker {
             (Protocol::Pop3, crate::mail::Security::Tls) => "pop3s",
             (Protocol::Pop3, _) => "pop3",
             (Protocol::Graph, _) => "graph",
+            (Protocol::Gmail, _) => "gmail",
         };
         let folder = match upstream.protocol {
             Protocol::Imap => format!("/{}", upstream.folder),
             Protocol::Pop3 => String::new(),
             Protocol::Graph => format!("/{}", upstream.folder),
+            Protocol::Gmail => format!("/{}", upstream.gmail.as_ref().map_or("", |g| &g.label)),
         };
         MailboxWorker {
             name: mailbox.name.clone(),

@@ -98,8 +98,9 @@ pub enum FetchError {
     Timeout(String),
     #[error("connection error: {0}")]
     Io(String),
-    /// The server asked us to slow down (HTTP 429/503/504); the scheduler
-    /// waits at least `retry_after` before the next sync.
+    /// The server asked us to slow down (HTTP 429/503/504, Gmail's
+    /// rate-limit 403): the scheduler waits at least `retry_after` before
+    /// the next sync.
     #[error("throttled by the server: {detail}")]
     Throttled {
         retry_after: Option<Duration>,
