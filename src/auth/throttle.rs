@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Entries kept by default (a few MB at most).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
 /// The delay grows by the base delay per recent failure, up to this many times it.
-pub const MAX_DELAY_STEPS: u32 = 5;
+pub use crate::config::submission::MAX_DELAY_STEPS;
 /// Longest window and block honoured (longer ones are cut to this), so
 /// that `now + block` cannot overflow.
 pub const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);

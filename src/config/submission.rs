@@ -29,6 +29,9 @@ pub const MAX_M_COST_KIB: u32 = 2 * 1024 * 1024;
 pub const MAX_T_COST: u32 = 64;
 /// Longest `auth_failure_delay`.
 const MAX_FAILURE_DELAY: Duration = Duration::from_secs(60);
+/// The failure delay grows by `auth_failure_delay` per recent failure of a
+/// client, up to this many times it.
+pub const MAX_DELAY_STEPS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct SubmissionConfig {
@@ -385,6 +388,20 @@ pub(super) fn validate(
     );
     let auth_block = duration("submission.auth_block", &raw.auth_block, err);
     let auth_failure_delay = failure_delay(&raw.auth_failure_delay, err);
+    // The block starts with the failure that causes it, before its delay:
+    // a block no longer than the longest delay would be over before the
+    // client hears its 421.
+    let longest_delay = auth_failure_delay.saturating_mul(MAX_DELAY_STEPS);
+    if !auth_block.is_zero() && auth_block <= longest_delay {
+        err(
+            "submission.auth_block",
+            format!(
+                "{} is not longer than the longest failure delay ({} = {MAX_DELAY_STEPS} x auth_failure_delay): the block would end before the client is told",
+                humantime::format_duration(auth_block),
+                humantime::format_duration(longest_delay)
+            ),
+        );
+    }
 
     let mut accounts = Vec::new();
     let mut users = BTreeSet::new();
@@ -698,6 +715,25 @@ mod tests {
         assert_eq!(s.auth_failures_per_ip, 5);
         assert_eq!(s.accounts[0].networks.len(), 2);
         assert_eq!(s.max_message_size, 50_000_000);
+    }
+
+    #[test]
+    fn a_block_must_outlast_the_longest_failure_delay() {
+        let p = problems(&format!(
+            "[submission]\nauth_block=\"5s\"\nauth_failure_delay=\"1s\"\n{}",
+            account("")
+        ));
+        assert!(
+            p.contains(
+                "submission.auth_block: 5s is not longer than the longest failure delay (5s"
+            ),
+            "{p}"
+        );
+        let ok = parse(&format!(
+            "[submission]\nauth_block=\"6s\"\nauth_failure_delay=\"1s\"\n{}",
+            account("")
+        ));
+        assert!(ok.is_ok());
     }
 
     #[test]
