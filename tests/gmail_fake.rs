@@ -5,8 +5,9 @@
 //! outcome (created when missing), oversize mail never downloaded whole,
 //! a lost mark redone without a second import, the MIME sent intact.
 
+#[path = "support/engine.rs"]
+mod engine_support;
 use std::io::{BufRead, BufReader};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use governor::{Quota, RateLimiter};
 use serde_json::{Value, json};
 
 use mailgate::config::Config;
@@ -23,17 +23,11 @@ use mailgate::inbound::pull::connect::UpstreamSettings;
 use mailgate::inbound::pull::engine::{SyncContext, sync_once};
 use mailgate::inbound::pull::providers::gmail::{GmailSettings, GmailUpstream};
 use mailgate::inbound::pull::upstream::{ConnectSettings, FetchError, Upstream};
-use mailgate::ingest::Ingestor;
-use mailgate::ingest::route::Router;
 use mailgate::mail::access_token::TokenFuture;
 use mailgate::mail::{AccessTokens, Credential, Secret, Security, TokenError};
-use mailgate::metrics::Metrics;
 use mailgate::oauth::http::HttpClient;
 use mailgate::outbound::transport::gmail::GmailTransport;
 use mailgate::outbound::transport::{Envelope, Transport};
-use mailgate::store::Store;
-use mailgate::store::commit::Committer;
-use mailgate::tickets::TicketSettings;
 
 /// Tokens handed out in order; `refused` moves on to the next one.
 struct Tokens {
@@ -228,39 +222,7 @@ impl Fake {
 }
 
 fn context(dir: &std::path::Path, max: u64) -> SyncContext {
-    let config = Config::parse(
-        "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\n",
-    )
-    .unwrap();
-    let store = Store::open(&dir.join("db.redb")).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let committer = Committer::start(
-        &store,
-        TicketSettings {
-            tag: config.tickets.tag.clone(),
-            first_number: 1,
-            token: None,
-            senders: Default::default(),
-            composer: None,
-            categories: Vec::new(),
-            notify: None,
-        },
-        Arc::new(|_, _| {}),
-    );
-    SyncContext {
-        mailbox: "support".into(),
-        source: "gmail",
-        origin_label: "gmail://me@localhost/INBOX".into(),
-        account: "me".into(),
-        keeps_messages: false,
-        max_message_size: max,
-        ingestor: Ingestor::new(committer, Arc::new(Router::new(&config)), metrics.clone()),
-        store,
-        limiter: Arc::new(RateLimiter::direct(Quota::per_minute(
-            NonZeroU32::new(10_000).unwrap(),
-        ))),
-        metrics,
-    }
+    engine_support::context(dir, max, "gmail", "gmail://me@localhost/INBOX", "me")
 }
 
 fn raw(n: u32) -> Vec<u8> {

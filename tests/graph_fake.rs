@@ -5,7 +5,8 @@
 //! outcome, move mode, oversize never downloaded, a cut between commit and
 //! mark, sendMail with the MIME intact.
 
-use std::num::NonZeroU32;
+#[path = "support/engine.rs"]
+mod engine_support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,26 +14,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use governor::{Quota, RateLimiter};
 use serde_json::{Value, json};
 
-use mailgate::config::Config;
 use mailgate::inbound::pull::engine::{SyncContext, SyncError, sync_once};
 use mailgate::inbound::pull::providers::graph::{GraphSettings, GraphUpstream};
 use mailgate::inbound::pull::upstream::{
     ConnectSettings, FetchError, Upstream, UpstreamMessage, Verdict,
 };
-use mailgate::ingest::Ingestor;
-use mailgate::ingest::route::Router;
 use mailgate::mail::access_token::TokenFuture;
 use mailgate::mail::{AccessTokens, AfterImport, Credential, Secret, Security};
-use mailgate::metrics::Metrics;
 use mailgate::oauth::http::HttpClient;
 use mailgate::outbound::transport::graph::GraphTransport;
 use mailgate::outbound::transport::{Envelope, Transport};
-use mailgate::store::Store;
-use mailgate::store::commit::Committer;
-use mailgate::tickets::TicketSettings;
 
 const USER: &str = "support@contoso.test";
 
@@ -207,39 +200,7 @@ fn settings(
 }
 
 fn context(dir: &std::path::Path, max: u64) -> SyncContext {
-    let config = Config::parse(
-        "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\n",
-    )
-    .unwrap();
-    let store = Store::open(&dir.join("db.redb")).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let committer = Committer::start(
-        &store,
-        TicketSettings {
-            tag: config.tickets.tag.clone(),
-            first_number: 1,
-            token: None,
-            senders: Default::default(),
-            composer: None,
-            categories: Vec::new(),
-            notify: None,
-        },
-        Arc::new(|_, _| {}),
-    );
-    SyncContext {
-        mailbox: "support".into(),
-        source: "graph",
-        origin_label: "graph".into(),
-        account: USER.into(),
-        keeps_messages: false,
-        max_message_size: max,
-        ingestor: Ingestor::new(committer, Arc::new(Router::new(&config)), metrics.clone()),
-        store,
-        limiter: Arc::new(RateLimiter::direct(Quota::per_minute(
-            NonZeroU32::new(1000).unwrap(),
-        ))),
-        metrics,
-    }
+    engine_support::context(dir, max, "graph", "graph", USER)
 }
 
 fn mime(n: u32) -> Vec<u8> {
