@@ -95,9 +95,62 @@ impl SubmissionHandler {
     fn account(&self, user: Option<&str>) -> Option<&Account> {
         user.and_then(|u| self.accounts.get(u))
     }
+}
+
+/// `from HELO ([ip]) by us with ESMTPSA; date`: ESMTPSA is SMTP with TLS
+/// and AUTH (RFC 3848); the login name is not written into the message.
+fn received(envelope: &Envelope, peer: SocketAddr, hostname: &str, at_ms: i64) -> String {
+    let helo: String = envelope
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !"()[];\\".contains(*c))
+        .take(255)
+        .collect();
+    let date = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default();
+    let with = if envelope.tls { "ESMTPSA" } else { "ESMTPA" };
+    format!(
+        "from {helo} ([{}]) by {hostname} with {with}; {date}",
+        peer.ip()
+    )
+}
+
+fn temporary() -> Reply {
+    Reply::new(
+        451,
+        Some((4, 3, 0)),
+        "Temporary local problem queueing the message, try again later",
+    )
+}
+
+impl Handler for SubmissionHandler {
+    type Policy = SubmissionPolicy;
+
+    fn policy(&self, _peer: SocketAddr) -> SubmissionPolicy {
+        SubmissionPolicy {
+            accounts: self.accounts.clone(),
+            mailboxes: self.mailboxes.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    fn sessions_active(&self) -> &Gauge {
+        &self.metrics.submission.sessions_active
+    }
+
+    fn count_connection(&self, _outcome: &str) {}
+
+    fn expect(&self) -> Option<Expected> {
+        Some(self.committer.expect())
+    }
 
     /// Checks the From header, then queues the message.
-    async fn submit(
+    async fn message(
         &self,
         envelope: Envelope,
         data: Vec<u8>,
@@ -197,69 +250,6 @@ impl SubmissionHandler {
                 temporary()
             }
         }
-    }
-}
-
-/// `from HELO ([ip]) by us with ESMTPSA; date`: ESMTPSA is SMTP with TLS
-/// and AUTH (RFC 3848); the login name is not written into the message.
-fn received(envelope: &Envelope, peer: SocketAddr, hostname: &str, at_ms: i64) -> String {
-    let helo: String = envelope
-        .helo
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && !"()[];\\".contains(*c))
-        .take(255)
-        .collect();
-    let date = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default();
-    let with = if envelope.tls { "ESMTPSA" } else { "ESMTPA" };
-    format!(
-        "from {helo} ([{}]) by {hostname} with {with}; {date}",
-        peer.ip()
-    )
-}
-
-fn temporary() -> Reply {
-    Reply::new(
-        451,
-        Some((4, 3, 0)),
-        "Temporary local problem queueing the message, try again later",
-    )
-}
-
-impl Handler for SubmissionHandler {
-    type Policy = SubmissionPolicy;
-
-    fn policy(&self, _peer: SocketAddr) -> SubmissionPolicy {
-        SubmissionPolicy {
-            accounts: self.accounts.clone(),
-            mailboxes: self.mailboxes.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
-
-    fn sessions_active(&self) -> &Gauge {
-        &self.metrics.submission.sessions_active
-    }
-
-    fn count_connection(&self, _outcome: &str) {}
-
-    fn expect(&self) -> Option<Expected> {
-        Some(self.committer.expect())
-    }
-
-    async fn message(
-        &self,
-        envelope: Envelope,
-        data: Vec<u8>,
-        peer: SocketAddr,
-        expected: Option<Expected>,
-    ) -> Reply {
-        self.submit(envelope, data, peer, expected).await
     }
 
     async fn oversize(&self, envelope: Envelope, info: OversizeInfo, peer: SocketAddr) {
