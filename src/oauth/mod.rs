@@ -7,3 +7,4 @@
 //! through a trait defined here.
 
 pub mod http;
+pub mod vault;
