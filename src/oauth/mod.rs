@@ -7,4 +7,8 @@
 //! through a trait defined here.
 
 pub mod http;
+pub mod provider;
 pub mod vault;
+
+#[cfg(test)]
+mod provider_tests;
