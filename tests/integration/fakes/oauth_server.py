@@ -271,6 +271,79 @@ def make_handler(state: State):
     return Handler
 
 
+class OAuthFake:
+    """The fake run as its own process, for tests: `OAuthFake(workdir, certs)`
+    where certs holds ca.pem, cert.pem, key.pem (the suite's private CA)."""
+
+    def __init__(self, workdir, certs: dict, flavor="microsoft", client_id="client-id",
+                 client_secret="client-secret", refresh_tokens=(), lifetime=3600):
+        import subprocess
+        from pathlib import Path
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("ca.pem", "cert.pem", "key.pem"):
+            (self.dir / name).write_bytes(certs[name])
+        self.ca = self.dir / "ca.pem"
+        self.flavor = flavor
+        args = [sys.executable, __file__, "--cert", "cert.pem", "--key", "key.pem",
+                "--flavor", flavor, "--client-id", client_id, "--client-secret", client_secret,
+                "--lifetime", str(lifetime)]
+        for rt in refresh_tokens:
+            args += ["--refresh-token", rt]
+        self.proc = subprocess.Popen(args, cwd=self.dir, stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+
+    @property
+    def base(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def token_url(self, tenant="contoso") -> str:
+        if self.flavor == "microsoft":
+            return f"{self.base}/{tenant}/oauth2/v2.0/token"
+        return f"{self.base}/token"
+
+    def authorize_url(self, tenant="contoso") -> str:
+        if self.flavor == "microsoft":
+            return f"{self.base}/{tenant}/oauth2/v2.0/authorize"
+        return f"{self.base}/o/oauth2/v2/auth"
+
+    def _request(self, method, path, body=None, headers=None):
+        import http.client
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def control(self, **settings) -> dict:
+        status, body = self._request("POST", "/control", json.dumps(settings).encode(),
+                                     {"Content-Type": "application/json"})
+        assert status == 200, body
+        return json.loads(body)
+
+    def state(self) -> dict:
+        return json.loads(self._request("GET", "/control/state")[1])
+
+    def refresh(self, refresh_token, client_id, client_secret, scope="offline_access"):
+        """A refresh as any client would send it: (status, JSON answer)."""
+        form = urllib.parse.urlencode({"grant_type": "refresh_token", "client_id": client_id,
+                                       "client_secret": client_secret,
+                                       "refresh_token": refresh_token, "scope": scope})
+        path = urllib.parse.urlsplit(self.token_url()).path
+        status, body = self._request("POST", path, form.encode(),
+                                     {"Content-Type": "application/x-www-form-urlencoded"})
+        return status, json.loads(body)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cert", required=True)
