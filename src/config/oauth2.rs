@@ -562,6 +562,35 @@ mod tests {
         assert!(p.contains("mailbox[0].oauth2.provider: must be"), "{p}");
     }
 
+    /// The commented-out `[mailbox.oauth2]` and `[oauth]` examples in
+    /// config/mailgate.toml, uncommented, validate.
+    #[test]
+    fn the_documented_examples_validate() {
+        let mut text = crate::config::EMBEDDED_DEFAULT.to_string();
+        for header in ["# [mailbox.oauth2]", "# [oauth]\n"] {
+            let start = text.find(header).expect("example in the default config");
+            let end = start + text[start..].find("\n\n").unwrap();
+            let uncommented: String = text[start..end]
+                .lines()
+                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+                .collect();
+            text = format!("{}{}{}", &text[..start], uncommented, &text[end..]);
+        }
+        let c = Config::parse(&text)
+            .map_err(|e| e.problems().join("\n"))
+            .unwrap();
+        let o = c.default_mailbox().unwrap().oauth2.as_ref().unwrap();
+        assert_eq!(o.tenant.as_deref(), Some("contoso.onmicrosoft.com"));
+        assert_eq!(
+            o.client_secret,
+            super::SecretSource::Env("MAILGATE_SUPPORT_CLIENT_SECRET".into())
+        );
+        assert_eq!(
+            c.oauth.key,
+            crate::config::TokenKeySource::File("data/oauth-token.key".into())
+        );
+    }
+
     #[test]
     fn a_setting_that_needs_oauth2_names_itself() {
         let mut problems = Vec::new();
