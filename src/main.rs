@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
-    /// OAuth2 mailboxes: token health (status).
+    /// OAuth2 mailboxes: token health (status), connecting one (authorize).
     Oauth {
         #[command(subcommand)]
         action: OauthCommand,
@@ -81,6 +81,23 @@ enum OauthCommand {
     /// good refresh, last error, refresh-token age, client-secret expiry.
     /// Exit 1 when one has a problem.
     Status {
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Connect a mailbox: prints the URL to open in a browser (sign-in and
+    /// consent), receives the answer on 127.0.0.1 (PKCE, state checked) and
+    /// stores the refresh token encrypted. Stop `mailgate serve` first.
+    Authorize {
+        /// Name of the [[mailbox]] with an [mailbox.oauth2].
+        mailbox: String,
+        /// Scopes of this use: imap, smtp, graph, gmail (default: the
+        /// upstream's protocol, else imap).
+        #[arg(long = "use", value_name = "USE")]
+        use_: Option<String>,
+        /// How long to wait for the browser's answer.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        wait: Duration,
         /// Config file; default ./config/mailgate.toml, else the embedded default.
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -142,6 +159,17 @@ fn main() -> ExitCode {
             action: OauthCommand::Status { config },
         } => foreground(config, |c| async move {
             mailgate::app::oauth_cli::status(c).await
+        }),
+        Command::Oauth {
+            action:
+                OauthCommand::Authorize {
+                    mailbox,
+                    use_,
+                    wait,
+                    config,
+                },
+        } => foreground(config, |c| async move {
+            mailgate::app::oauth_cli::authorize(c, &mailbox, use_.as_deref(), wait).await
         }),
         Command::TestRelay { to, config } => foreground(config, |c| async move {
             mailgate::app::relay_test::test_relay(c, &to).await

@@ -140,3 +140,47 @@ async fn remote(config: &Config) -> Result<Vec<(String, Value)>> {
         .map(|m| (text(&m["name"]), m["oauth"].clone()))
         .collect())
 }
+
+/// `mailgate oauth authorize <mailbox>`: prints the URL to open, waits for
+/// the redirect on 127.0.0.1, stores the refresh token (sealed).
+pub async fn authorize(
+    config: Config,
+    name: &str,
+    use_: Option<&str>,
+    wait: std::time::Duration,
+) -> Result<bool> {
+    use crate::config::oauth2::TokenUse;
+    let app = App::new(config);
+    let config = app.config();
+    let Some(mailbox) = config.mailboxes.iter().find(|m| m.name == name) else {
+        anyhow::bail!("no mailbox named {name:?}");
+    };
+    let Some(oauth2) = &mailbox.oauth2 else {
+        anyhow::bail!("mailbox {name:?} has no [mailbox.oauth2]");
+    };
+    let use_ = match use_ {
+        Some(u) => TokenUse::ALL
+            .into_iter()
+            .find(|t| t.as_str() == u)
+            .ok_or_else(|| anyhow::anyhow!("--use must be imap, smtp, graph or gmail"))?,
+        None => (mailbox.upstream.as_ref())
+            .and_then(|u| TokenUse::for_protocol(u.protocol.as_str()))
+            .unwrap_or(TokenUse::Imap),
+    };
+    let store = match app.open_store() {
+        Ok(store) => store,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => anyhow::bail!(
+            "the database is in use by a running mailgate: stop it for `oauth authorize` (it would go on with the tokens it holds)"
+        ),
+        Err(e) => return Err(e).context("opening the database"),
+    };
+    let ctx =
+        crate::oauth::provider::OAuthContext::new(&config.oauth, std::sync::Arc::new(store), None)?;
+    let flow = crate::oauth::authorize::prepare(oauth2, use_).await?;
+    println!("Open this URL in a browser and sign in with the mailbox's account:");
+    println!("{}", flow.url);
+    println!("waiting for the answer (at most {} s) ...", wait.as_secs());
+    flow.finish(name, oauth2, &ctx, wait).await?;
+    println!("stored the refresh token of mailbox {name} (encrypted)");
+    Ok(true)
+}

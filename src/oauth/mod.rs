@@ -6,6 +6,7 @@
 //! configuration, and the store (above it) keeps its encrypted tokens
 //! through a trait defined here.
 
+pub mod authorize;
 pub mod health;
 pub mod http;
 pub mod provider;

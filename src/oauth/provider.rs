@@ -508,7 +508,7 @@ async fn send(
 
 /// The provider's answer as a [`TokenError`]. Never the body of an
 /// answer (it may hold a token), only the standard error fields.
-fn token_error(
+pub(crate) fn token_error(
     e: RequestTokenError<TransportError, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
 ) -> TokenError {
     match e {

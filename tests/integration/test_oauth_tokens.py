@@ -13,9 +13,14 @@ here) and then fails to connect."""
 from __future__ import annotations
 
 import datetime
+import http.client
 import os
 import socket
+import ssl
 import stat
+import subprocess
+import time
+import urllib.parse
 
 import pytest
 
@@ -65,24 +70,34 @@ def oauth2_section(fake, tmp_path, **over):
     return section
 
 
-def start(make_gateway, fake, tmp_path, *, auth_failure_limit=3, sales=None, oauth=None):
+def start(make_gateway, fake, tmp_path, *, auth_failure_limit=3, sales=None, oauth=None,
+          run=True, **oauth2_over):
     support = dict(SUPPORT)
     support["upstream"] = {
         "protocol": "imap", "host": "127.0.0.1", "port": dead_port(),
         "user": "support@contoso.test", "poll_interval": "1h", "idle": False,
         "auth_failure_limit": auth_failure_limit,
     }
-    support["oauth2"] = oauth2_section(fake, tmp_path)
+    support["oauth2"] = {k: v for k, v in oauth2_section(fake, tmp_path, **oauth2_over).items()
+                          if v is not None}
     cfg = {"mailbox": [support, sales or dict(SALES)]}
     if oauth:
         cfg["oauth"] = oauth
-    g = make_gateway(cfg, env={"MAILGATE_LOG": "debug"})
+    g = make_gateway(cfg, env={"MAILGATE_LOG": "debug"}, start=run)
     return g
 
 
 def wait_first_sync(g):
     return wait_until(lambda: mailbox(g)["last_error_at"] and mailbox(g), 30,
                       "the first sync of support", g=g)
+
+
+def wait_past(iso: str):
+    """Waits until the clock is past an RFC 3339 time (an access token's
+    expiry): a precondition, not a measurement."""
+    at = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    while time.time() <= at + 0.5:
+        time.sleep(0.1)
 
 
 def secrets_of(fake) -> list[str]:
@@ -160,7 +175,9 @@ def test_a_rotated_refresh_token_survives_a_restart_and_the_old_one_is_dead(
     assert state["refreshes"] == 1
     rotated = state["issued_refresh_tokens"][0]
     assert state["valid_refresh_tokens"] == [rotated]
+    expires = mailbox(g)["oauth"]["access_token_expires_at"]
     g.stop()
+    wait_past(expires)
 
     # Stopped: the command reads the store itself.
     r = run_command(g, "oauth", "status")
@@ -218,3 +235,82 @@ def test_secrets_in_the_oauth2_section_are_refused_by_check_config(make_gateway,
     assert r.returncode == 2, r.stdout + r.stderr
     assert "mailbox[0].oauth2.client_secret: secrets are never written in the config" in r.stderr
     assert CLIENT_SECRET not in r.stdout + r.stderr
+
+
+def authorize_process(g):
+    proc = subprocess.Popen(
+        [g.binary, "oauth", "authorize", "support", "--wait", "60s", "--config",
+         str(g.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        cwd=g.workdir, env={**os.environ, "NO_COLOR": "1", "MAILGATE_LOG": "debug"})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("https://"):
+            return proc, line.strip(), lines
+    proc.wait(10)
+    raise AssertionError(f"no URL printed: {lines} {proc.stderr.read()}")
+
+
+def get(url, ca=None):
+    u = urllib.parse.urlsplit(url)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=str(ca)))
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("GET", u.path + ("?" + u.query if u.query else ""))
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+def test_authorize_with_pkce_stores_a_refresh_token_the_gateway_then_uses(
+        make_gateway, fake, tmp_path):
+    fake.control(lifetime=1)
+    g = start(make_gateway, fake, tmp_path, run=False, refresh_token_file=None)
+    proc, url, _ = authorize_process(g)
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    assert q["code_challenge_method"] == ["S256"] and q["client_id"] == [CLIENT_ID], q
+    assert q["scope"] == ["https://outlook.office.com/IMAP.AccessAsUser.All offline_access"], q
+    redirect = q["redirect_uri"][0]
+    assert redirect.startswith("http://127.0.0.1:"), redirect
+
+    # The fake plays the consenting user: it redirects to our loopback port.
+    status, headers, _ = get(url, fake.ca)
+    assert status == 302, status
+    status, _, page = get(headers["Location"])
+    assert status == 200 and b"close this window" in page
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "stored the refresh token of mailbox support" in out, out
+    state = fake.state()
+    assert state["codes"] == 1 and state["requests"][-1]["grant_type"] == "authorization_code"
+
+    r = run_command(g, "oauth", "status")
+    assert "(authorized)" in r.stdout, r.stdout + r.stderr
+    expires = [line.split(": ", 1)[1] for line in r.stdout.splitlines()
+               if "access token expires:" in line][0]
+    wait_past(expires.strip())
+
+    # The gateway refreshes with the stored token (its access token expired).
+    g.start()
+    wait_until(lambda: fake.state()["refreshes"] == 1, 30, "a refresh with the stored token", g=g)
+    o = wait_until(lambda: mailbox(g)["oauth"]["last_refresh_ok_at"] and mailbox(g)["oauth"], 30,
+                   "the refresh in the API", g=g)
+    assert o["last_refresh_error"] is None and o["refresh_token_origin"] == "rotated", o
+    assert_nowhere(g, secrets_of(fake), out + err, r.stdout)
+
+
+def test_authorize_refuses_a_redirect_with_a_foreign_state(make_gateway, fake, tmp_path):
+    g = start(make_gateway, fake, tmp_path, run=False, refresh_token_file=None)
+    proc, url, _ = authorize_process(g)
+    redirect = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["redirect_uri"][0]
+    status, _, _ = get(redirect + "?code=stolen-code&state=not-the-one")
+    assert status == 200
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "state that is not ours" in err, err
+    assert fake.state()["requests"] == [], "a code with a foreign state was exchanged"

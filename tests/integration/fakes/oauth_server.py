@@ -222,7 +222,8 @@ def make_handler(state: State):
                 if not self._client_ok(form):
                     desc = MS_BAD_SECRET if state.flavor == "microsoft" else "Unauthorized"
                     return self._error(401, "invalid_client", desc)
-                if state.flavor == "microsoft" and not form.get("scope"):
+                # Microsoft: scope is required to refresh, optional to redeem a code.
+                if state.flavor == "microsoft" and grant == "refresh_token" and not form.get("scope"):
                     return self._error(400, "invalid_request",
                                        "AADSTS90014: The required field 'scope' is missing.")
                 if grant == "refresh_token":
