@@ -21,12 +21,37 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
     let app = App::new(config);
     let config = app.config();
     let (mailbox, upstream) = app.upstream(name)?;
-    if mailbox.oauth2.is_some() {
-        bail!(
-            "mailbox {name:?} uses OAuth2: test-connection does not refresh tokens (that would spend a rotating refresh token outside the store); use `mailgate sync {name}` or `mailgate oauth status`"
-        );
-    }
-    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let credential = match mailbox.oauth2 {
+        // Tokens come from (and rotated ones go to) the store: a refresh
+        // outside it would spend a rotating refresh token.
+        Some(_) => {
+            let store = match app.open_store() {
+                Ok(store) => store,
+                Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => bail!(
+                    "mailbox {name:?} uses OAuth2 and a running mailgate holds its tokens: use `mailgate sync {name}` or `mailgate oauth status`"
+                ),
+                Err(e) => return Err(e).context("opening the database"),
+            };
+            let use_ = crate::config::oauth2::TokenUse::for_protocol(upstream.protocol.as_str())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "protocol {} does not use OAuth2",
+                        upstream.protocol.as_str()
+                    )
+                })?;
+            let providers = app.token_providers(&store, &app.metrics())?;
+            let tokens = providers
+                .get(name, use_)
+                .ok_or_else(|| anyhow!("mailbox {name:?} has no token provider"))?;
+            if let Err(e) = tokens.token().await {
+                println!("FAILED (auth): {e}");
+                return Ok(false);
+            }
+            println!("OAuth2: access token obtained");
+            Credential::OAuth2(tokens)
+        }
+        None => credential::resolve_or_prompt(upstream, name)?,
+    };
     let settings =
         UpstreamSettings::new(upstream, credential, config.limits.max_message_size as u64);
     let security = match upstream.security {

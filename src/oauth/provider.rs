@@ -155,6 +155,8 @@ struct State {
     /// No refresh before this (unix seconds).
     retry_at: i64,
     last_error: Option<TokenError>,
+    /// The endpoint's Retry-After (seconds) on its last busy answer.
+    retry_after: Option<i64>,
 }
 
 /// Hands out one use's tokens.
@@ -323,6 +325,7 @@ impl MailboxTokens {
         use_: TokenUse,
         now: i64,
     ) -> Result<Secret, TokenError> {
+        state.retry_after = None;
         let Some((record, secrets)) = state.loaded.as_mut() else {
             return Err(TokenError::Unavailable("token state not loaded".into()));
         };
@@ -342,12 +345,24 @@ impl MailboxTokens {
             .set_token_uri(token_url);
         let refresh_token = RefreshToken::new(refresh_token);
         let scopes = self.config.scopes_for(use_).into_iter().map(Scope::new);
-        let answer = client
+        let answer = match client
             .exchange_refresh_token(&refresh_token)
             .add_scopes(scopes)
             .request_async(&self.http)
             .await
-            .map_err(token_error)?;
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let RequestTokenError::Request(TransportError::Busy {
+                    retry_after: Some(secs),
+                    ..
+                }) = &e
+                {
+                    state.retry_after = Some((*secs).min(MAX_BACKOFF as u64 * 4) as i64);
+                }
+                return Err(token_error(e));
+            }
+        };
 
         let lifetime = answer
             .expires_in()
@@ -416,9 +431,12 @@ impl MailboxTokens {
     /// Remembers a failed refresh: backoff, health, metrics, log.
     async fn failed(&self, state: &mut State, e: TokenError, now: i64) {
         state.failures = state.failures.saturating_add(1);
+        // Doubling from 30 s, at most 15 min, or longer when the endpoint
+        // said so (Retry-After).
         let wait = FIRST_BACKOFF
             .saturating_mul(1 << state.failures.saturating_sub(1).min(10))
-            .min(MAX_BACKOFF);
+            .min(MAX_BACKOFF)
+            .max(state.retry_after.take().unwrap_or(0));
         state.retry_at = now + wait;
         let kind = error_kind(&e);
         let text = e.to_string();

@@ -309,7 +309,7 @@ async fn invalid_grant_is_revoked_with_the_providers_text_and_not_retried_at_onc
 #[tokio::test]
 async fn transient_failures_back_off_then_recover() {
     let fake = start("microsoft");
-    fake.control(json!({"fail": {"status": 503, "count": 1, "retry_after": 5}}))
+    fake.control(json!({"fail": {"status": 503, "count": 1}}))
         .await;
     let setup = Setup::new();
     let tokens = setup.provider(&fake.config(OAuthProvider::Microsoft));
@@ -326,6 +326,27 @@ async fn transient_failures_back_off_then_recover() {
     assert_eq!(health.last_refresh_error, None);
     assert_eq!(health.failing_since, None);
     assert_eq!(health.refreshes, 1);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured() {
+    let fake = start("google");
+    fake.control(json!({"fail": {"status": 429, "count": 1, "retry_after": 120}}))
+        .await;
+    let setup = Setup::new();
+    let tokens = setup.provider(&fake.config(OAuthProvider::Google));
+    let e = tokens.token(TokenUse::Gmail).await.unwrap_err();
+    assert!(
+        matches!(&e, TokenError::Unavailable(t) if t.contains("429") && t.contains("Retry-After 120")),
+        "{e:?}"
+    );
+    // Past the usual first backoff (30 s) but not the 120 s asked for.
+    setup.advance(60);
+    assert_eq!(tokens.token(TokenUse::Gmail).await.unwrap_err(), e);
+    assert_eq!(fake.state().await["requests"].as_array().unwrap().len(), 1);
+    setup.advance(61);
+    tokens.token(TokenUse::Gmail).await.unwrap();
+    assert_eq!(fake.state().await["refreshes"], 1);
 }
 
 #[tokio::test]

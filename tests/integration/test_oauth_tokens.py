@@ -162,7 +162,14 @@ def test_one_refresh_serves_many_syncs_and_health_is_shown(make_gateway, fake, t
     key = g.workdir / "data" / "oauth-token.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     api = g.http("GET", "/api/v1/mailboxes", token=g.token).body.decode()
-    assert_nowhere(g, secrets_of(fake), api, m.text, r.stdout + r.stderr)
+
+    # Another process with the stored (sealed) access token: no new refresh.
+    g.stop()
+    t = run_command(g, "test-connection", "support")
+    assert "OAuth2: access token obtained" in t.stdout, t.stdout + t.stderr
+    assert t.returncode == 1 and "FAILED (connect)" in t.stdout, t.stdout
+    assert fake.state()["refreshes"] == 1
+    assert_nowhere(g, secrets_of(fake), api, m.text, r.stdout + r.stderr, t.stdout + t.stderr)
 
 
 def test_a_rotated_refresh_token_survives_a_restart_and_the_old_one_is_dead(
