@@ -224,6 +224,13 @@ impl MailboxTokens {
             .is_some_and(|(t, _)| t.expose() == token.expose())
         {
             cache.remove(&use_);
+            // Not handed out again after a restart either (when no refresh
+            // holds the state now; a refresh under way replaces it anyway).
+            if let Ok(mut state) = self.state.try_lock()
+                && let Some((_, secrets)) = state.loaded.as_mut()
+            {
+                secrets.access.remove(use_.as_str());
+            }
             tracing::info!(mailbox = %self.mailbox, token_use = use_.as_str(), "access token refused by the server; the next use refreshes");
         }
     }
