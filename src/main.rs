@@ -62,8 +62,42 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
+    /// OAuth2 mailboxes: token health (status), connecting one (authorize).
+    Oauth {
+        #[command(subcommand)]
+        action: OauthCommand,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Print each OAuth2 mailbox's token health: access-token expiry, last
+    /// good refresh, last error, refresh-token age, client-secret expiry.
+    /// Exit 1 when one has a problem.
+    Status {
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Connect a mailbox: prints the URL to open in a browser (sign-in and
+    /// consent), receives the answer on 127.0.0.1 (PKCE, state checked) and
+    /// stores the refresh token encrypted. Stop `mailgate serve` first.
+    Authorize {
+        /// Name of the [[mailbox]] with an [mailbox.oauth2].
+        mailbox: String,
+        /// Scopes of this use: imap, smtp, graph, gmail (default: the
+        /// upstream's protocol, else imap).
+        #[arg(long = "use", value_name = "USE")]
+        use_: Option<String>,
+        /// How long to wait for the browser's answer.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        wait: Duration,
         /// Config file; default ./config/mailgate.toml, else the embedded default.
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -120,6 +154,22 @@ fn main() -> ExitCode {
         }),
         Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
             mailgate::app::commands::test_connection(c, &mailbox).await
+        }),
+        Command::Oauth {
+            action: OauthCommand::Status { config },
+        } => foreground(config, |c| async move {
+            mailgate::app::oauth_cli::status(c).await
+        }),
+        Command::Oauth {
+            action:
+                OauthCommand::Authorize {
+                    mailbox,
+                    use_,
+                    wait,
+                    config,
+                },
+        } => foreground(config, |c| async move {
+            mailgate::app::oauth_cli::authorize(c, &mailbox, use_.as_deref(), wait).await
         }),
         Command::TestRelay { to, config } => foreground(config, |c| async move {
             mailgate::app::relay_test::test_relay(c, &to).await

@@ -20,8 +20,38 @@ use crate::store::StoreError;
 pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
     let app = App::new(config);
     let config = app.config();
-    let (_, upstream) = app.upstream(name)?;
-    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let (mailbox, upstream) = app.upstream(name)?;
+    let credential = match mailbox.oauth2 {
+        // Tokens come from (and rotated ones go to) the store: a refresh
+        // outside it would spend a rotating refresh token.
+        Some(_) => {
+            let store = match app.open_store() {
+                Ok(store) => store,
+                Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => bail!(
+                    "mailbox {name:?} uses OAuth2 and a running mailgate holds its tokens: use `mailgate sync {name}` or `mailgate oauth status`"
+                ),
+                Err(e) => return Err(e).context("opening the database"),
+            };
+            let use_ = crate::config::oauth2::TokenUse::for_protocol(upstream.protocol.as_str())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "protocol {} does not use OAuth2",
+                        upstream.protocol.as_str()
+                    )
+                })?;
+            let providers = app.token_providers(&store, &app.metrics())?;
+            let tokens = providers
+                .get(name, use_)
+                .ok_or_else(|| anyhow!("mailbox {name:?} has no token provider"))?;
+            if let Err(e) = tokens.token().await {
+                println!("FAILED (auth): {e}");
+                return Ok(false);
+            }
+            println!("OAuth2: access token obtained");
+            Credential::OAuth2(tokens)
+        }
+        None => credential::resolve_or_prompt(upstream, name)?,
+    };
     let settings =
         UpstreamSettings::new(upstream, credential, config.limits.max_message_size as u64);
     let security = match upstream.security {
@@ -61,13 +91,17 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
 /// `mailgate serve` holds it, asks that server to sync instead.
 pub async fn sync(config: Config, name: &str) -> Result<()> {
     let app = App::new(config);
-    let (_, upstream) = app.upstream(name)?;
-    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let (mailbox, upstream) = app.upstream(name)?;
+    // An OAuth2 mailbox uses its token provider (no prompt).
+    let credential = match mailbox.oauth2 {
+        Some(_) => None,
+        None => Some(credential::resolve_or_prompt(upstream, name)?),
+    };
     let store = match app.open_store() {
         Ok(store) => store,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
             println!("the database is in use by a running mailgate; asking it to sync {name}");
-            return sync_remote(app.config(), name, &credential).await;
+            return sync_remote(app.config(), name, credential.as_ref()).await;
         }
         Err(e) => return Err(e).context("opening the database"),
     };
@@ -78,11 +112,15 @@ pub async fn sync(config: Config, name: &str) -> Result<()> {
     result
 }
 
-async fn sync_here(core: &Core, name: &str, credential: Credential) -> Result<()> {
+async fn sync_here(core: &Core, name: &str, credential: Option<Credential>) -> Result<()> {
     let worker = core
         .fetch
         .get(name)
         .ok_or_else(|| anyhow!("mailbox {name:?} has no upstream"))?;
+    let credential = match credential {
+        Some(c) => c,
+        None => worker.credential()?,
+    };
     if worker.state().await.status == crate::store::mailbox_state::SyncStatus::AuthFailed {
         println!(
             "mailbox {name} was paused after authentication failures; trying with this password"
@@ -100,7 +138,7 @@ async fn sync_here(core: &Core, name: &str, credential: Credential) -> Result<()
     }
 }
 
-async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Result<()> {
+async fn sync_remote(config: &Config, name: &str, credential: Option<&Credential>) -> Result<()> {
     let address = config.http.listen;
     let stream = tokio::net::TcpStream::connect(address)
         .await
@@ -108,11 +146,11 @@ async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Re
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let body = match credential {
-        Credential::Password(secret) => {
+        Some(Credential::Password(secret)) => {
             serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
         }
         // The server has its own token source for the mailbox.
-        Credential::OAuth2(_) => b"{}".to_vec(),
+        Some(Credential::OAuth2(_)) | None => b"{}".to_vec(),
     };
     let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
         .header("host", address.to_string())

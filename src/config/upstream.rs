@@ -99,7 +99,7 @@ pub const GRAPH_API_BASE: &str = "https://graph.microsoft.com/v1.0";
 #[derive(Deserialize)]
 #[serde(default)]
 pub(super) struct RawUpstream {
-    protocol: String,
+    pub(super) protocol: String,
     host: String,
     port: Option<i64>,
     security: String,
