@@ -6,71 +6,20 @@
 //! server's text; no token or XOAUTH2 message is in any error or log line.
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailgate::inbound::pull::providers::imap::{ImapSettings, ImapUpstream};
 use mailgate::inbound::pull::upstream::{ConnectSettings, FetchError, Upstream};
-use mailgate::mail::{
-    AccessTokens, AfterImport, Credential, Secret, Security, TokenError, access_token::TokenFuture,
-};
+use mailgate::mail::{AfterImport, Credential, Security};
 use support::dovecot::{Dovecot, USER};
 use support::introspection::Introspection;
+use support::tokens::{Logs, StaticTokens, xoauth2_message};
 
 const GOOD: &str = "at-good-7Hq2fLx9Zp4Rw1";
 const FRESH: &str = "at-fresh-Kd83mQv0Tz5Ys6";
 const STALE: &str = "at-stale-Bn40cWe2Ju7Pa3";
 const WRONG: &str = "at-wrong-Xr19vHk6Lm2Qe8";
-
-/// Hands out its tokens in order; `refused` moves on to the next one and
-/// records what was refused.
-struct StaticTokens {
-    tokens: Vec<&'static str>,
-    next: Mutex<usize>,
-    refused: Mutex<Vec<String>>,
-    asked: Mutex<usize>,
-}
-
-impl StaticTokens {
-    fn new(tokens: &[&'static str]) -> Arc<StaticTokens> {
-        Arc::new(StaticTokens {
-            tokens: tokens.to_vec(),
-            next: Mutex::new(0),
-            refused: Mutex::new(Vec::new()),
-            asked: Mutex::new(0),
-        })
-    }
-    fn refused(&self) -> Vec<String> {
-        self.refused.lock().unwrap().clone()
-    }
-    fn asked(&self) -> usize {
-        *self.asked.lock().unwrap()
-    }
-}
-
-impl AccessTokens for StaticTokens {
-    fn token(&self) -> TokenFuture<'_> {
-        Box::pin(async move {
-            *self.asked.lock().unwrap() += 1;
-            let i = *self.next.lock().unwrap();
-            match self.tokens.get(i) {
-                Some(t) => Ok(Secret::new(*t)),
-                None => Err(TokenError::Unavailable("no more test tokens".into())),
-            }
-        })
-    }
-    fn refused(&self, token: &Secret) {
-        self.refused
-            .lock()
-            .unwrap()
-            .push(token.expose().to_string());
-        let mut i = self.next.lock().unwrap();
-        if self.tokens.get(*i) == Some(&token.expose()) {
-            *i += 1;
-        }
-    }
-}
 
 fn settings(d: &Dovecot, security: Security, tokens: Arc<StaticTokens>) -> ImapSettings {
     ImapSettings {
@@ -97,42 +46,6 @@ fn settings(d: &Dovecot, security: Security, tokens: Arc<StaticTokens>) -> ImapS
     }
 }
 
-/// Everything logged at any level while the guard lives (this thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn xoauth2_message(token: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .encode(format!("user={USER}\x01auth=Bearer {token}\x01\x01"))
-}
-
 #[tokio::test]
 async fn a_good_token_logs_in_over_tls_and_starttls() {
     let fake = Introspection::start(&[(USER, GOOD)]);
@@ -156,7 +69,7 @@ async fn a_good_token_logs_in_over_tls_and_starttls() {
     assert_eq!(calls, vec![(GOOD.to_string(), true); 2], "{}", d.log());
     let logged = logs.text();
     assert!(logged.contains("IMAP login"), "the capture works: {logged}");
-    assert!(!logged.contains(GOOD) && !logged.contains(&xoauth2_message(GOOD)));
+    assert!(!logged.contains(GOOD) && !logged.contains(&xoauth2_message(USER, GOOD)));
 }
 
 #[tokio::test]
@@ -196,7 +109,7 @@ async fn a_stale_token_is_refused_once_and_a_fresh_one_used() {
     let logged = logs.text();
     for secret in [STALE, FRESH] {
         assert!(!logged.contains(secret), "{logged}");
-        assert!(!logged.contains(&xoauth2_message(secret)), "{logged}");
+        assert!(!logged.contains(&xoauth2_message(USER, secret)), "{logged}");
     }
 }
 
@@ -232,7 +145,7 @@ async fn two_refused_tokens_are_an_auth_error_with_the_servers_text() {
     let shown = format!("{err}{err:?}{}", logs.text());
     for secret in [STALE, WRONG] {
         assert!(!shown.contains(secret), "{shown}");
-        assert!(!shown.contains(&xoauth2_message(secret)), "{shown}");
+        assert!(!shown.contains(&xoauth2_message(USER, secret)), "{shown}");
     }
 }
 

@@ -220,7 +220,9 @@ impl App {
             .filter(|t| !t.is_empty());
         let relay: Option<Arc<dyn Transport>> = match &config.relay {
             Some(relay) => {
-                let transport = SmtpTransport::from_config(relay)?;
+                // TODO(lead, issue 11): with relay.oauth2, pass the token source of
+                // relay.oauth2.mailbox (the oauth provider, TokenUse::Smtp).
+                let transport = SmtpTransport::from_config(relay, None)?;
                 tracing::info!(relay = %transport.describe(), "outbound relay");
                 Some(Arc::new(transport))
             }

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod smtp;
+mod smtp_xoauth2;
 
 /// Who the message is from and to, as given to MAIL FROM and RCPT TO
 /// (addresses without `<>`; an empty `from` is the null sender).
