@@ -191,10 +191,11 @@ pub(super) fn validate(
             false
         }
         "oauth2" => true,
-        other => {
+        _ => {
+            // Not echoed: it might be a token pasted into the wrong key.
             err(
                 "relay.auth",
-                format!("must be \"password\" or \"oauth2\", not {other:?}"),
+                "must be \"password\" or \"oauth2\" (value not shown)".into(),
             );
             false
         }
@@ -309,15 +310,17 @@ pub(super) fn check_oauth2_mailbox(
     mailboxes: &[super::MailboxConfig],
     err: &mut impl FnMut(&str, String),
 ) {
-    if !mailboxes.iter().any(|m| m.name == o.mailbox) {
+    let Some(_mailbox) = mailboxes.iter().find(|m| m.name == o.mailbox) else {
         err(
             "relay.oauth2_mailbox",
             format!("no [[mailbox]] is named {:?}", o.mailbox),
         );
-    }
-    // TODO(oauthcore): once MailboxConfig.oauth2 is merged, also refuse a
-    // mailbox without [mailbox.oauth2]:
-    //   "mailbox {name:?} has no [mailbox.oauth2], which relay.auth = \"oauth2\" needs"
+        return;
+    };
+    // TODO(lead, issue 11): once oauthcore's MailboxConfig.oauth2 is merged,
+    // refuse a mailbox without it here:
+    //   if _mailbox.oauth2.is_none() { err("relay.oauth2_mailbox", format!(
+    //       "mailbox {:?} has no [mailbox.oauth2], which relay.auth = \"oauth2\" needs", o.mailbox)) }
 }
 
 #[cfg(test)]
