@@ -62,8 +62,25 @@ enum Command {
         #[arg(long)]
         stdin: bool,
     },
+    /// OAuth2 mailboxes: token health (status).
+    Oauth {
+        #[command(subcommand)]
+        action: OauthCommand,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Print each OAuth2 mailbox's token health: access-token expiry, last
+    /// good refresh, last error, refresh-token age, client-secret expiry.
+    /// Exit 1 when one has a problem.
+    Status {
         /// Config file; default ./config/mailgate.toml, else the embedded default.
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -120,6 +137,11 @@ fn main() -> ExitCode {
         }),
         Command::TestConnection { mailbox, config } => foreground(config, |c| async move {
             mailgate::app::commands::test_connection(c, &mailbox).await
+        }),
+        Command::Oauth {
+            action: OauthCommand::Status { config },
+        } => foreground(config, |c| async move {
+            mailgate::app::oauth_cli::status(c).await
         }),
         Command::TestRelay { to, config } => foreground(config, |c| async move {
             mailgate::app::relay_test::test_relay(c, &to).await

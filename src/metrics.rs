@@ -71,6 +71,7 @@ pub struct Metrics {
     pub mailbox_status: Family<MailboxStatusLabel, Gauge>,
     pub outbound: OutboundMetrics,
     pub submission: SubmissionMetrics,
+    pub oauth: OAuthMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,6 +201,100 @@ impl OutboundMetrics {
     }
 }
 
+/// OAuth2 token health per mailbox.
+pub struct OAuthMetrics {
+    pub token_expiry: Family<MailboxLabel, Gauge<f64, AtomicU64>>,
+    /// ok, revoked, unavailable, not_configured.
+    pub refresh: Family<MailboxOutcome, Counter>,
+    pub refresh_token_age: Family<MailboxLabel, Gauge<f64, AtomicU64>>,
+    /// When each mailbox's refresh token was obtained (unix seconds): the
+    /// age gauge is brought up to date at every scrape.
+    obtained: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+}
+
+impl OAuthMetrics {
+    pub const OUTCOMES: [&'static str; 4] = ["ok", "revoked", "unavailable", "not_configured"];
+
+    fn register(registry: &mut Registry) -> OAuthMetrics {
+        let m = OAuthMetrics {
+            token_expiry: Family::default(),
+            refresh: Family::default(),
+            refresh_token_age: Family::default(),
+            obtained: Default::default(),
+        };
+        registry.register(
+            "mailgate_oauth_token_expiry_timestamp_seconds",
+            "Unix time the mailbox's current OAuth2 access token expires",
+            m.token_expiry.clone(),
+        );
+        registry.register(
+            "mailgate_oauth_refresh",
+            "OAuth2 token refreshes by outcome (ok, revoked, unavailable, not_configured)",
+            m.refresh.clone(),
+        );
+        registry.register(
+            "mailgate_oauth_refresh_token_age_seconds",
+            "Age of the mailbox's OAuth2 refresh token (since it was configured, rotated or authorized)",
+            m.refresh_token_age.clone(),
+        );
+        m
+    }
+
+    /// Makes a mailbox's refresh counters exist at zero.
+    pub fn init(&self, mailbox: &str) {
+        for outcome in Self::OUTCOMES {
+            let _ = self.refresh.get_or_create(&MailboxOutcome {
+                mailbox: mailbox.into(),
+                outcome: outcome.into(),
+            });
+        }
+    }
+
+    pub fn count_refresh(&self, mailbox: &str, outcome: &str) {
+        self.refresh
+            .get_or_create(&MailboxOutcome {
+                mailbox: mailbox.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_expiry(&self, mailbox: &str, unix: i64) {
+        self.token_expiry
+            .get_or_create(&MailboxLabel {
+                mailbox: mailbox.into(),
+            })
+            .set(unix as f64);
+    }
+
+    /// The refresh token in use was obtained at `unix`.
+    pub fn set_refresh_token_obtained(&self, mailbox: &str, unix: i64) {
+        self.obtained
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(mailbox.to_string(), unix);
+        self.update_ages();
+    }
+
+    fn update_ages(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let obtained = self
+            .obtained
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (mailbox, at) in obtained.iter() {
+            self.refresh_token_age
+                .get_or_create(&MailboxLabel {
+                    mailbox: mailbox.clone(),
+                })
+                .set((now - at).max(0) as f64);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -295,9 +390,11 @@ impl Metrics {
         );
         let outbound = OutboundMetrics::register(&mut registry);
         let submission = SubmissionMetrics::register(&mut registry);
+        let oauth = OAuthMetrics::register(&mut registry);
         Metrics {
             outbound,
             submission,
+            oauth,
             registry,
             fetch_last_success,
             fetch_errors,
@@ -371,6 +468,7 @@ impl Metrics {
 
     /// OpenMetrics 1.0 text exposition (ends with `# EOF`).
     pub fn render(&self) -> String {
+        self.oauth.update_ages();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -20,7 +20,12 @@ use crate::store::StoreError;
 pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
     let app = App::new(config);
     let config = app.config();
-    let (_, upstream) = app.upstream(name)?;
+    let (mailbox, upstream) = app.upstream(name)?;
+    if mailbox.oauth2.is_some() {
+        bail!(
+            "mailbox {name:?} uses OAuth2: test-connection does not refresh tokens (that would spend a rotating refresh token outside the store); use `mailgate sync {name}` or `mailgate oauth status`"
+        );
+    }
     let credential = credential::resolve_or_prompt(upstream, name)?;
     let settings =
         UpstreamSettings::new(upstream, credential, config.limits.max_message_size as u64);
@@ -61,13 +66,17 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
 /// `mailgate serve` holds it, asks that server to sync instead.
 pub async fn sync(config: Config, name: &str) -> Result<()> {
     let app = App::new(config);
-    let (_, upstream) = app.upstream(name)?;
-    let credential = credential::resolve_or_prompt(upstream, name)?;
+    let (mailbox, upstream) = app.upstream(name)?;
+    // An OAuth2 mailbox uses its token provider (no prompt).
+    let credential = match mailbox.oauth2 {
+        Some(_) => None,
+        None => Some(credential::resolve_or_prompt(upstream, name)?),
+    };
     let store = match app.open_store() {
         Ok(store) => store,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
             println!("the database is in use by a running mailgate; asking it to sync {name}");
-            return sync_remote(app.config(), name, &credential).await;
+            return sync_remote(app.config(), name, credential.as_ref()).await;
         }
         Err(e) => return Err(e).context("opening the database"),
     };
@@ -78,11 +87,15 @@ pub async fn sync(config: Config, name: &str) -> Result<()> {
     result
 }
 
-async fn sync_here(core: &Core, name: &str, credential: Credential) -> Result<()> {
+async fn sync_here(core: &Core, name: &str, credential: Option<Credential>) -> Result<()> {
     let worker = core
         .fetch
         .get(name)
         .ok_or_else(|| anyhow!("mailbox {name:?} has no upstream"))?;
+    let credential = match credential {
+        Some(c) => c,
+        None => worker.credential()?,
+    };
     if worker.state().await.status == crate::store::mailbox_state::SyncStatus::AuthFailed {
         println!(
             "mailbox {name} was paused after authentication failures; trying with this password"
@@ -100,7 +113,7 @@ async fn sync_here(core: &Core, name: &str, credential: Credential) -> Result<()
     }
 }
 
-async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Result<()> {
+async fn sync_remote(config: &Config, name: &str, credential: Option<&Credential>) -> Result<()> {
     let address = config.http.listen;
     let stream = tokio::net::TcpStream::connect(address)
         .await
@@ -108,11 +121,11 @@ async fn sync_remote(config: &Config, name: &str, credential: &Credential) -> Re
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let body = match credential {
-        Credential::Password(secret) => {
+        Some(Credential::Password(secret)) => {
             serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
         }
         // The server has its own token source for the mailbox.
-        Credential::OAuth2(_) => b"{}".to_vec(),
+        Some(Credential::OAuth2(_)) | None => b"{}".to_vec(),
     };
     let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
         .header("host", address.to_string())

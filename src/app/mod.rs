@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod hash_password;
+pub mod oauth_cli;
 pub mod relay_test;
 pub mod root;
 pub mod serve;

@@ -52,6 +52,9 @@ pub struct Core {
     pub fetch: Arc<FetchControl>,
     /// Writes other than ingest (replies, delivery results).
     pub committer: Committer,
+    /// The OAuth2 token source of each mailbox with `[mailbox.oauth2]`
+    /// (for its upstream, and for a relay or transport sending as it).
+    pub oauth: crate::oauth::provider::TokenProviders,
     pub(super) writer: WriterHandle,
 }
 
@@ -158,14 +161,48 @@ impl App {
         for m in &self.config.mailboxes {
             metrics.outbound.init(&m.name);
         }
+        let oauth = self.token_providers(&store, &metrics)?;
+        for m in &self.config.mailboxes {
+            if m.oauth2.is_some() {
+                metrics.oauth.init(&m.name);
+            }
+            let use_ = (m.upstream.as_ref())
+                .and_then(|u| crate::config::oauth2::TokenUse::for_protocol(u.protocol.as_str()));
+            if let Some(tokens) = use_.and_then(|u| oauth.get(&m.name, u)) {
+                fetch.use_tokens(&m.name, tokens);
+            }
+        }
         Ok(Core {
             store,
             metrics,
             ingestor,
             fetch,
             committer,
+            oauth,
             writer,
         })
+    }
+
+    /// A token provider per OAuth2 mailbox, its tokens kept (sealed) in
+    /// `store`. The `[oauth]` key is loaded (or made) only when a mailbox
+    /// uses OAuth2.
+    pub fn token_providers(
+        &self,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> Result<crate::oauth::provider::TokenProviders> {
+        if self.config.mailboxes.iter().all(|m| m.oauth2.is_none()) {
+            return Ok(Default::default());
+        }
+        let ctx = crate::oauth::provider::OAuthContext::new(
+            &self.config.oauth,
+            Arc::new(store.clone()),
+            Some(metrics.clone()),
+        )?;
+        Ok(crate::oauth::provider::TokenProviders::build(
+            &self.config,
+            &ctx,
+        )?)
     }
 
     /// Binds every SMTP listener and HTTP (so port errors surface before
@@ -261,6 +298,7 @@ impl App {
             outbound_wake,
             max_message_size: config.limits.max_message_size,
             categories: config.categories.clone(),
+            oauth_degraded_after: config.oauth.degraded_after,
         });
 
         let mut smtp = Vec::new();

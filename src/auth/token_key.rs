@@ -1,6 +1,7 @@
-//! The instance key that signs reply tokens: from an environment variable
-//! (hex), or from a file, generated with the system's random source on
-//! first start (0600 in a 0700 directory). Its bytes never reach a log.
+//! The instance keys (the one that signs reply tokens, the one that
+//! encrypts stored OAuth2 tokens): from an environment variable (hex or
+//! base64), or from a file, generated with the system's random source on
+//! first start (0600 in a 0700 directory). Their bytes never reach a log.
 
 use std::path::Path;
 
@@ -12,29 +13,79 @@ use crate::mail::Secret;
 /// Bytes of a generated key.
 const KEY_LEN: usize = 32;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokenKeyError {
-    #[error("tickets.reply_token_key_env: environment variable {0} is not set")]
-    EnvMissing(String),
-    #[error("tickets.reply_token_key_env: {0} must hold at least 64 hex digits (32 bytes)")]
-    EnvInvalid(String),
-    #[error("tickets.reply_token_key_file: {path}: {detail}")]
-    File { path: String, detail: String },
+/// Which key: names the config keys in messages and the file in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The config key without `_env` / `_file`: `tickets.reply_token_key`.
+    pub key: &'static str,
+    /// What it is for, in the log line of a generated key.
+    pub what: &'static str,
 }
 
-/// The key's bytes, hex-decoded from the environment or read (or made) in
-/// its file.
+/// The key that signs reply tokens.
+pub const REPLY_TOKEN: KeyUse = KeyUse {
+    key: "tickets.reply_token_key",
+    what: "reply-token",
+};
+
+/// The key that encrypts stored OAuth2 tokens.
+pub const OAUTH_TOKENS: KeyUse = KeyUse {
+    key: "oauth.key",
+    what: "OAuth2 token",
+};
+
+const INVALID: &str = "must hold at least 64 hex digits (32 bytes) or the base64 of 32 bytes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("{key}_env: environment variable {name} is not set")]
+    EnvMissing { key: &'static str, name: String },
+    #[error("{key}_env: {name} {INVALID}")]
+    EnvInvalid { key: &'static str, name: String },
+    #[error("{key}_file: {path}: {detail}")]
+    File {
+        key: &'static str,
+        path: String,
+        detail: String,
+    },
+}
+
+/// The reply-token key's bytes, decoded from the environment or read (or
+/// made) in its file.
 pub fn load(source: &TokenKeySource) -> Result<Secret, TokenKeyError> {
+    load_for(source, REPLY_TOKEN)
+}
+
+/// A key's bytes (as hex in the secret: see [`bytes`]), from the
+/// environment or its file, generated when the file does not exist.
+pub fn load_for(source: &TokenKeySource, use_: KeyUse) -> Result<Secret, TokenKeyError> {
     match source {
         TokenKeySource::Env(name) => {
-            let value = std::env::var(name).map_err(|_| TokenKeyError::EnvMissing(name.clone()))?;
-            decode_hex(value.trim())
-                .filter(|k| k.len() >= KEY_LEN)
+            let value = std::env::var(name).map_err(|_| TokenKeyError::EnvMissing {
+                key: use_.key,
+                name: name.clone(),
+            })?;
+            decode_key(value.trim())
                 .map(|k| Secret::new(hex(&k)))
-                .ok_or_else(|| TokenKeyError::EnvInvalid(name.clone()))
+                .ok_or_else(|| TokenKeyError::EnvInvalid {
+                    key: use_.key,
+                    name: name.clone(),
+                })
         }
-        TokenKeySource::File(path) => load_file(path),
+        TokenKeySource::File(path) => load_file(path, use_),
     }
+}
+
+/// Hex of at least 32 bytes, or base64 of exactly 32.
+fn decode_key(text: &str) -> Option<Vec<u8>> {
+    if let Some(k) = decode_hex(text).filter(|k| k.len() >= KEY_LEN) {
+        return Some(k);
+    }
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .filter(|k| k.len() == KEY_LEN)
 }
 
 /// The raw key bytes of a loaded secret.
@@ -42,18 +93,18 @@ pub fn bytes(secret: &Secret) -> Vec<u8> {
     decode_hex(secret.expose()).unwrap_or_default()
 }
 
-fn load_file(path: &Path) -> Result<Secret, TokenKeyError> {
+fn load_file(path: &Path, use_: KeyUse) -> Result<Secret, TokenKeyError> {
     let file_err = |detail: String| TokenKeyError::File {
+        key: use_.key,
         path: path.display().to_string(),
         detail,
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
             check_private(path).map_err(file_err)?;
-            decode_hex(text.trim())
-                .filter(|k| k.len() >= KEY_LEN)
+            decode_key(text.trim())
                 .map(|k| Secret::new(hex(&k)))
-                .ok_or_else(|| file_err("must hold at least 64 hex digits (32 bytes)".into()))
+                .ok_or_else(|| file_err(INVALID.into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; KEY_LEN];
@@ -62,7 +113,7 @@ fn load_file(path: &Path) -> Result<Secret, TokenKeyError> {
                 .map_err(|_| file_err("the system's random source failed".into()))?;
             super::private_fs::create_file(path, format!("{}\n", hex(&key)).as_bytes())
                 .map_err(|e| file_err(e.to_string()))?;
-            tracing::info!(path = %path.display(), "generated a new reply-token key");
+            tracing::info!(path = %path.display(), "generated a new {} key", use_.what);
             Ok(Secret::new(hex(&key)))
         }
         Err(e) => Err(file_err(e.to_string())),
@@ -137,7 +188,7 @@ mod tests {
         let name = "MAILGATE_TEST_TOKEN_KEY_UNIT";
         assert!(matches!(
             load(&TokenKeySource::Env(name.into())),
-            Err(TokenKeyError::EnvMissing(_))
+            Err(TokenKeyError::EnvMissing { .. })
         ));
         // SAFETY: this test alone uses this variable.
         unsafe { std::env::set_var(name, "zz") };
@@ -150,5 +201,14 @@ mod tests {
             bytes(&load(&TokenKeySource::Env(name.into())).unwrap()),
             vec![0x0f; 32]
         );
+        // base64 of 32 bytes, as `openssl rand -base64 32` prints it.
+        unsafe { std::env::set_var(name, "Dw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8=") };
+        let e = load_for(&TokenKeySource::Env(name.into()), OAUTH_TOKENS).unwrap();
+        assert_eq!(bytes(&e), vec![0x0f; 32]);
+        unsafe { std::env::set_var(name, "Dw8P") };
+        let e = load_for(&TokenKeySource::Env(name.into()), OAUTH_TOKENS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("oauth.key_env: "), "{e}");
     }
 }

@@ -15,6 +15,7 @@ use crate::mail::BareLf;
 
 pub mod categories;
 pub mod notify;
+pub mod oauth2;
 pub mod outbound;
 pub mod relay;
 pub mod submission;
@@ -64,6 +65,8 @@ pub struct Config {
     pub relay: Option<relay::RelayConfig>,
     /// The submission endpoint for internal systems; `None`: no listener.
     pub submission: Option<submission::SubmissionConfig>,
+    /// `[oauth]`: the stored-token key and the health threshold.
+    pub oauth: oauth2::OAuthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +183,8 @@ pub struct MailboxConfig {
     pub default: bool,
     /// The upstream mailbox to pull from, if any.
     pub upstream: Option<UpstreamConfig>,
+    /// `[mailbox.oauth2]`: where its OAuth2 access tokens come from.
+    pub oauth2: Option<oauth2::OAuth2Config>,
     /// Lower-cased addresses of the agents notified when a ticket has no assignee.
     pub team: Vec<String>,
     /// `[mailbox.notify.<name>]`: per notification, on or off and to whom.
@@ -203,6 +208,7 @@ struct Raw {
     mailbox: Vec<RawMailbox>,
     relay: Option<relay::RawRelay>,
     submission: Option<submission::RawSubmission>,
+    oauth: oauth2::RawOAuth,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +345,7 @@ struct RawMailbox {
     queue: Option<String>,
     default: bool,
     upstream: Option<RawUpstream>,
+    oauth2: Option<oauth2::RawOAuth2>,
     team: Vec<String>,
     notify: std::collections::BTreeMap<String, notify::RawOverride>,
 }
@@ -398,6 +405,8 @@ impl Config {
                 problems.push(format!(
                     "{key}: passwords are never written in the config; use password_env or password_file{or_prompt}"
                 ));
+            } else if let Some(problem) = oauth2::ignored_key_problem(&key) {
+                problems.push(problem);
             } else if let Some(problem) = submission::ignored_key_problem(&key) {
                 problems.push(problem);
             } else {
@@ -714,7 +723,18 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         if m.default {
             defaults += 1;
         }
+        let oauth2 = m
+            .oauth2
+            .as_ref()
+            .map(|o| oauth2::validate(&format!("{key}.oauth2"), o, &mut err));
+        if let Some(u) = &m.upstream
+            && matches!(u.protocol.trim(), "graph" | "gmail")
+        {
+            let needed_by = format!("upstream.protocol = {:?}", u.protocol.trim());
+            oauth2::require(&key, &needed_by, oauth2.as_ref(), &mut err);
+        }
         mailboxes.push(MailboxConfig {
+            oauth2,
             queue: m
                 .queue
                 .clone()
@@ -766,9 +786,11 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     let submission =
         (raw.submission.as_ref()).and_then(|s| submission::validate(s, &taken, &mut err));
 
+    let oauth = oauth2::validate_settings(&raw.oauth, &raw.server.data_dir, &mut err);
     Config {
         relay,
         submission,
+        oauth,
         server: ServerConfig {
             hostname,
             data_dir: PathBuf::from(raw.server.data_dir),

@@ -74,7 +74,7 @@ pub struct UpstreamConfig {
 #[derive(Deserialize)]
 #[serde(default)]
 pub(super) struct RawUpstream {
-    protocol: String,
+    pub(super) protocol: String,
     host: String,
     port: Option<i64>,
     security: String,

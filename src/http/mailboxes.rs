@@ -79,6 +79,9 @@ async fn describe(state: &HttpState, m: &MailboxConfig) -> Value {
         "upstream": Value::Null,
         "status": "none",
     });
+    if let Some(o) = &m.oauth2 {
+        v["oauth"] = oauth_health(state, &m.name, o).await;
+    }
     let (Some(upstream), Some(worker)) = (&m.upstream, state.fetch.get(&m.name)) else {
         return v;
     };
@@ -104,6 +107,28 @@ async fn describe(state: &HttpState, m: &MailboxConfig) -> Value {
     });
     merge_state(&mut v, &worker.state().await);
     v
+}
+
+/// The mailbox's token health (from the store; no secret in it).
+pub(super) async fn oauth_health(
+    state: &HttpState,
+    name: &str,
+    config: &crate::config::oauth2::OAuth2Config,
+) -> Value {
+    let store = state.store.clone();
+    let key = name.to_string();
+    let health = tokio::task::spawn_blocking(move || store.oauth_tokens(&key))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .map(|r| r.health);
+    crate::oauth::health::describe(
+        config,
+        health.as_ref(),
+        state.oauth_degraded_after,
+        crate::oauth::health::now(),
+    )
 }
 
 fn merge_state(v: &mut Value, s: &MailboxState) {
@@ -167,7 +192,7 @@ async fn post(state: &HttpState, name: &str, action: &str, body: Incoming) -> Re
             };
             let credential = match parsed.password.filter(|p| !p.is_empty()) {
                 Some(p) => crate::auth::credential::from_password(p),
-                None => match crate::auth::credential::resolve(&worker.upstream) {
+                None => match worker.credential() {
                     Ok(p) => p,
                     Err(e) => return error(StatusCode::BAD_REQUEST, "no_password", e.to_string()),
                 },

@@ -61,6 +61,8 @@ pub struct HttpState {
     pub max_message_size: usize,
     /// The configured categories, for `/api/v1/categories`.
     pub categories: Vec<crate::config::categories::CategoryConfig>,
+    /// `[oauth] degraded_after`: failing refreshes this long make /healthz degraded.
+    pub oauth_degraded_after: std::time::Duration,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -6,4 +6,10 @@
 //! configuration, and the store (above it) keeps its encrypted tokens
 //! through a trait defined here.
 
+pub mod health;
 pub mod http;
+pub mod provider;
+pub mod vault;
+
+#[cfg(test)]
+mod provider_tests;

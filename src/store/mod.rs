@@ -6,6 +6,7 @@
 
 pub mod commit;
 pub mod mailbox_state;
+pub mod oauth_tokens;
 pub mod query;
 pub mod redb_txn;
 pub mod schema;
@@ -97,6 +98,7 @@ impl Store {
             txn.open_table(schema::SEND_LOG)?;
             txn.open_table(schema::NOTIFY_BY_RECIPIENT)?;
             txn.open_table(schema::NOTIFY_BY_TICKET)?;
+            txn.open_table(schema::OAUTH_TOKENS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -58,3 +58,6 @@ pub const NOTIFY_BY_RECIPIENT: TableDefinition<(&str, i64, u64), ()> =
 /// for `notify.per_ticket_limit`.
 pub const NOTIFY_BY_TICKET: TableDefinition<(u64, i64, u64), ()> =
     TableDefinition::new("notify_by_ticket");
+/// Mailbox name -> StoredTokens JSON: OAuth2 token health in clear, the
+/// tokens themselves sealed (AES-256-GCM, see `oauth::vault`).
+pub const OAUTH_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("oauth_tokens");

@@ -18,7 +18,7 @@ use crate::auth::credential;
 use crate::config::upstream::{Protocol, UpstreamConfig};
 use crate::config::{Config, MailboxConfig};
 use crate::ingest::Ingestor;
-use crate::mail::Credential;
+use crate::mail::{AccessTokens, Credential, TokenError};
 use crate::metrics::{MailboxLabel, Metrics};
 use crate::store::Store;
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
@@ -44,6 +44,8 @@ pub struct MailboxWorker {
     wake: Notify,
     running: Mutex<()>,
     stop: watch::Receiver<bool>,
+    /// Set for a mailbox with `[mailbox.oauth2]`: its access tokens.
+    tokens: std::sync::OnceLock<Arc<dyn AccessTokens>>,
 }
 
 impl FetchControl {
@@ -73,6 +75,13 @@ impl FetchControl {
 
     pub fn get(&self, name: &str) -> Option<&Arc<MailboxWorker>> {
         self.mailboxes.get(name)
+    }
+
+    /// Gives mailbox `name` its OAuth2 token source (before `start`).
+    pub fn use_tokens(&self, name: &str, tokens: Arc<dyn AccessTokens>) {
+        if let Some(worker) = self.mailboxes.get(name) {
+            let _ = worker.tokens.set(tokens);
+        }
     }
 
     /// Spawns the polling loops; [`join`](Self::join) stops and joins them.
@@ -172,6 +181,7 @@ impl MailboxWorker {
             wake: Notify::new(),
             running: Mutex::new(()),
             stop: watch::channel(false).1,
+            tokens: std::sync::OnceLock::new(),
         }
     }
 
@@ -225,13 +235,31 @@ impl MailboxWorker {
         state
     }
 
+    /// What the mailbox logs in with: its OAuth2 token source, or the
+    /// configured password.
+    pub fn credential(&self) -> Result<Credential, crate::auth::password::PasswordError> {
+        match self.tokens.get() {
+            Some(tokens) => Ok(Credential::OAuth2(tokens.clone())),
+            None => credential::resolve(&self.upstream),
+        }
+    }
+
     /// One sync now, with this credential; records the outcome in the state.
     pub async fn sync_with(&self, credential: Credential) -> Result<SyncReport, SyncError> {
         let _guard = self.running.lock().await;
+        // No access token, no connection: the token endpoint's answer is
+        // the sync's error (invalid_grant counts as an auth failure).
+        let token = match &credential {
+            Credential::OAuth2(tokens) => tokens.token().await.map(|_| ()),
+            Credential::Password(_) => Ok(()),
+        };
         let settings = UpstreamSettings::new(&self.upstream, credential, self.ctx.max_message_size);
-        let result = match settings.open().await {
-            Ok(session) => sync_until::<AnyUpstream>(&self.ctx, session, &self.stop).await,
-            Err(e) => Err(e.into()),
+        let result = match token {
+            Err(e) => Err(token_failure(&self.upstream.user, e).into()),
+            Ok(()) => match settings.open().await {
+                Ok(session) => sync_until::<AnyUpstream>(&self.ctx, session, &self.stop).await,
+                Err(e) => Err(e.into()),
+            },
         };
         let mut state = self.state().await;
         let was_paused = state.status == SyncStatus::AuthFailed;
@@ -333,7 +361,7 @@ impl MailboxWorker {
                     _ = shutdown.changed() => return,
                 }
             }
-            let outcome = match credential::resolve(&self.upstream) {
+            let outcome = match self.credential() {
                 Ok(credential) => match self.sync_with(credential).await {
                     Ok(_) => None,
                     Err(e) => Some(e.to_string()),
@@ -379,7 +407,7 @@ impl MailboxWorker {
     /// Waits in IMAP IDLE for up to `wait`. True when it did wait (a change
     /// came, or the time passed); false when IDLE is unavailable.
     async fn idle(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let Ok(credential) = credential::resolve(&self.upstream) else {
+        let Ok(credential) = self.credential() else {
             return false;
         };
         let UpstreamSettings::Imap(settings) =
@@ -413,6 +441,20 @@ impl MailboxWorker {
             _ = self.wake.notified() => true,
             _ = shutdown.changed() => false,
         }
+    }
+}
+
+/// Why no token could be had, as a sync error: a refused grant or broken
+/// OAuth2 settings are authentication failures (they pause the mailbox
+/// after `auth_failure_limit`), an unreachable endpoint is retried.
+fn token_failure(user: &str, e: TokenError) -> super::upstream::FetchError {
+    use super::upstream::FetchError;
+    match e {
+        TokenError::Unavailable(_) => FetchError::Io(e.to_string()),
+        TokenError::Revoked { .. } | TokenError::NotConfigured(_) => FetchError::Auth {
+            user: user.to_string(),
+            detail: e.to_string(),
+        },
     }
 }
 
