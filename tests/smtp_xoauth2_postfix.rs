@@ -92,6 +92,7 @@ impl Relay {
         let toml = format!(
             "[server]\nhostname=\"gw.example.test\"\ndomains=[\"example.test\"]\n\
              [[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\n\
+             [mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n\
              [relay]\nhost=\"localhost\"\nport={}\nsecurity=\"starttls\"\nca_file=\"{}\"\n\
              auth=\"oauth2\"\nuser=\"{USER}\"\noauth2_mailbox=\"support\"\n\
              connect_timeout=\"20s\"\ncommand_timeout=\"30s\"\n",
@@ -255,7 +256,8 @@ async fn xoauth2_through_postfix_and_dovecot_sasl() {
 #[test]
 fn oauth2_without_a_token_source_is_a_setup_error() {
     let toml = "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\n\
-                addresses=[\"support@example.test\"]\n[relay]\nhost=\"h\"\nauth=\"oauth2\"\n\
+                addresses=[\"support@example.test\"]\n[mailbox.oauth2]\nprovider=\"google\"\n\
+                client_id=\"cid\"\nclient_secret_env=\"CS\"\n[relay]\nhost=\"h\"\nauth=\"oauth2\"\n\
                 user=\"u@example.test\"\noauth2_mailbox=\"support\"\n";
     let relay = Config::parse(toml).unwrap().relay.unwrap();
     let err = SmtpTransport::from_config(&relay, None).unwrap_err();

@@ -310,17 +310,18 @@ pub(super) fn check_oauth2_mailbox(
     mailboxes: &[super::MailboxConfig],
     err: &mut impl FnMut(&str, String),
 ) {
-    let Some(_mailbox) = mailboxes.iter().find(|m| m.name == o.mailbox) else {
-        err(
+    match mailboxes.iter().position(|m| m.name == o.mailbox) {
+        None => err(
             "relay.oauth2_mailbox",
             format!("no [[mailbox]] is named {:?}", o.mailbox),
-        );
-        return;
-    };
-    // TODO(lead, issue 11): once oauthcore's MailboxConfig.oauth2 is merged,
-    // refuse a mailbox without it here:
-    //   if _mailbox.oauth2.is_none() { err("relay.oauth2_mailbox", format!(
-    //       "mailbox {:?} has no [mailbox.oauth2], which relay.auth = \"oauth2\" needs", o.mailbox)) }
+        ),
+        Some(i) => super::oauth2::require(
+            &format!("mailbox[{i}]"),
+            "relay.auth = \"oauth2\" (relay.oauth2_mailbox)",
+            mailboxes[i].oauth2.as_ref(),
+            err,
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -400,10 +401,18 @@ mod tests {
 
     #[test]
     fn oauth2_needs_a_user_and_a_mailbox_and_no_password() {
-        let c = Config::parse(&format!(
-            "{BASE}[relay]\nhost=\"smtp.a.test\"\nauth=\"oauth2\"\nuser=\"m@a.test\"\noauth2_mailbox=\"m\"\n"
-        ))
-        .unwrap();
+        let oauth2 =
+            "[mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n";
+        let relay = "[relay]\nhost=\"smtp.a.test\"\nauth=\"oauth2\"\nuser=\"m@a.test\"\noauth2_mailbox=\"m\"\n";
+        let p = Config::parse(&format!("{BASE}{relay}"))
+            .unwrap_err()
+            .problems()
+            .join("\n");
+        assert!(
+            p.contains("mailbox[0].oauth2: missing: relay.auth = \"oauth2\" (relay.oauth2_mailbox) needs a [mailbox.oauth2] section"),
+            "{p}"
+        );
+        let c = Config::parse(&format!("{BASE}{oauth2}{relay}")).unwrap();
         let r = c.relay.unwrap();
         assert!(r.auth.is_none());
         assert_eq!(

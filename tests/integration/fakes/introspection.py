@@ -33,10 +33,14 @@ class Introspection:
     """The endpoint: tokens it knows (token -> user, expiry) and the calls it got."""
 
     def __init__(self, lifetime: int = 3600, scope: str = "https://mail.google.com/",
-                 on_call=None):
+                 on_call=None, resolver=None):
+        """`resolver(token) -> user or None`: tokens issued elsewhere (by the
+        fake authorization server, fakes/oauth_server.py) count as issued too."""
         self.lifetime = lifetime
         self.scope = scope
+        self.resolver = resolver
         self.tokens: dict[str, tuple[str, float]] = {}
+        self.expired: set[str] = set()
         self.calls: list[tuple[str, bool]] = []
         self.on_call = on_call
         self.lock = threading.Lock()
@@ -54,13 +58,18 @@ class Introspection:
     def expire(self, token: str):
         """The token is known but no longer active (it expired)."""
         with self.lock:
-            user, _ = self.tokens[token]
-            self.tokens[token] = (user, time.time() - 1)
+            self.expired.add(token)
 
     def answer(self, token: str) -> dict:
+        known = None
+        if self.resolver is not None and token not in self.tokens:
+            user = self.resolver(token)
+            known = (user, time.time() + self.lifetime) if user else None
         with self.lock:
-            known = self.tokens.get(token)
+            known = self.tokens.get(token, known)
             now = time.time()
+            if token in self.expired:
+                known = None
             active = known is not None and known[1] > now
             self.calls.append((token, active))
         if self.on_call is not None:
