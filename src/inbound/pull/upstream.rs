@@ -112,22 +112,6 @@ impl From<crate::tls::client::ConnectError> for FetchError {
     }
 }
 
-/// A token source that cannot give a token: a grant that is gone or
-/// settings that cannot work are an auth failure (the mailbox pauses after
-/// `auth_failure_limit`); a token endpoint down for now is transient.
-impl From<crate::mail::TokenError> for FetchError {
-    fn from(e: crate::mail::TokenError) -> Self {
-        use crate::mail::TokenError as T;
-        match &e {
-            T::Revoked { .. } | T::NotConfigured(_) => FetchError::Auth {
-                user: String::new(),
-                detail: e.to_string(),
-            },
-            T::Unavailable(_) => FetchError::Io(e.to_string()),
-        }
-    }
-}
-
 impl ConnectSettings {
     /// Where the TLS/TCP helpers connect to.
     pub fn target(&self) -> crate::tls::client::Target {

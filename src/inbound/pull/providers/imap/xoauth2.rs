@@ -15,7 +15,7 @@ use super::COMMAND_BUDGET;
 use super::command::{CmdError, Conn, outcome_text};
 use crate::inbound::pull::upstream::{ConnectSettings, FetchError};
 use crate::mail::xoauth2::{challenge_text, initial_response};
-use crate::mail::{AccessTokens, Secret};
+use crate::mail::{AccessTokens, Secret, TokenError};
 
 /// How one AUTHENTICATE ended, when the session is still usable.
 enum Attempt {
@@ -66,13 +66,16 @@ pub(super) async fn login(
     })
 }
 
-fn token_error(c: &ConnectSettings, e: crate::mail::TokenError) -> FetchError {
-    match FetchError::from(e) {
-        FetchError::Auth { detail, .. } => FetchError::Auth {
+/// No token: a grant that is gone or settings that cannot work are an auth
+/// failure of this user (the mailbox pauses after `auth_failure_limit`); a
+/// token endpoint down for now is transient.
+fn token_error(c: &ConnectSettings, e: TokenError) -> FetchError {
+    match e {
+        TokenError::Revoked { .. } | TokenError::NotConfigured(_) => FetchError::Auth {
             user: c.user.clone(),
-            detail,
+            detail: e.to_string(),
         },
-        other => other,
+        TokenError::Unavailable(_) => FetchError::Io(e.to_string()),
     }
 }
 
