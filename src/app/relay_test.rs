@@ -20,7 +20,8 @@ pub async fn test_relay(config: Config, to: &[String]) -> Result<bool> {
         );
         return Ok(false);
     };
-    let transport = match SmtpTransport::from_config(relay) {
+    // TODO(lead, issue 11): the token source of relay.oauth2.mailbox.
+    let transport = match SmtpTransport::from_config(relay, None) {
         Ok(t) => t,
         Err(e) => {
             println!("FAILED (config): {e}");
@@ -32,9 +33,10 @@ pub async fn test_relay(config: Config, to: &[String]) -> Result<bool> {
         Security::StartTls => "STARTTLS",
         Security::None => "no TLS (insecure)",
     };
-    let login = match &relay.auth {
-        Some(a) => format!("as {}", a.user),
-        None => "without AUTH".into(),
+    let login = match (&relay.auth, &relay.oauth2) {
+        (Some(a), _) => format!("as {}", a.user),
+        (None, Some(o)) => format!("as {} (XOAUTH2)", o.user),
+        (None, None) => "without AUTH".into(),
     };
     println!(
         "relay {}:{} ({security}) {login}, EHLO {}",

@@ -257,7 +257,12 @@ impl App {
             .filter(|t| !t.is_empty());
         let relay: Option<Arc<dyn Transport>> = match &config.relay {
             Some(relay) => {
-                let transport = SmtpTransport::from_config(relay)?;
+                // XOAUTH2: the SMTP token source of relay.oauth2_mailbox.
+                let tokens = (relay.oauth2.as_ref()).and_then(|o| {
+                    core.oauth
+                        .get(&o.mailbox, crate::config::oauth2::TokenUse::Smtp)
+                });
+                let transport = SmtpTransport::from_config(relay, tokens)?;
                 tracing::info!(relay = %transport.describe(), "outbound relay");
                 Some(Arc::new(transport))
             }

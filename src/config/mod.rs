@@ -773,6 +773,9 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     }
 
     let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+    if let Some(o) = relay.as_ref().and_then(|r| r.oauth2.as_ref()) {
+        relay::check_oauth2_mailbox(o, &mailboxes, &mut err);
+    }
     let taken = submission::Taken {
         smtp_listen: &listen,
         smtp_listen_tls: &listen_tls,

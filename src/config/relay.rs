@@ -6,6 +6,10 @@
 //! the gateway would send stays queued. The password is never in the
 //! config, only where to find it (`password_env` or `password_file`);
 //! problems with those two keys never show their value.
+//!
+//! `auth = "oauth2"` logs in with SASL XOAUTH2 instead: `user` is the
+//! account (the mailbox's address) and the access token comes from the
+//! `[mailbox.oauth2]` of the mailbox named by `oauth2_mailbox`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,8 +27,11 @@ pub struct RelayConfig {
     pub security: Security,
     /// Set for `security = "none"`; also what lets AUTH go over plain text.
     pub allow_insecure: bool,
-    /// Who we log in as, when the relay wants AUTH.
+    /// Who we log in as with a password (`auth = "password"`), when the
+    /// relay wants AUTH.
     pub auth: Option<RelayAuth>,
+    /// XOAUTH2 instead (`auth = "oauth2"`); then `auth` is `None`.
+    pub oauth2: Option<RelayOAuth2>,
     /// Extra trusted CA certificate (PEM), on top of the system roots.
     pub ca_file: Option<PathBuf>,
     /// The name we give in EHLO (default: server.hostname).
@@ -43,6 +50,14 @@ pub struct RelayAuth {
     pub password: PasswordSource,
 }
 
+/// SASL XOAUTH2 (`auth = "oauth2"`): the user, and the mailbox whose
+/// `[mailbox.oauth2]` gives the access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOAuth2 {
+    pub user: String,
+    pub mailbox: String,
+}
+
 #[derive(Deserialize)]
 #[serde(default)]
 pub(super) struct RawRelay {
@@ -50,6 +65,8 @@ pub(super) struct RawRelay {
     port: Option<i64>,
     security: String,
     allow_insecure: bool,
+    auth: String,
+    oauth2_mailbox: Option<String>,
     user: Option<String>,
     password_env: Option<String>,
     password_file: Option<String>,
@@ -66,6 +83,8 @@ impl Default for RawRelay {
             port: None,
             security: "starttls".into(),
             allow_insecure: false,
+            auth: "password".into(),
+            oauth2_mailbox: None,
             user: None,
             password_env: None,
             password_file: None,
@@ -160,7 +179,34 @@ pub(super) fn validate(
         }
         (None, None) => None,
     };
+    let oauth2_wanted = match raw.auth.as_str() {
+        "password" => {
+            if raw.oauth2_mailbox.is_some() {
+                err(
+                    "relay.oauth2_mailbox",
+                    "is only used with auth = \"oauth2\"; leave it out or set auth = \"oauth2\""
+                        .into(),
+                );
+            }
+            false
+        }
+        "oauth2" => true,
+        _ => {
+            // Not echoed: it might be a token pasted into the wrong key.
+            err(
+                "relay.auth",
+                "must be \"password\" or \"oauth2\" (value not shown)".into(),
+            );
+            false
+        }
+    };
+    let (oauth2, password) = if oauth2_wanted {
+        (oauth2_login(raw, password, err), None)
+    } else {
+        (None, password)
+    };
     let auth = match (raw.user.as_deref().map(str::trim), password) {
+        (_, None) if oauth2_wanted => None,
         (None, None) => None,
         (Some(""), _) => {
             err(
@@ -212,10 +258,69 @@ pub(super) fn validate(
         security,
         allow_insecure: raw.allow_insecure,
         auth,
+        oauth2,
         ca_file,
         helo,
         connect_timeout: duration("relay.connect_timeout", &raw.connect_timeout, err),
         command_timeout: duration("relay.command_timeout", &raw.command_timeout, err),
+    }
+}
+
+/// `auth = "oauth2"`: a user and a mailbox, no password source.
+fn oauth2_login(
+    raw: &RawRelay,
+    password: Option<PasswordSource>,
+    err: &mut impl FnMut(&str, String),
+) -> Option<RelayOAuth2> {
+    if password.is_some() {
+        let key = if raw.password_env.is_some() {
+            "relay.password_env"
+        } else {
+            "relay.password_file"
+        };
+        err(
+            key,
+            "relay.auth = \"oauth2\" logs in with an access token, not a password: leave it out"
+                .into(),
+        );
+    }
+    let user = raw.user.as_deref().map(str::trim).unwrap_or("");
+    if user.is_empty() {
+        err(
+            "relay.user",
+            "missing: relay.auth = \"oauth2\" logs in as this user (the mailbox's address)".into(),
+        );
+    }
+    let mailbox = raw.oauth2_mailbox.as_deref().map(str::trim).unwrap_or("");
+    if mailbox.is_empty() {
+        err(
+            "relay.oauth2_mailbox",
+            "missing: relay.auth = \"oauth2\" needs the name of the [[mailbox]] whose [mailbox.oauth2] gives the access token".into(),
+        );
+    }
+    (!user.is_empty() && !mailbox.is_empty()).then(|| RelayOAuth2 {
+        user: user.to_string(),
+        mailbox: mailbox.to_string(),
+    })
+}
+
+/// `oauth2_mailbox` names a configured mailbox that has OAuth2 settings.
+pub(super) fn check_oauth2_mailbox(
+    o: &RelayOAuth2,
+    mailboxes: &[super::MailboxConfig],
+    err: &mut impl FnMut(&str, String),
+) {
+    match mailboxes.iter().position(|m| m.name == o.mailbox) {
+        None => err(
+            "relay.oauth2_mailbox",
+            format!("no [[mailbox]] is named {:?}", o.mailbox),
+        ),
+        Some(i) => super::oauth2::require(
+            &format!("mailbox[{i}]"),
+            "relay.auth = \"oauth2\" (relay.oauth2_mailbox)",
+            mailboxes[i].oauth2.as_ref(),
+            err,
+        ),
     }
 }
 
@@ -290,6 +395,57 @@ mod tests {
         let p = problems("host=\"h\"\nuser=\"u\"\npassword_env=\"A\"\npassword_file=\"/x\"\n");
         assert!(
             p.contains("relay.password_env: set password_env or password_file, not both"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn oauth2_needs_a_user_and_a_mailbox_and_no_password() {
+        let oauth2 =
+            "[mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n";
+        let relay = "[relay]\nhost=\"smtp.a.test\"\nauth=\"oauth2\"\nuser=\"m@a.test\"\noauth2_mailbox=\"m\"\n";
+        let p = Config::parse(&format!("{BASE}{relay}"))
+            .unwrap_err()
+            .problems()
+            .join("\n");
+        assert!(
+            p.contains("mailbox[0].oauth2: missing: relay.auth = \"oauth2\" (relay.oauth2_mailbox) needs a [mailbox.oauth2] section"),
+            "{p}"
+        );
+        let c = Config::parse(&format!("{BASE}{oauth2}{relay}")).unwrap();
+        let r = c.relay.unwrap();
+        assert!(r.auth.is_none());
+        assert_eq!(
+            r.oauth2,
+            Some(super::RelayOAuth2 {
+                user: "m@a.test".into(),
+                mailbox: "m".into()
+            })
+        );
+        let c = Config::parse(&format!("{BASE}[relay]\nhost=\"h\"\n")).unwrap();
+        assert!(c.relay.unwrap().oauth2.is_none(), "password is the default");
+
+        let p = problems("host=\"h\"\nauth=\"oauth2\"\npassword_env=\"PW\"\n");
+        for expected in [
+            "relay.password_env: relay.auth = \"oauth2\" logs in with an access token",
+            "relay.user: missing: relay.auth = \"oauth2\"",
+            "relay.oauth2_mailbox: missing",
+        ] {
+            assert!(p.contains(expected), "missing {expected:?} in:\n{p}");
+        }
+        let p = problems("host=\"h\"\nauth=\"oauth2\"\nuser=\"u\"\noauth2_mailbox=\"nope\"\n");
+        assert!(
+            p.contains("relay.oauth2_mailbox: no [[mailbox]] is named \"nope\""),
+            "{p}"
+        );
+        let p = problems("host=\"h\"\nauth=\"kerberos\"\n");
+        assert!(
+            p.contains("relay.auth: must be \"password\" or \"oauth2\""),
+            "{p}"
+        );
+        let p = problems("host=\"h\"\noauth2_mailbox=\"m\"\n");
+        assert!(
+            p.contains("relay.oauth2_mailbox: is only used with auth"),
             "{p}"
         );
     }

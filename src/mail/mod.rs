@@ -16,6 +16,7 @@ pub mod reply_to;
 pub mod secret;
 pub mod tag;
 pub mod upstream;
+pub mod xoauth2;
 
 pub use access_token::{AccessTokens, TokenError};
 pub use bare_lf::BareLf;

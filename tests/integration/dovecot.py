@@ -61,17 +61,32 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "support" / "dovecot.conf.in"
 _PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 
 
-def render_config(values: dict) -> str:
+# The optional OAuth2 block (XOAUTH2 / OAUTHBEARER through Dovecot's oauth2
+# passdb and an RFC 7662 introspection endpoint), shared with dovecot.rs.
+OAUTH2_BLOCK = TEMPLATE.parent / "dovecot-oauth2.conf.in"
+OAUTH2_EXT = TEMPLATE.parent / "dovecot-oauth2.conf.ext.in"
+
+
+def render_config(values: dict, template: Path = TEMPLATE) -> str:
     """Fills every @NAME@ of the template; fails when a name is not in it or a
     placeholder is left over, so the template and this harness cannot drift."""
-    conf = TEMPLATE.read_text()
+    conf = template.read_text()
     for name, value in values.items():
         key = f"@{name}@"
-        assert key in conf, f"{TEMPLATE} has no placeholder {key}"
+        assert key in conf, f"{template} has no placeholder {key}"
         conf = conf.replace(key, str(value))
     left = _PLACEHOLDER.findall(conf)
-    assert not left, f"{TEMPLATE}: placeholders left unfilled: {left}"
+    assert not left, f"{template}: placeholders left unfilled: {left}"
     return conf
+
+
+def oauth2_block(root: Path, introspection_url: str) -> str:
+    """The config lines that make a Dovecot rooted at `root` take OAuth2
+    logins checked at `introspection_url`; writes the passdb's settings file
+    into `root`. Append them to the instance's config."""
+    (root / "dovecot-oauth2.conf.ext").write_text(
+        render_config({"INTROSPECTION_URL": introspection_url}, OAUTH2_EXT))
+    return render_config({"ROOT": str(root)}, OAUTH2_BLOCK)
 
 
 class Dovecot(ImapServer):
@@ -80,8 +95,9 @@ class Dovecot(ImapServer):
     name = "dovecot"
     has_move = True
 
-    def __init__(self, layout: str = MAILDIR):
+    def __init__(self, layout: str = MAILDIR, introspection_url: str | None = None):
         super().__init__()
+        self.introspection_url = introspection_url
         assert layout in (MAILDIR, LAYOUT_FS), layout
         self.layout = layout
         self.separator = "/" if layout == LAYOUT_FS else "."
@@ -155,6 +171,8 @@ class Dovecot(ImapServer):
             "POP3_PORT": self.pop3_port,
             "POP3S_PORT": self.pop3s_port,
         })
+        if self.introspection_url:
+            conf += oauth2_block(self.root, self.introspection_url)
         (self.root / "dovecot.conf").write_text(conf)
 
     def _wait_ready(self, timeout: float = 20):

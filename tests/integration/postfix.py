@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from dovecot import _certificates, _free_port, dovecot_binary
+from dovecot import _certificates, _free_port, dovecot_binary, oauth2_block
 
 DOMAIN = "relay.test"
 USER = "relayuser"
@@ -192,8 +192,12 @@ def _wait_greeting(port: int, deadline: float, tls: bool = False) -> bool:
 class Postfix:
     """One private Postfix relay (with its auth Dovecot). `start()`, `stop()`."""
 
-    def __init__(self, mailboxes=MAILBOXES):
+    def __init__(self, mailboxes=MAILBOXES, introspection_url: str | None = None):
+        """`introspection_url`: the auth Dovecot also takes XOAUTH2 and
+        OAUTHBEARER, tokens checked at that RFC 7662 endpoint (dovecot.py's
+        oauth2_block), so AUTH XOAUTH2 at submission is real end to end."""
         self.mailboxes = [m.lower() for m in mailboxes]
+        self.introspection_url = introspection_url
         self.root: Path | None = None
         self.dovecot: subprocess.Popen | None = None
         self.plain_port = self.submission_port = self.smtps_port = 0
@@ -262,7 +266,10 @@ class Postfix:
             "".join(f"{a} {a.split('@')[1]}/{a.split('@')[0]}/\n" for a in self.mailboxes))
         self._write_access()
         (self.conf_dir / "transport").write_text("")
-        (root / "dovecot-auth.conf").write_text(_AUTH_CONF.format(root=root))
+        auth_conf = _AUTH_CONF.format(root=root)
+        if self.introspection_url:
+            auth_conf += oauth2_block(root, self.introspection_url)
+        (root / "dovecot-auth.conf").write_text(auth_conf)
         r = subprocess.run([POSTFIX, "-c", str(self.conf_dir), "check"], capture_output=True,
                            text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert r.returncode == 0, f"postfix check failed:\n{r.stdout}{r.stderr}"

@@ -33,3 +33,19 @@ def test_zero_turns_limits_off_and_the_defaults_are_valid(make_gateway):
                                                      "bytes_per_5_minutes": 0,
                                                      "recipients_per_day": 0}})
     assert code == 0, out
+
+
+def test_relay_oauth2_names_what_is_missing_or_contradictory(make_gateway):
+    pasted = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.pasted-token"
+    code, out = problems(make_gateway, {"relay": {"host": "smtp.example.test", "auth": "oauth2",
+                                                  "password_env": "RELAY_PW"}})
+    assert code == 2, out
+    for expected in ('relay.password_env: relay.auth = "oauth2" logs in with an access token',
+                     "relay.user: missing", "relay.oauth2_mailbox: missing"):
+        assert expected in out, (expected, out)
+    code, out = problems(make_gateway, {"relay": {"host": "smtp.example.test", "auth": "oauth2",
+                                                  "user": "support@example.test",
+                                                  "oauth2_mailbox": "nope"}})
+    assert code == 2 and 'relay.oauth2_mailbox: no [[mailbox]] is named "nope"' in out, out
+    code, out = problems(make_gateway, {"relay": {"host": "smtp.example.test", "auth": pasted}})
+    assert code == 2 and "relay.auth: must be" in out and pasted not in out, out

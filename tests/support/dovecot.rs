@@ -74,7 +74,42 @@ impl Dovecot {
         )
     }
 
+    /// A server that also takes OAuth2 logins (XOAUTH2, OAUTHBEARER) for
+    /// its user, each token checked by Dovecot's oauth2 passdb at the RFC
+    /// 7662 endpoint `introspection_url` (dovecot-oauth2.conf.in).
+    pub fn start_oauth2(introspection_url: &str) -> Dovecot {
+        Dovecot::start_full(Separator::Dot, "", Some(introspection_url))
+    }
+
+    /// [`Dovecot::start_oauth2`] announcing only `capabilities` (plus the
+    /// AUTH= and STARTTLS ones Dovecot adds itself) before login.
+    pub fn start_oauth2_announcing(introspection_url: &str, capabilities: &str) -> Dovecot {
+        Dovecot::start_full(
+            Separator::Dot,
+            &format!("protocol imap {{\n  imap_capability = {capabilities}\n}}\n"),
+            Some(introspection_url),
+        )
+    }
+
+    /// The greeting line of the plain IMAP port.
+    pub fn greeting(&self) -> String {
+        use std::io::BufRead;
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.imap_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    }
+
     fn start_configured(separator: Separator, extra: &str) -> Dovecot {
+        Dovecot::start_full(separator, extra, None)
+    }
+
+    fn start_full(separator: Separator, extra: &str, introspection_url: Option<&str>) -> Dovecot {
         let binary = dovecot_binary();
         let dir = tempfile::Builder::new()
             .prefix("mailgate-dovecot")
@@ -114,6 +149,21 @@ impl Dovecot {
             ("POP3_PORT", ports[2].to_string()),
             ("POP3S_PORT", ports[3].to_string()),
         ]) + extra;
+        let conf = match introspection_url {
+            None => conf,
+            Some(url) => {
+                let values = [
+                    ("ROOT", root.display().to_string()),
+                    ("INTROSPECTION_URL", url.to_string()),
+                ];
+                std::fs::write(
+                    root.join("dovecot-oauth2.conf.ext"),
+                    render(OAUTH2_EXT, "dovecot-oauth2.conf.ext.in", &values[1..]),
+                )
+                .unwrap();
+                conf + &render(OAUTH2_BLOCK, "dovecot-oauth2.conf.in", &values[..1])
+            }
+        };
         let conf_path = root.join("dovecot.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(binary)
@@ -267,22 +317,31 @@ impl Drop for Dovecot {
 /// The config template shared with tests/integration/dovecot.py.
 const TEMPLATE: &str = include_str!("dovecot.conf.in");
 
+/// The optional OAuth2 block and its passdb settings (shared with
+/// tests/integration/dovecot.py too).
+const OAUTH2_BLOCK: &str = include_str!("dovecot-oauth2.conf.in");
+const OAUTH2_EXT: &str = include_str!("dovecot-oauth2.conf.ext.in");
+
 /// Fills every `@NAME@` of the template; panics when a name is not in it or
 /// a placeholder is left over, so the template and this harness cannot drift.
 fn render_config(values: &[(&str, String)]) -> String {
-    let mut conf = TEMPLATE.to_string();
+    render(TEMPLATE, "dovecot.conf.in", values)
+}
+
+fn render(template: &str, file: &str, values: &[(&str, String)]) -> String {
+    let mut conf = template.to_string();
     for (name, value) in values {
         let key = format!("@{name}@");
         assert!(
             conf.contains(&key),
-            "tests/support/dovecot.conf.in has no placeholder {key}"
+            "tests/support/{file} has no placeholder {key}"
         );
         conf = conf.replace(&key, value);
     }
     let left = placeholders(&conf);
     assert!(
         left.is_empty(),
-        "tests/support/dovecot.conf.in: placeholders left unfilled: {left:?}"
+        "tests/support/{file}: placeholders left unfilled: {left:?}"
     );
     conf
 }

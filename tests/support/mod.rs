@@ -1,1 +1,3 @@
 pub mod dovecot;
+pub mod introspection;
+pub mod tokens;

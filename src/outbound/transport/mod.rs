@@ -25,6 +25,7 @@ use std::pin::Pin;
 pub mod gmail;
 pub mod graph;
 pub mod smtp;
+mod smtp_xoauth2;
 
 /// Who the message is from and to, as given to MAIL FROM and RCPT TO
 /// (addresses without `<>`; an empty `from` is the null sender).

@@ -10,7 +10,12 @@
 //! `connect_timeout`, every command (DATA with its message included) by
 //! `command_timeout`. The password is handed to mail-send for the AUTH
 //! exchange only; it is in no log line, error or Debug output.
+//!
+//! With `relay.auth = "oauth2"` the login is SASL XOAUTH2 (smtp_xoauth2.rs)
+//! with a token from the [`AccessTokens`] given to the constructor, asked
+//! for on every connection (the source caches it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_send::smtp::message::Parameters;
@@ -24,13 +29,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::smtp_xoauth2 as xoauth2;
 use super::{
     Delivery, Envelope, FailureKind, Refused, SendError, SendFuture, Step, Transport, all_refused,
     classify_reply,
 };
 use crate::auth::relay::RelayPasswordError;
 use crate::config::relay::RelayConfig;
-use crate::mail::{Secret, Security};
+use crate::mail::{AccessTokens, Secret, Security};
 use crate::outbound::compose::valid_address;
 use crate::tls::client::{self, ConnectError, Target};
 
@@ -39,14 +45,28 @@ pub struct SmtpTransport {
     relay: RelayConfig,
     /// Resolved from `relay.password_env` / `password_file` when a user is set.
     password: Option<Secret>,
+    /// Where XOAUTH2 tokens come from, with `relay.auth = "oauth2"`.
+    tokens: Option<Arc<dyn AccessTokens>>,
+}
+
+/// Why the transport cannot be built from the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelaySetupError {
+    #[error(transparent)]
+    Password(#[from] RelayPasswordError),
+    #[error(
+        "relay.auth = \"oauth2\" but no access-token source for mailbox {0:?} (relay.oauth2_mailbox) was set up"
+    )]
+    NoTokens(String),
 }
 
 impl std::fmt::Debug for SmtpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpTransport")
             .field("relay", &self.describe())
-            .field("user", &self.relay.auth.as_ref().map(|a| &a.user))
+            .field("user", &self.user())
             .field("password", &self.password)
+            .field("oauth2", &self.tokens.is_some())
             .finish()
     }
 }
@@ -80,16 +100,41 @@ impl SmtpTransport {
     /// `password` is needed when `relay.auth` is set (see
     /// [`SmtpTransport::from_config`]).
     pub fn new(relay: RelayConfig, password: Option<Secret>) -> SmtpTransport {
-        SmtpTransport { relay, password }
+        SmtpTransport {
+            relay,
+            password,
+            tokens: None,
+        }
     }
 
-    /// Resolves the password from its configured source.
-    pub fn from_config(relay: &RelayConfig) -> Result<SmtpTransport, RelayPasswordError> {
+    /// Resolves the password from its configured source; `tokens` is the
+    /// access-token source of `relay.oauth2_mailbox`, needed (and only
+    /// used) with `relay.auth = "oauth2"`.
+    pub fn from_config(
+        relay: &RelayConfig,
+        tokens: Option<Arc<dyn AccessTokens>>,
+    ) -> Result<SmtpTransport, RelaySetupError> {
         let password = match &relay.auth {
             Some(auth) => Some(crate::auth::relay::resolve(auth)?),
             None => None,
         };
-        Ok(SmtpTransport::new(relay.clone(), password))
+        let tokens = match &relay.oauth2 {
+            Some(o) => Some(tokens.ok_or_else(|| RelaySetupError::NoTokens(o.mailbox.clone()))?),
+            None => None,
+        };
+        Ok(SmtpTransport {
+            tokens,
+            ..SmtpTransport::new(relay.clone(), password)
+        })
+    }
+
+    /// Who the relay session logs in as, if anyone.
+    fn user(&self) -> Option<&str> {
+        match (&self.relay.auth, &self.relay.oauth2) {
+            (Some(a), _) => Some(&a.user),
+            (None, Some(o)) => Some(&o.user),
+            (None, None) => None,
+        }
     }
 
     pub fn relay(&self) -> &RelayConfig {
@@ -183,6 +228,25 @@ impl SmtpTransport {
                 Client::Tls(c) => login(&mut **c, ehlo, &auth.user, password).await?,
             }
             session.offered.authenticated_as = Some(auth.user.clone());
+        } else if let Some(o) = &self.relay.oauth2 {
+            if matches!(session.client, Client::Plain(_)) && !self.relay.allow_insecure {
+                return Err(SendError::temporary(
+                    FailureKind::Auth,
+                    "not sending an access token without TLS (relay.allow_insecure is not set)",
+                ));
+            }
+            let Some(tokens) = &self.tokens else {
+                return Err(SendError::temporary(
+                    FailureKind::Auth,
+                    "relay.auth = \"oauth2\" but no access-token source was set up",
+                ));
+            };
+            let Session { client, ehlo, .. } = &mut session;
+            match client {
+                Client::Plain(c) => xoauth2::login(c, ehlo, &o.user, tokens.as_ref()).await?,
+                Client::Tls(c) => xoauth2::login(&mut **c, ehlo, &o.user, tokens.as_ref()).await?,
+            }
+            session.offered.authenticated_as = Some(o.user.clone());
         }
         tracing::debug!(
             relay = %self.describe(),

@@ -4,6 +4,7 @@
 //! The credential is written straight onto the socket by [`Conn`], never
 //! handed to async-imap (which traces what it sends), and never put in an
 //! error or a log line: only the user name and the server's answer are.
+//! OAuth2 (XOAUTH2) is in xoauth2.rs.
 
 use async_imap::imap_proto::{Response, ResponseCode, Status};
 
@@ -28,29 +29,59 @@ pub(super) async fn connect_and_login(
     let mut conn = Conn::new(transport, c.command_timeout);
     let greeting_caps = read_greeting(&mut conn, c).await?;
     if c.security == Security::StartTls {
-        conn = starttls(conn, c, greeting_caps, guard).await?;
-    } else if greeting_caps.as_ref().is_some_and(|caps| {
-        caps.iter()
-            .any(|cap| cap.eq_ignore_ascii_case("LOGINDISABLED"))
-    }) {
+        conn = starttls(conn, c, greeting_caps.clone(), guard).await?;
+    } else if matches!(c.credential, Credential::Password(_))
+        && greeting_caps.as_ref().is_some_and(|caps| {
+            caps.iter()
+                .any(|cap| cap.eq_ignore_ascii_case("LOGINDISABLED"))
+        })
+    {
         return Err(FetchError::Auth {
             user: c.user.clone(),
             detail: "the server disables LOGIN on this connection (LOGINDISABLED)".into(),
         });
     }
-    login(&mut conn, c).await?;
+    // After STARTTLS the capabilities must be asked again (RFC 3501 6.2.1).
+    let caps = if c.security == Security::StartTls {
+        None
+    } else {
+        greeting_caps
+    };
+    login(&mut conn, c, caps).await?;
     tracing::debug!(host = %c.host, user = %c.user, "IMAP login");
     Ok(conn)
 }
 
-/// Logs in with whatever the credential is.
-async fn login(conn: &mut Conn, c: &ConnectSettings) -> Result<(), FetchError> {
+/// Logs in with whatever the credential is; `caps` are the capabilities
+/// already known for this (TLS) session, if any.
+async fn login(
+    conn: &mut Conn,
+    c: &ConnectSettings,
+    caps: Option<Vec<String>>,
+) -> Result<(), FetchError> {
     match &c.credential {
         Credential::Password(secret) => login_password(conn, &c.user, secret).await,
-        Credential::OAuth2(_) => Err(FetchError::Unsupported {
-            what: "OAuth2 (XOAUTH2) over IMAP in this build".into(),
-        }),
+        Credential::OAuth2(tokens) => {
+            let caps = match caps {
+                Some(caps) => caps,
+                None => capabilities(conn).await?,
+            };
+            super::xoauth2::login(conn, c, tokens.as_ref(), &caps).await
+        }
     }
+}
+
+/// `CAPABILITY`: the list the server announces now.
+pub(super) async fn capabilities(conn: &mut Conn) -> Result<Vec<String>, FetchError> {
+    let mut caps = Vec::new();
+    conn.run("CAPABILITY", COMMAND_BUDGET, &mut |r| {
+        if let Response::Capabilities(list) = r {
+            caps.extend(list.iter().map(capability_name));
+        }
+    })
+    .await
+    .map_err(|e| e.into_fetch("CAPABILITY"))?;
+    Ok(caps)
 }
 
 /// `LOGIN "user" "password"`.
@@ -92,17 +123,7 @@ async fn starttls(
 ) -> Result<Conn, FetchError> {
     let caps = match greeting_caps {
         Some(caps) => caps,
-        None => {
-            let mut caps = Vec::new();
-            conn.run("CAPABILITY", COMMAND_BUDGET, &mut |r| {
-                if let Response::Capabilities(list) = r {
-                    caps.extend(list.iter().map(capability_name));
-                }
-            })
-            .await
-            .map_err(|e| e.into_fetch("CAPABILITY"))?;
-            caps
-        }
+        None => capabilities(&mut conn).await?,
     };
     if !caps.iter().any(|cap| cap.eq_ignore_ascii_case("STARTTLS")) {
         return Err(FetchError::Unsupported {

@@ -25,6 +25,7 @@ mod open;
 mod recover;
 mod transport;
 mod upstream;
+mod xoauth2;
 
 use std::collections::{BTreeSet, HashMap};
 
