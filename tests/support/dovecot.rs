@@ -109,7 +109,28 @@ impl Dovecot {
         Dovecot::start_full(separator, extra, None)
     }
 
+    /// A free port can be taken by another process between our probe and
+    /// Dovecot's bind (the suite runs many servers at once): a start that
+    /// does not come up is tried again with new ports.
     fn start_full(separator: Separator, extra: &str, introspection_url: Option<&str>) -> Dovecot {
+        let mut attempt = 1;
+        loop {
+            match Dovecot::try_start(separator, extra, introspection_url) {
+                Ok(dovecot) => return dovecot,
+                Err(why) if attempt < 3 => {
+                    eprintln!("dovecot start attempt {attempt} failed ({why}); retrying");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn try_start(
+        separator: Separator,
+        extra: &str,
+        introspection_url: Option<&str>,
+    ) -> Result<Dovecot, String> {
         let binary = dovecot_binary();
         let dir = tempfile::Builder::new()
             .prefix("mailgate-dovecot")
@@ -172,7 +193,11 @@ impl Dovecot {
             .arg(&conf_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(root.join("dovecot.stderr"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("starting dovecot");
         let dovecot = Dovecot {
@@ -186,13 +211,16 @@ impl Dovecot {
             separator: sep,
             dir,
         };
-        dovecot.wait_ready();
+        let mut dovecot = dovecot;
+        dovecot.wait_ready()?;
         // Make the INBOX exist, so that an empty mailbox is a valid state.
         dovecot.doveadm(&["mailbox", "status", "-u", USER, "messages", "INBOX"]);
-        dovecot
+        Ok(dovecot)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until every listener answers; Err (with the logs) when
+    /// Dovecot exited or did not listen within 20 s.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [
             self.imap_port,
@@ -201,12 +229,19 @@ impl Dovecot {
             self.pop3s_port,
         ] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if Instant::now() > deadline {
-                    panic!("dovecot did not listen on {port}; log:\n{}", self.log());
+                let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+                if exited || Instant::now() > deadline {
+                    let stderr = std::fs::read_to_string(self.dir.path().join("dovecot.stderr"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "dovecot did not listen on {port} (exited: {exited}); log:\n{}\nstderr:\n{stderr}",
+                        self.log()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     pub fn log(&self) -> String {
