@@ -3,9 +3,6 @@
 //! config names no source for it.
 
 use anyhow::{Context, Result, anyhow, bail};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 use super::shutdown::{WORKER_TIMEOUT, WRITER_TIMEOUT};
 use super::{App, Core};
@@ -139,12 +136,6 @@ async fn sync_here(core: &Core, name: &str, credential: Option<Credential>) -> R
 }
 
 async fn sync_remote(config: &Config, name: &str, credential: Option<&Credential>) -> Result<()> {
-    let address = config.http.listen;
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .with_context(|| format!("the database is locked but no server answers on {address}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let body = match credential {
         Some(Credential::Password(secret)) => {
             serde_json::to_vec(&serde_json::json!({ "password": secret.expose() }))?
@@ -152,20 +143,9 @@ async fn sync_remote(config: &Config, name: &str, credential: Option<&Credential
         // The server has its own token source for the mailbox.
         Some(Credential::OAuth2(_)) | None => b"{}".to_vec(),
     };
-    let mut request = Request::post(format!("/api/v1/mailboxes/{name}/sync"))
-        .header("host", address.to_string())
-        .header("content-type", "application/json");
-    if let Some(var) = &config.http.api_token_env
-        && let Ok(token) = std::env::var(var)
-        && !token.is_empty()
-    {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = sender
-        .send_request(request.body(Full::new(bytes::Bytes::from(body)))?)
-        .await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
+    let path = format!("/api/v1/mailboxes/{name}/sync");
+    let (status, bytes) =
+        super::server_api::call(config, hyper::Method::POST, &path, Some(body)).await?;
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if status.is_success() {
         println!(

@@ -8,6 +8,7 @@ pub mod oauth_cli;
 pub mod relay_test;
 pub mod root;
 pub mod serve;
+pub mod server_api;
 pub mod shutdown;
 pub mod submission;
 

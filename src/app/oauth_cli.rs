@@ -3,9 +3,6 @@
 //! database (as `mailgate sync` does).
 
 use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::App;
@@ -112,24 +109,8 @@ fn print(name: &str, v: &Value) -> bool {
 }
 
 async fn remote(config: &Config) -> Result<Vec<(String, Value)>> {
-    let address = config.http.listen;
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .with_context(|| format!("the database is locked but no server answers on {address}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut request = Request::get("/api/v1/mailboxes").header("host", address.to_string());
-    if let Some(var) = &config.http.api_token_env
-        && let Ok(token) = std::env::var(var)
-        && !token.is_empty()
-    {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = sender
-        .send_request(request.body(Full::new(bytes::Bytes::new()))?)
-        .await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let (status, body) =
+        super::server_api::call(config, hyper::Method::GET, "/api/v1/mailboxes", None).await?;
     anyhow::ensure!(status.is_success(), "the server answered {status}");
     let json: Value = serde_json::from_slice(&body).context("the server's answer")?;
     Ok(json["mailboxes"]

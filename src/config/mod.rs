@@ -1056,7 +1056,7 @@ colour = "red"
 
     #[test]
     fn gmail_upstream_defaults_and_problems() {
-        let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\nprotocol=\"gmail\"\n";
+        let base = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n[mailbox.upstream]\nprotocol=\"gmail\"\n";
         let c = Config::parse(base).unwrap();
         let u = c.mailboxes[0].upstream.as_ref().unwrap();
         let g = u.gmail.as_ref().unwrap();

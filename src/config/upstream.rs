@@ -500,7 +500,7 @@ mod tests {
     use crate::config::Config;
     use crate::mail::AfterImport;
 
-    const BASE: &str = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+    const BASE: &str = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.oauth2]\nprovider=\"microsoft\"\ntenant=\"contoso\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n[mailbox.upstream]\n";
 
     #[test]
     fn graph_needs_no_host_and_has_categories_and_an_api_base() {

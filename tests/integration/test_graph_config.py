@@ -12,6 +12,12 @@ data_dir = "{tmp}/data"
 name = "support"
 addresses = ["support@example.test"]
 
+[mailbox.oauth2]
+provider = "microsoft"
+tenant = "contoso"
+client_id = "client-id"
+client_secret_env = "GRAPH_CLIENT_SECRET"
+
 [mailbox.upstream]
 protocol = "graph"
 user = "support@contoso.test"
