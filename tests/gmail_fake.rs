@@ -475,6 +475,7 @@ async fn settings_from_the_config_reach_the_fake() {
     fake.add(&raw(1)).await;
     let toml = format!(
         "[server]\ndomains=[\"example.test\"]\n[[mailbox]]\nname=\"support\"\naddresses=[\"support@example.test\"]\n\
+         [mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n\
          [mailbox.upstream]\nprotocol=\"gmail\"\napi_base=\"{}\"\nca_file=\"{}\"\n",
         fake.base,
         fake.ca_file.display()
