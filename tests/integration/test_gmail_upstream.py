@@ -212,7 +212,9 @@ def test_429_rate_limit_is_throttled_then_imported(make_gateway, peers, tmp_path
     # The scheduler comes back by itself, no sooner than Retry-After asked.
     wait_until(lambda: message_count(g) == 1, 60, "the import after the throttle", g=g)
     wait_until(lambda: marked(gmail.labels()[mid]), 30, "marked", g=g)
-    assert mailbox(g)["status"] == "ok", mailbox(g)
+    # The sync that imported it ends and says so (after the mark).
+    mb = wait_until(lambda: mailbox(g)["status"] == "ok" and mailbox(g), 30, "status ok", g=g)
+    assert mb["imported"] == 1, mb
     assert_no_secrets(g, oauth, json.dumps(mailbox(g)))
 
 
