@@ -3,7 +3,8 @@ through `mailgate serve`: `[relay] transport = "graph"` (sendMail with the
 MIME, fakes/graph.py) and `transport = "gmail"` (messages.send with the raw
 message, fakes/gmail.py), the token from `relay.oauth2_mailbox`'s
 [mailbox.oauth2] (fakes/oauth_server.py). The reply goes out with its MIME
-intact and the outbox entry `sent`; a 503 or 429 from the API defers it and
+intact and the outbox entry `sent`; a refused token is refreshed once and
+the reply still goes; a 503 or 429 from the API defers it and
 it goes on a later attempt. No token or secret is in the log."""
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ def test_replies_go_through_graph_sendmail_and_a_503_defers(make_gateway, certs,
         check_mime(base64.b64decode(sent[0]["mime_b64"]), "First answer through Graph.", ticket)
         assert "https://graph.microsoft.com/Mail.Send" in oauth.state()["requests"][0]["scope"]
 
+        # Graph stops taking the cached token: a 401, one refresh, sent.
+        first = oauth.state()["issued_access_tokens"]
+        assert len(first) == 1
+        with graph.state.lock:
+            graph.state.refused.add(first[0])
+        mid, ticket = reply(g, "After a refused token.")
+        e = wait_sent(g, mid)
+        assert e["attempts"] == 1, e
+        assert oauth.state()["refreshes"] == 2
+        check_mime(base64.b64decode(graph.state.sendmail[1]["mime_b64"]), "After a refused token.",
+                   ticket)
+
         # Graph answers 503 once: deferred, then sent on the next attempt.
         with graph.state.lock:
             graph.state.injections.append({"method": "POST", "path_contains": "/sendMail",
@@ -131,8 +144,8 @@ def test_replies_go_through_graph_sendmail_and_a_503_defers(make_gateway, certs,
         e = wait_sent(g, mid)
         assert e["attempts"] == 2, e
         sent = graph.state.sendmail
-        assert len(sent) == 2, sent
-        check_mime(base64.b64decode(sent[1]["mime_b64"]), "Second answer after a 503.", ticket)
+        assert len(sent) == 3, sent
+        check_mime(base64.b64decode(sent[2]["mime_b64"]), "Second answer after a 503.", ticket)
         assert_no_secrets(g, oauth)
     finally:
         graph.stop()
@@ -156,16 +169,28 @@ def test_replies_go_through_gmail_send_and_a_429_defers(make_gateway, certs, tmp
         assert any(r.startswith("POST /gmail/v1/users/me/messages/send")
                    for r in gmail.state.requests), gmail.state.requests
 
-        # Gmail answers 429 (the send is not retried inside the attempt by
-        # the fake's count of 1): deferred, then sent.
+        # Gmail stops taking the cached token: a 401, one refresh, sent.
+        first = oauth.state()["issued_access_tokens"]
+        assert len(first) == 1
+        with gmail.state.lock:
+            gmail.state.refused.add(first[0])
+        mid, ticket = reply(g, "After a refused token.")
+        e = wait_sent(g, mid)
+        assert e["attempts"] == 1, e
+        assert oauth.state()["refreshes"] == 2
+        check_mime(gmail.state.sent[1], "After a refused token.", ticket)
+
+        # Gmail answers 429 once: that attempt is deferred, the next sends.
         with gmail.state.lock:
             gmail.state.errors.append({"status": 429, "reason": "rateLimitExceeded",
                                        "match": "/messages/send", "count": 1, "retry_after": 1})
         mid, ticket = reply(g, "Second answer after a 429.")
         e = wait_sent(g, mid)
         assert e["attempts"] == 2, e
-        assert len(gmail.state.sent) == 2
-        check_mime(gmail.state.sent[1], "Second answer after a 429.", ticket)
+        assert len(gmail.state.sent) == 3
+        check_mime(gmail.state.sent[2], "Second answer after a 429.", ticket)
+        out = g.api(f"/api/v1/outbound/{mid}")
+        assert all(t not in json.dumps(out) for t in oauth.state()["issued_access_tokens"])
         assert_no_secrets(g, oauth)
     finally:
         gmail.stop()
