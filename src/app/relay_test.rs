@@ -20,6 +20,12 @@ pub async fn test_relay(config: Config, to: &[String]) -> Result<bool> {
         );
         return Ok(false);
     };
+    if relay.api.is_some() {
+        println!(
+            "FAILED (config): relay.transport is an HTTP API (graph/gmail); test-relay checks SMTP relays only"
+        );
+        return Ok(false);
+    }
     // TODO(lead, issue 11): the token source of relay.oauth2.mailbox.
     let transport = match SmtpTransport::from_config(relay, None) {
         Ok(t) => t,

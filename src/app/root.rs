@@ -256,6 +256,7 @@ impl App {
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.is_empty());
         let relay: Option<Arc<dyn Transport>> = match &config.relay {
+            Some(relay) if relay.api.is_some() => Some(api_transport(relay, &core.oauth)?),
             Some(relay) => {
                 // XOAUTH2: the SMTP token source of relay.oauth2_mailbox.
                 let tokens = (relay.oauth2.as_ref()).and_then(|o| {
@@ -416,6 +417,47 @@ fn send_limits(config: &Config, own: &crate::config::outbound::MailboxLimits) ->
         recipients: own.recipients_per_day.unwrap_or(o.recipients_per_day),
         ..SendLimits::default()
     }
+}
+
+/// `relay.transport = "graph" | "gmail"`: the API transport sending as
+/// `relay.user`, with the token source of `relay.oauth2_mailbox`.
+fn api_transport(
+    relay: &crate::config::relay::RelayConfig,
+    oauth: &crate::oauth::provider::TokenProviders,
+) -> Result<Arc<dyn Transport>> {
+    use crate::config::oauth2::TokenUse;
+    use crate::config::relay::ApiTransport;
+    let Some(api) = relay.api.as_ref() else {
+        bail!("relay.transport: no API transport configured");
+    };
+    let use_ = match api.kind {
+        ApiTransport::Graph => TokenUse::Graph,
+        ApiTransport::Gmail => TokenUse::Gmail,
+    };
+    let tokens = oauth.get(&api.mailbox, use_).with_context(|| {
+        format!(
+            "relay.oauth2_mailbox: mailbox {:?} has no OAuth2 token source",
+            api.mailbox
+        )
+    })?;
+    let http = crate::oauth::http::HttpClient::new(relay.ca_file.clone(), relay.command_timeout)
+        .context("relay: the HTTPS client for the API transport")?;
+    let transport: Arc<dyn Transport> = match api.kind {
+        ApiTransport::Graph => Arc::new(crate::outbound::transport::graph::GraphTransport::new(
+            http,
+            &api.api_base,
+            &api.user,
+            tokens,
+        )),
+        ApiTransport::Gmail => Arc::new(crate::outbound::transport::gmail::GmailTransport::new(
+            http,
+            &api.api_base,
+            &api.user,
+            tokens,
+        )),
+    };
+    tracing::info!(relay = %transport.describe(), "outbound relay");
+    Ok(transport)
 }
 
 #[cfg(test)]

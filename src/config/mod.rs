@@ -776,6 +776,9 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     if let Some(o) = relay.as_ref().and_then(|r| r.oauth2.as_ref()) {
         relay::check_oauth2_mailbox(o, &mailboxes, &mut err);
     }
+    if let Some(a) = relay.as_ref().and_then(|r| r.api.as_ref()) {
+        relay::check_api_mailbox(a, &mailboxes, &mut err);
+    }
     let taken = submission::Taken {
         smtp_listen: &listen,
         smtp_listen_tls: &listen_tls,

@@ -10,6 +10,13 @@
 //! `auth = "oauth2"` logs in with SASL XOAUTH2 instead: `user` is the
 //! account (the mailbox's address) and the access token comes from the
 //! `[mailbox.oauth2]` of the mailbox named by `oauth2_mailbox`.
+//!
+//! `transport = "graph"` or `"gmail"` sends through Microsoft Graph
+//! (`sendMail` with MIME) or the Gmail API (`messages.send`) instead of
+//! SMTP: then `oauth2_mailbox` gives the token, `user` is whom to send as
+//! (Graph: the UPN or id, required; Gmail: default `me`), `api_base`
+//! defaults per provider and `ca_file` is trusted on top of the system
+//! roots; host, port, security, auth, passwords and helo are not used.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,9 +45,32 @@ pub struct RelayConfig {
     pub helo: String,
     /// Resolving, connecting, the greeting and the TLS handshake each.
     pub connect_timeout: Duration,
-    /// Every SMTP command (EHLO, AUTH, MAIL, RCPT, DATA with its message).
+    /// Every SMTP command (EHLO, AUTH, MAIL, RCPT, DATA with its message);
+    /// with an API transport, every HTTP request.
     pub command_timeout: Duration,
+    /// `transport = "graph" | "gmail"`: send over that API, not SMTP.
+    pub api: Option<RelayApi>,
 }
+
+/// Which HTTP API sends (`relay.transport`, other than `"smtp"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTransport {
+    Graph,
+    Gmail,
+}
+
+/// Sending over Graph or Gmail: as `user`, with the token of `mailbox`'s
+/// `[mailbox.oauth2]`, to `api_base` (no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayApi {
+    pub kind: ApiTransport,
+    pub mailbox: String,
+    pub user: String,
+    pub api_base: String,
+}
+
+/// Gmail's API root unless `relay.api_base` says otherwise.
+pub const GMAIL_API_BASE: &str = "https://gmail.googleapis.com";
 
 /// AUTH PLAIN/LOGIN credentials: the user, and where the password is.
 #[derive(Debug, Clone)]
@@ -61,6 +91,8 @@ pub struct RelayOAuth2 {
 #[derive(Deserialize)]
 #[serde(default)]
 pub(super) struct RawRelay {
+    transport: String,
+    api_base: Option<String>,
     host: String,
     port: Option<i64>,
     security: String,
@@ -79,6 +111,8 @@ pub(super) struct RawRelay {
 impl Default for RawRelay {
     fn default() -> Self {
         RawRelay {
+            transport: "smtp".into(),
+            api_base: None,
             host: String::new(),
             port: None,
             security: "starttls".into(),
@@ -101,6 +135,27 @@ pub(super) fn validate(
     hostname: &str,
     err: &mut impl FnMut(&str, String),
 ) -> RelayConfig {
+    let kind = match raw.transport.trim() {
+        "smtp" => None,
+        "graph" => Some(ApiTransport::Graph),
+        "gmail" => Some(ApiTransport::Gmail),
+        other => {
+            err(
+                "relay.transport",
+                format!("must be \"smtp\", \"graph\" or \"gmail\", not {other:?}"),
+            );
+            None
+        }
+    };
+    if let Some(kind) = kind {
+        return api_relay(raw, kind, hostname, err);
+    }
+    if raw.api_base.is_some() {
+        err(
+            "relay.api_base",
+            "is only used with transport = \"graph\" or \"gmail\"".into(),
+        );
+    }
     let host = raw.host.trim().to_string();
     if host.is_empty() {
         err(
@@ -263,6 +318,105 @@ pub(super) fn validate(
         helo,
         connect_timeout: duration("relay.connect_timeout", &raw.connect_timeout, err),
         command_timeout: duration("relay.command_timeout", &raw.command_timeout, err),
+        api: None,
+    }
+}
+
+/// `transport = "graph" | "gmail"`: a mailbox for the token, whom to send
+/// as and where; the SMTP-only keys are refused by name.
+fn api_relay(
+    raw: &RawRelay,
+    kind: ApiTransport,
+    hostname: &str,
+    err: &mut impl FnMut(&str, String),
+) -> RelayConfig {
+    let name = match kind {
+        ApiTransport::Graph => "graph",
+        ApiTransport::Gmail => "gmail",
+    };
+    let smtp_only = [
+        ("relay.host", !raw.host.trim().is_empty()),
+        ("relay.port", raw.port.is_some()),
+        ("relay.password_env", raw.password_env.is_some()),
+        ("relay.password_file", raw.password_file.is_some()),
+        ("relay.helo", raw.helo.is_some()),
+        ("relay.auth", raw.auth != "password"),
+    ];
+    for (key, set) in smtp_only {
+        if set {
+            err(
+                key,
+                format!(
+                    "is not used with transport = \"{name}\" (it sends over HTTPS with the OAuth2 token of relay.oauth2_mailbox); leave it out"
+                ),
+            );
+        }
+    }
+    let mailbox = raw.oauth2_mailbox.as_deref().map(str::trim).unwrap_or("");
+    if mailbox.is_empty() {
+        err(
+            "relay.oauth2_mailbox",
+            format!(
+                "missing: transport = \"{name}\" needs the name of the [[mailbox]] whose [mailbox.oauth2] gives the access token"
+            ),
+        );
+    }
+    let user = match (kind, raw.user.as_deref().map(str::trim)) {
+        (_, Some(u)) if !u.is_empty() => u.to_string(),
+        (ApiTransport::Gmail, None) => "me".to_string(),
+        (ApiTransport::Graph, None) => {
+            err(
+                "relay.user",
+                "missing: transport = \"graph\" sends as this user (UPN or id)".into(),
+            );
+            String::new()
+        }
+        (_, Some(_)) => {
+            err("relay.user", "is empty".into());
+            String::new()
+        }
+    };
+    let default_base = match kind {
+        ApiTransport::Graph => super::upstream::GRAPH_API_BASE,
+        ApiTransport::Gmail => GMAIL_API_BASE,
+    };
+    let api_base = raw
+        .api_base
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or(default_base)
+        .trim_end_matches('/')
+        .to_string();
+    let rest = api_base.strip_prefix("https://").unwrap_or_default();
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        err(
+            "relay.api_base",
+            format!("must be an https:// URL such as {default_base:?}, not {api_base:?}"),
+        );
+    }
+    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
+    if let Some(p) = &ca_file
+        && !p.is_file()
+    {
+        err("relay.ca_file", format!("file not found: {}", p.display()));
+    }
+    RelayConfig {
+        host: String::new(),
+        port: 443,
+        security: Security::Tls,
+        allow_insecure: false,
+        auth: None,
+        oauth2: None,
+        ca_file,
+        helo: hostname.to_string(),
+        connect_timeout: duration("relay.connect_timeout", &raw.connect_timeout, err),
+        command_timeout: duration("relay.command_timeout", &raw.command_timeout, err),
+        api: Some(RelayApi {
+            kind,
+            mailbox: mailbox.to_string(),
+            user,
+            api_base,
+        }),
     }
 }
 
@@ -310,14 +464,63 @@ pub(super) fn check_oauth2_mailbox(
     mailboxes: &[super::MailboxConfig],
     err: &mut impl FnMut(&str, String),
 ) {
-    match mailboxes.iter().position(|m| m.name == o.mailbox) {
+    check_token_mailbox(
+        &o.mailbox,
+        "relay.auth = \"oauth2\" (relay.oauth2_mailbox)",
+        mailboxes,
+        err,
+    );
+}
+
+/// The same for `transport = "graph" | "gmail"`; a Microsoft mailbox for
+/// Graph, a Google one for Gmail.
+pub(super) fn check_api_mailbox(
+    api: &RelayApi,
+    mailboxes: &[super::MailboxConfig],
+    err: &mut impl FnMut(&str, String),
+) {
+    let (needed_by, provider) = match api.kind {
+        ApiTransport::Graph => (
+            "relay.transport = \"graph\" (relay.oauth2_mailbox)",
+            super::oauth2::OAuthProvider::Microsoft,
+        ),
+        ApiTransport::Gmail => (
+            "relay.transport = \"gmail\" (relay.oauth2_mailbox)",
+            super::oauth2::OAuthProvider::Google,
+        ),
+    };
+    if api.mailbox.is_empty() {
+        return;
+    }
+    check_token_mailbox(&api.mailbox, needed_by, mailboxes, err);
+    if let Some(o) =
+        (mailboxes.iter().find(|m| m.name == api.mailbox)).and_then(|m| m.oauth2.as_ref())
+        && o.provider != provider
+    {
+        err(
+            "relay.oauth2_mailbox",
+            format!(
+                "{needed_by} needs a mailbox whose [mailbox.oauth2] provider is \"{}\"",
+                provider.as_str()
+            ),
+        );
+    }
+}
+
+fn check_token_mailbox(
+    mailbox: &str,
+    needed_by: &str,
+    mailboxes: &[super::MailboxConfig],
+    err: &mut impl FnMut(&str, String),
+) {
+    match mailboxes.iter().position(|m| m.name == mailbox) {
         None => err(
             "relay.oauth2_mailbox",
-            format!("no [[mailbox]] is named {:?}", o.mailbox),
+            format!("no [[mailbox]] is named {mailbox:?}"),
         ),
         Some(i) => super::oauth2::require(
             &format!("mailbox[{i}]"),
-            "relay.auth = \"oauth2\" (relay.oauth2_mailbox)",
+            needed_by,
             mailboxes[i].oauth2.as_ref(),
             err,
         ),
@@ -469,5 +672,88 @@ mod tests {
         assert!(!p.contains(pasted), "{p}");
         let p = problems("host=\"h\"\nuser=\"u\"\npassword_env=12345678\n");
         assert!(!p.contains("12345678"), "{p}");
+    }
+
+    const OAUTH_BASE: &str = "[server]\nhostname=\"gw.a.test\"\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.oauth2]\nprovider=\"microsoft\"\nclient_id=\"cid\"\ntenant=\"contoso\"\nclient_secret_env=\"CS\"\n";
+
+    fn api(relay: &str) -> Result<super::RelayConfig, String> {
+        Config::parse(&format!("{OAUTH_BASE}[relay]\n{relay}"))
+            .map(|c| c.relay.unwrap())
+            .map_err(|e| e.problems().join("\n"))
+    }
+
+    #[test]
+    fn graph_transport_needs_no_host_and_has_defaults() {
+        let r =
+            api("transport=\"graph\"\noauth2_mailbox=\"m\"\nuser=\"m@contoso.test\"\n").unwrap();
+        let a = r.api.unwrap();
+        assert_eq!(a.kind, super::ApiTransport::Graph);
+        assert_eq!(a.api_base, crate::config::upstream::GRAPH_API_BASE);
+        assert_eq!(
+            (a.mailbox.as_str(), a.user.as_str()),
+            ("m", "m@contoso.test")
+        );
+        assert!(
+            Config::parse(&format!("{BASE}[relay]\nhost=\"h\"\n"))
+                .unwrap()
+                .relay
+                .unwrap()
+                .api
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn api_transport_mistakes_are_named_by_key() {
+        let p = api(
+            "transport=\"graph\"\nhost=\"smtp.x\"\npassword_env=\"PW\"\napi_base=\"http://g\"\n",
+        )
+        .unwrap_err();
+        for key in [
+            "relay.host:",
+            "relay.password_env:",
+            "relay.api_base: must be an https://",
+            "relay.oauth2_mailbox: missing",
+            "relay.user: missing",
+        ] {
+            assert!(p.contains(key), "{key} in {p}");
+        }
+        let p = api("transport=\"gmail\"\noauth2_mailbox=\"m\"\n").unwrap_err();
+        assert!(
+            p.contains("relay.oauth2_mailbox: relay.transport = \"gmail\""),
+            "{p}"
+        );
+        assert!(p.contains("provider is \"google\""), "{p}");
+        let p = api("transport=\"graph\"\noauth2_mailbox=\"x\"\nuser=\"u\"\n").unwrap_err();
+        assert!(
+            p.contains("relay.oauth2_mailbox: no [[mailbox]] is named \"x\""),
+            "{p}"
+        );
+        let p = api("transport=\"ews\"\nhost=\"h\"\n").unwrap_err();
+        assert!(
+            p.contains("relay.transport: must be \"smtp\", \"graph\" or \"gmail\""),
+            "{p}"
+        );
+        let p = api("host=\"h\"\napi_base=\"https://g\"\n").unwrap_err();
+        assert!(
+            p.contains("relay.api_base: is only used with transport"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn gmail_user_defaults_to_me() {
+        let text = OAUTH_BASE
+            .replace("microsoft", "google")
+            .replace("tenant=\"contoso\"\n", "");
+        let c = Config::parse(&format!(
+            "{text}[relay]\ntransport=\"gmail\"\noauth2_mailbox=\"m\"\n"
+        ))
+        .unwrap();
+        let a = c.relay.unwrap().api.unwrap();
+        assert_eq!(
+            (a.user.as_str(), a.api_base.as_str()),
+            ("me", super::GMAIL_API_BASE)
+        );
     }
 }

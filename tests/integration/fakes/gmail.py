@@ -21,9 +21,13 @@ reference and its "Resolve errors" / "Usage limits" guides:
 
 Control API for tests (no token), under /_control/:
   POST messages {"raw_b64": standard base64, "labelIds": [...]} -> {"id"}
-  POST tokens {"tokens": [...], "limits": {"tok": N}}  (tok valid for N more requests)
+  POST tokens {"tokens": [...], "limits": {"tok": N}}  (tok valid for N more requests,
+               refused from then on)
   POST errors {"status": 429, "reason": "...", "count": N, "match": "substring of METHOD path?query",
-               "retry_after": seconds (optional)}
+               "retry_after": seconds (optional), "delay": seconds (optional: the
+               request stalls that long, then gets the error)}
+GmailFake(..., resolver=f): a token not in `tokens` is also taken when f(token)
+is true (e.g. "the authorization server issued it"), unless refused.
   POST page {"max": N}
   GET  state -> {"messages": [{id, labelIds, size}], "labels": [...], "requests": [...],
                  "sent": [standard base64 of each sent message]}
@@ -80,6 +84,8 @@ class State:
         self.messages: dict[str, dict] = {}
         self.tokens: set[str] = set()
         self.limits: dict[str, int] = {}
+        self.resolver = None  # optional token -> bool, for tokens not in `tokens`
+        self.refused: set[str] = set()
         self.errors: list[dict] = []
         self.page_max = MAX_RESULTS
         self.page_tokens: dict[str, tuple[str, int]] = {}
@@ -200,11 +206,15 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else None
         with st.lock:
-            ok = token in st.tokens
+            ok = token in st.tokens or (
+                token is not None and st.resolver is not None and token not in st.refused
+                and st.resolver(token))
             if ok and token in st.limits:
                 st.limits[token] -= 1
                 if st.limits[token] < 0:
                     st.tokens.discard(token)
+                    st.refused.add(token)
+                    del st.limits[token]
                     ok = False
         if not ok:
             msg = ("Request had invalid authentication credentials. Expected OAuth 2 access "
@@ -225,6 +235,8 @@ class Handler(BaseHTTPRequestHandler):
                     break
             else:
                 return False
+        if e.get("delay"):
+            time.sleep(float(e["delay"]))
         headers = {}
         if e.get("retry_after") is not None:
             headers["Retry-After"] = str(e["retry_after"])
@@ -367,8 +379,9 @@ class GmailFake:
     """The fake in a thread of the test process (pytest)."""
 
     def __init__(self, cert_file: str, key_file: str, address: str = "support@example.test",
-                 port: int = 0):
+                 port: int = 0, resolver=None):
         self.state = State(address)
+        self.state.resolver = resolver
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.state = self.state  # type: ignore[attr-defined]

@@ -27,6 +27,9 @@ bearer token not accepted; injected errors (e.g. 429 + Retry-After).
 
 Control API for tests (same server, no auth), JSON:
   POST /_fake/tokens      {"accept": ["t1"], "expire_after": {"t1": 3}}
+                          (a token whose count runs out is refused from then on)
+  POST /_fake/inject      ... "delay": N stalls a matching request N seconds
+                          (the lock released) before it fails with `status`
   POST /_fake/folders     {"user", "path": "Inbox/Support"}  -> {"id"}
   POST /_fake/messages    {"user", "folder": "inbox" | path, "mime_b64",
                            "isRead", "categories", "size"(override)} -> {"id"}
@@ -45,6 +48,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,6 +150,10 @@ class State:
         self.mailboxes = {}
         self.accept = set()
         self.expire_after = {}  # token -> authenticated requests left
+        # Optional `token -> bool` consulted for a token not in `accept`
+        # (e.g. "did the authorization server issue it?"); `refused` wins.
+        self.resolver = None
+        self.refused = set()
         self.max_page = 1000
         self.injections = []
         self.sendmail = []
@@ -214,28 +222,41 @@ class Handler(BaseHTTPRequestHandler):
             if token is None:
                 return self._send(*_error(401, "InvalidAuthenticationToken",
                                           "Access token is empty."))
-            if token not in st.accept:
+            known = token in st.accept or (
+                st.resolver is not None and token not in st.refused and st.resolver(token))
+            if not known:
                 return self._send(*_error(401, "InvalidAuthenticationToken",
                                           "Lifetime validation failed, the token is expired."))
             if token in st.expire_after:
                 st.expire_after[token] -= 1
                 if st.expire_after[token] <= 0:
                     st.accept.discard(token)
+                    st.refused.add(token)
                     del st.expire_after[token]
+            delay = None
             for inj in st.injections:
                 if inj["times"] > 0 and inj["method"] == method and inj["path_contains"] in path:
                     inj["times"] -= 1
+                    if inj.get("delay"):
+                        delay = inj
+                        break
                     headers = {}
                     if inj.get("retry_after") is not None:
                         headers["Retry-After"] = str(inj["retry_after"])
                     status, payload = _error(inj["status"], inj.get("code", "TooManyRequests"),
                                              inj.get("message", "Please retry again later."))
                     return self._send(status, payload, headers=headers)
-            immutable = 'idtype="immutableid"' in self.headers.get("Prefer", "").lower().replace(" ", "")
-            try:
-                status, payload, extra = self._graph(st, method, path, query, body, immutable)
-            except BadRequest as e:
-                status, payload, extra = *_error(400, e.code, e.message), {}
+            if delay is None:
+                immutable = 'idtype="immutableid"' in self.headers.get("Prefer", "").lower().replace(" ", "")
+                try:
+                    status, payload, extra = self._graph(st, method, path, query, body, immutable)
+                except BadRequest as e:
+                    status, payload, extra = *_error(400, e.code, e.message), {}
+        if delay is not None:
+            time.sleep(float(delay["delay"]))
+            status, payload = _error(delay["status"], delay.get("code", "ServiceUnavailable"),
+                                     delay.get("message", "The service is unavailable."))
+            return self._send(status, payload)
         if isinstance(payload, (bytes, bytearray)):
             return self._send(status, raw=bytes(payload), ctype=extra.pop("ctype", "text/plain"),
                               headers=extra)
@@ -414,6 +435,7 @@ class Handler(BaseHTTPRequestHandler):
                                       "code": data.get("code", "TooManyRequests"),
                                       "message": data.get("message", "Please retry again later."),
                                       "retry_after": data.get("retry_after"),
+                                      "delay": data.get("delay"),
                                       "times": int(data.get("times", 1))})
                 return self._send(200, {})
             if method == "POST" and path == "/_fake/clear_requests":
@@ -448,7 +470,7 @@ def _select(full: dict, sel):
 class FakeGraph:
     """The fake on 127.0.0.1:<port> in a background thread."""
 
-    def __init__(self, cert_pem: bytes, key_pem: bytes, port: int = 0):
+    def __init__(self, cert_pem: bytes, key_pem: bytes, port: int = 0, resolver=None):
         self._dir = tempfile.mkdtemp(prefix="mailgate-fake-graph-")
         cert, key = Path(self._dir, "cert.pem"), Path(self._dir, "key.pem")
         cert.write_bytes(cert_pem)
@@ -456,6 +478,7 @@ class FakeGraph:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.state = State()
+        self.server.state.resolver = resolver
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
