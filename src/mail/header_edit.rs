@@ -10,23 +10,63 @@
 
 use mail_parser::MessageParser;
 
-/// The top-level header fields of a message: (name, start, end) byte
-/// ranges, `end` past the field's line break.
-fn fields(raw: &[u8]) -> Vec<(String, usize, usize)> {
-    let Some(message) = MessageParser::default().parse_headers(raw) else {
-        return Vec::new();
-    };
-    let Some(part) = message.parts.first() else {
-        return Vec::new();
-    };
-    part.headers
-        .iter()
-        .map(|h| {
-            let start = (h.offset_field as usize).min(raw.len());
-            let end = line_end(raw, (h.offset_end as usize).max(start));
-            (h.name.as_str().to_string(), start, end)
-        })
-        .collect()
+/// A message's top-level header fields, read once: (name, start, end)
+/// byte ranges, `end` past the field's line break.
+pub struct Headers<'a> {
+    raw: &'a [u8],
+    fields: Vec<(String, usize, usize)>,
+}
+
+impl<'a> Headers<'a> {
+    pub fn parse(raw: &'a [u8]) -> Headers<'a> {
+        let fields = MessageParser::default()
+            .parse_headers(raw)
+            .and_then(|m| m.parts.into_iter().next())
+            .map(|part| {
+                part.headers
+                    .iter()
+                    .map(|h| {
+                        let start = (h.offset_field as usize).min(raw.len());
+                        let end = line_end(raw, (h.offset_end as usize).max(start));
+                        (h.name.as_str().to_string(), start, end)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Headers { raw, fields }
+    }
+
+    /// Whether the header block holds a field of this name (any case).
+    pub fn has(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The message with every field named in `remove` taken out (with its
+    /// continuation lines) and `prepend` written in front, in order.
+    /// Nothing else changes: body, other fields, their order and their line
+    /// breaks.
+    pub fn edit(&self, remove: &[&str], prepend: &[(&str, String)]) -> Vec<u8> {
+        let raw = self.raw;
+        let mut out = Vec::with_capacity(raw.len() + 64 * prepend.len());
+        for (name, value) in prepend {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(one_line(value).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let mut from = 0;
+        for (name, start, end) in &self.fields {
+            if *start < from || !remove.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            out.extend_from_slice(&raw[from..*start]);
+            from = *end;
+        }
+        out.extend_from_slice(&raw[from..]);
+        out
+    }
 }
 
 /// The position after the line break that ends the line holding `at`
@@ -42,13 +82,6 @@ fn line_end(raw: &[u8], at: usize) -> usize {
     }
 }
 
-/// Whether the header block holds a field of this name (any case).
-pub fn has_field(raw: &[u8], name: &str) -> bool {
-    fields(raw)
-        .iter()
-        .any(|(n, _, _)| n.eq_ignore_ascii_case(name))
-}
-
 /// A field value safe to write on one header line: line breaks and other
 /// controls become spaces.
 fn one_line(value: &str) -> String {
@@ -58,32 +91,17 @@ fn one_line(value: &str) -> String {
         .collect()
 }
 
-/// The message with every field named in `remove` taken out (with its
-/// continuation lines) and `prepend` written in front, in order. Nothing
-/// else changes: body, other fields, their order and their line breaks.
-pub fn edit(raw: &[u8], remove: &[&str], prepend: &[(&str, String)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 64 * prepend.len());
-    for (name, value) in prepend {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(one_line(value).as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let mut from = 0;
-    for (name, start, end) in fields(raw) {
-        if start < from || !remove.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
-            continue;
-        }
-        out.extend_from_slice(&raw[from..start]);
-        from = end;
-    }
-    out.extend_from_slice(&raw[from..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn edit(raw: &[u8], remove: &[&str], prepend: &[(&str, String)]) -> Vec<u8> {
+        Headers::parse(raw).edit(remove, prepend)
+    }
+
+    fn has_field(raw: &[u8], name: &str) -> bool {
+        Headers::parse(raw).has(name)
+    }
 
     const MAIL: &[u8] = b"From: Shop <shop@example.com>\r\n\
 To: customer@example.org\r\n\

@@ -23,7 +23,7 @@ use super::apply::find_ticket;
 use super::model::{Direction, StoredMessage};
 use super::send::{next, queued};
 use super::txn::{Counter, TicketTxn};
-use crate::mail::header_edit::{edit, has_field};
+use crate::mail::header_edit::Headers;
 use crate::mail::{EnvelopeInfo, ParsedMail, ReplyToPolicy};
 
 /// One submitted message, authenticated and checked by the listener.
@@ -80,6 +80,9 @@ pub fn submit<T: TicketTxn>(
     let id = next(txn, Counter::Message)?;
     let reply_to = settings.senders.get(&r.mailbox).map(|s| s.reply_to.clone());
 
+    // One read of the header block serves every check and the edit (this
+    // runs on the store writer thread).
+    let headers = Headers::parse(&r.raw);
     let mut remove: Vec<&str> = vec![
         "Bcc",
         "X-Mailgate-Account",
@@ -92,12 +95,12 @@ pub fn submit<T: TicketTxn>(
     if let Some(t) = &ticket {
         prepend.push(("X-Mailgate-Ticket", t.tag.clone()));
     }
-    if !has_field(&r.raw, "X-Mailer") {
+    if !headers.has("X-Mailer") {
         prepend.push(("X-Mailer", MAILER.into()));
     }
     if let Some(address) = reply_to {
         match r.reply_to {
-            ReplyToPolicy::SetWhenAbsent if !has_field(&r.raw, "Reply-To") => {
+            ReplyToPolicy::SetWhenAbsent if !headers.has("Reply-To") => {
                 prepend.push(("Reply-To", address));
             }
             ReplyToPolicy::Force => {
@@ -119,10 +122,10 @@ pub fn submit<T: TicketTxn>(
             m
         }
     };
-    if !has_field(&r.raw, "Date") {
+    if !headers.has("Date") {
         prepend.push(("Date", rfc2822(r.at_ms)));
     }
-    let raw = edit(&r.raw, &remove, &prepend);
+    let raw = headers.edit(&remove, &prepend);
 
     let mail = &r.mail;
     let stored = StoredMessage {
