@@ -18,7 +18,7 @@ use crate::auth::credential;
 use crate::config::upstream::{Protocol, UpstreamConfig};
 use crate::config::{Config, MailboxConfig};
 use crate::ingest::Ingestor;
-use crate::mail::{AccessTokens, Credential, TokenError};
+use crate::mail::{AccessTokens, Credential};
 use crate::metrics::{MailboxLabel, Metrics};
 use crate::store::Store;
 use crate::store::mailbox_state::{MailboxState, SyncStatus};
@@ -265,7 +265,7 @@ impl MailboxWorker {
         };
         let settings = UpstreamSettings::new(&self.upstream, credential, self.ctx.max_message_size);
         let result = match token {
-            Err(e) => Err(token_failure(&self.upstream.user, e).into()),
+            Err(e) => Err(super::upstream::FetchError::token(&self.upstream.user, e).into()),
             Ok(()) => match settings.open().await {
                 Ok(session) => sync_until::<AnyUpstream>(&self.ctx, session, &self.stop).await,
                 Err(e) => Err(e.into()),
@@ -477,20 +477,6 @@ fn server_retry_after(e: &SyncError) -> Option<Duration> {
 fn wait_after_failure(base: Duration, failures: u32, retry_after: Option<Duration>) -> Duration {
     let asked = retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
     backoff(base, failures).max(asked)
-}
-
-/// Why no token could be had, as a sync error: a refused grant or broken
-/// OAuth2 settings are authentication failures (they pause the mailbox
-/// after `auth_failure_limit`), an unreachable endpoint is retried.
-fn token_failure(user: &str, e: TokenError) -> super::upstream::FetchError {
-    use super::upstream::FetchError;
-    match e {
-        TokenError::Unavailable(_) => FetchError::Io(e.to_string()),
-        TokenError::Revoked { .. } | TokenError::NotConfigured(_) => FetchError::Auth {
-            user: user.to_string(),
-            detail: e.to_string(),
-        },
-    }
 }
 
 /// poll_interval x 2^(failures-1), capped.

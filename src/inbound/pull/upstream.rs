@@ -108,16 +108,26 @@ pub enum FetchError {
     },
 }
 
-impl From<crate::mail::TokenError> for FetchError {
-    fn from(e: crate::mail::TokenError) -> Self {
+impl FetchError {
+    /// Why `user` has no access token: a grant that is gone or settings
+    /// that cannot work are an authentication failure (the mailbox pauses
+    /// as auth_failed after `auth_failure_limit`); a token endpoint that
+    /// cannot be reached now is transient.
+    pub fn token(user: &str, e: crate::mail::TokenError) -> FetchError {
         use crate::mail::TokenError as T;
         match e {
             T::Revoked { .. } | T::NotConfigured(_) => FetchError::Auth {
-                user: "the OAuth2 grant".into(),
+                user: user.to_string(),
                 detail: e.to_string(),
             },
-            T::Unavailable(_) => FetchError::Io(e.to_string()),
+            T::Unavailable(_) => FetchError::Io(format!("token endpoint: {e}")),
         }
+    }
+}
+
+impl From<crate::mail::TokenError> for FetchError {
+    fn from(e: crate::mail::TokenError) -> Self {
+        FetchError::token("the OAuth2 grant", e)
     }
 }
 

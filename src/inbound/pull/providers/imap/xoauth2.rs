@@ -15,7 +15,7 @@ use super::COMMAND_BUDGET;
 use super::command::{CmdError, Conn, outcome_text};
 use crate::inbound::pull::upstream::{ConnectSettings, FetchError};
 use crate::mail::xoauth2::{challenge_text, initial_response};
-use crate::mail::{AccessTokens, Secret, TokenError};
+use crate::mail::{AccessTokens, Secret};
 
 /// How one AUTHENTICATE ended, when the session is still usable.
 enum Attempt {
@@ -44,7 +44,10 @@ pub(super) async fn login(
     let sasl_ir = has("SASL-IR");
     let mut last = String::new();
     for round in 0..2 {
-        let token = tokens.token().await.map_err(|e| token_error(c, e))?;
+        let token = tokens
+            .token()
+            .await
+            .map_err(|e| FetchError::token(&c.user, e))?;
         match authenticate(conn, &c.user, &token, sasl_ir).await? {
             Attempt::Ok => return Ok(()),
             Attempt::Refused(text) => {
@@ -64,19 +67,6 @@ pub(super) async fn login(
         user: c.user.clone(),
         detail: format!("XOAUTH2 refused a fresh access token too: {last}"),
     })
-}
-
-/// No token: a grant that is gone or settings that cannot work are an auth
-/// failure of this user (the mailbox pauses after `auth_failure_limit`); a
-/// token endpoint down for now is transient.
-fn token_error(c: &ConnectSettings, e: TokenError) -> FetchError {
-    match e {
-        TokenError::Revoked { .. } | TokenError::NotConfigured(_) => FetchError::Auth {
-            user: c.user.clone(),
-            detail: e.to_string(),
-        },
-        TokenError::Unavailable(_) => FetchError::Io(e.to_string()),
-    }
 }
 
 /// One `AUTHENTICATE XOAUTH2` within the command timeout.
