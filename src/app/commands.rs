@@ -17,11 +17,11 @@ use crate::store::StoreError;
 pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
     let app = App::new(config);
     let config = app.config();
-    let (mailbox, upstream) = app.upstream(name)?;
-    let credential = match mailbox.oauth2 {
+    let (_, upstream) = app.upstream(name)?;
+    let credential = match upstream.token_use() {
         // Tokens come from (and rotated ones go to) the store: a refresh
         // outside it would spend a rotating refresh token.
-        Some(_) => {
+        Some(use_) => {
             let store = match app.open_store() {
                 Ok(store) => store,
                 Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => bail!(
@@ -29,13 +29,6 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
                 ),
                 Err(e) => return Err(e).context("opening the database"),
             };
-            let use_ = crate::config::oauth2::TokenUse::for_protocol(upstream.protocol.as_str())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "protocol {} does not use OAuth2",
-                        upstream.protocol.as_str()
-                    )
-                })?;
             let providers = app.token_providers(&store, &app.metrics())?;
             let tokens = providers
                 .get(name, use_)
@@ -88,9 +81,9 @@ pub async fn test_connection(config: Config, name: &str) -> Result<bool> {
 /// `mailgate serve` holds it, asks that server to sync instead.
 pub async fn sync(config: Config, name: &str) -> Result<()> {
     let app = App::new(config);
-    let (mailbox, upstream) = app.upstream(name)?;
+    let (_, upstream) = app.upstream(name)?;
     // An OAuth2 mailbox uses its token provider (no prompt).
-    let credential = match mailbox.oauth2 {
+    let credential = match upstream.token_use() {
         Some(_) => None,
         None => Some(credential::resolve_or_prompt(upstream, name)?),
     };

@@ -145,7 +145,7 @@ pub async fn authorize(
             .find(|t| t.as_str() == u)
             .ok_or_else(|| anyhow::anyhow!("--use must be imap, smtp, graph or gmail"))?,
         None => (mailbox.upstream.as_ref())
-            .and_then(|u| TokenUse::for_protocol(u.protocol.as_str()))
+            .and_then(|u| u.token_use())
             .unwrap_or(TokenUse::Imap),
     };
     let store = match app.open_store() {

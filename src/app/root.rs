@@ -166,8 +166,7 @@ impl App {
             if m.oauth2.is_some() {
                 metrics.oauth.init(&m.name);
             }
-            let use_ = (m.upstream.as_ref())
-                .and_then(|u| crate::config::oauth2::TokenUse::for_protocol(u.protocol.as_str()));
+            let use_ = (m.upstream.as_ref()).and_then(|u| u.token_use());
             if let Some(tokens) = use_.and_then(|u| oauth.get(&m.name, u)) {
                 fetch.use_tokens(&m.name, tokens);
             }

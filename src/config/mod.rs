@@ -727,11 +727,12 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             .oauth2
             .as_ref()
             .map(|o| oauth2::validate(&format!("{key}.oauth2"), o, &mut err));
-        if let Some(u) = &m.upstream
-            && matches!(u.protocol.trim(), "graph" | "gmail")
-        {
-            let needed_by = format!("upstream.protocol = {:?}", u.protocol.trim());
-            oauth2::require(&key, &needed_by, oauth2.as_ref(), &mut err);
+        let upstream = m
+            .upstream
+            .as_ref()
+            .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err));
+        if let Some(u) = &upstream {
+            upstream::check_oauth2(&key, u, oauth2.as_ref(), &mut err);
         }
         mailboxes.push(MailboxConfig {
             oauth2,
@@ -740,10 +741,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .clone()
                 .filter(|q| !q.trim().is_empty())
                 .unwrap_or_else(|| name.clone()),
-            upstream: m
-                .upstream
-                .as_ref()
-                .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
+            upstream,
             send_limits: m
                 .send_limits
                 .as_ref()

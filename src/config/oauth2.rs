@@ -54,16 +54,6 @@ impl TokenUse {
             TokenUse::Gmail => "gmail",
         }
     }
-
-    /// The token use of an upstream protocol name, if it takes OAuth2.
-    pub fn for_protocol(protocol: &str) -> Option<TokenUse> {
-        match protocol {
-            "imap" => Some(TokenUse::Imap),
-            "graph" => Some(TokenUse::Graph),
-            "gmail" => Some(TokenUse::Gmail),
-            _ => None,
-        }
-    }
 }
 
 /// An environment variable or a file holding a secret. Debug shows

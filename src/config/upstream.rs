@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::oauth2::TokenUse;
 use super::{Quantity, duration, positive};
 use crate::mail::{AfterImport, Security, valid_keyword};
 
@@ -57,9 +58,20 @@ impl std::fmt::Debug for PasswordSource {
     }
 }
 
+/// How the gateway logs in to the upstream (`auth`): IMAP and POP3 take a
+/// password by default; `"oauth2"` (IMAP only) logs in with SASL XOAUTH2
+/// and the token of the mailbox's `[mailbox.oauth2]`. Graph and Gmail are
+/// always OAuth2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    Password,
+    OAuth2,
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub protocol: Protocol,
+    pub auth: UpstreamAuth,
     pub host: String,
     pub port: u16,
     pub security: Security,
@@ -100,6 +112,7 @@ pub const GRAPH_API_BASE: &str = "https://graph.microsoft.com/v1.0";
 #[serde(default)]
 pub(super) struct RawUpstream {
     pub(super) protocol: String,
+    auth: Option<String>,
     host: String,
     port: Option<i64>,
     security: String,
@@ -133,6 +146,7 @@ impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
             protocol: String::new(),
+            auth: None,
             host: String::new(),
             port: None,
             security: "tls".into(),
@@ -190,6 +204,7 @@ pub(super) fn validate(
             Protocol::Imap
         }
     };
+    let auth = auth(&k, protocol, raw, err);
     let gmail = (protocol == Protocol::Gmail).then(|| gmail_config(&k, raw, err));
     let mut host = raw.host.trim().to_string();
     if let Some(g) = &gmail {
@@ -420,6 +435,7 @@ pub(super) fn validate(
     let auth_failure_limit = positive(&k("auth_failure_limit"), raw.auth_failure_limit, err);
     UpstreamConfig {
         protocol,
+        auth,
         host,
         port,
         security,
@@ -438,6 +454,98 @@ pub(super) fn validate(
         api_base,
         gmail,
     }
+}
+
+impl UpstreamConfig {
+    /// The OAuth2 token this upstream logs in with, if it uses one.
+    pub fn token_use(&self) -> Option<TokenUse> {
+        match (self.protocol, self.auth) {
+            (Protocol::Graph, _) => Some(TokenUse::Graph),
+            (Protocol::Gmail, _) => Some(TokenUse::Gmail),
+            (Protocol::Imap, UpstreamAuth::OAuth2) => Some(TokenUse::Imap),
+            (Protocol::Imap | Protocol::Pop3, _) => None,
+        }
+    }
+}
+
+/// The upstream against its mailbox's `[mailbox.oauth2]`: an OAuth2 login
+/// needs one; an IMAP mailbox that has one but neither `auth = "oauth2"`
+/// nor a password is almost certainly missing the `auth` key.
+pub(super) fn check_oauth2(
+    mailbox_key: &str,
+    upstream: &UpstreamConfig,
+    oauth2: Option<&super::oauth2::OAuth2Config>,
+    err: &mut impl FnMut(&str, String),
+) {
+    match (upstream.auth, oauth2) {
+        (UpstreamAuth::OAuth2, None) => {
+            let needed_by = match upstream.protocol {
+                Protocol::Graph | Protocol::Gmail => {
+                    format!("upstream.protocol = {:?}", upstream.protocol.as_str())
+                }
+                _ => "upstream.auth = \"oauth2\"".to_string(),
+            };
+            super::oauth2::require(mailbox_key, &needed_by, None, err);
+        }
+        (UpstreamAuth::Password, Some(_))
+            if upstream.protocol == Protocol::Imap
+                && upstream.password == PasswordSource::Prompt =>
+        {
+            err(
+                &format!("{mailbox_key}.upstream.auth"),
+                "the mailbox has [mailbox.oauth2] but upstream.auth is \"password\" (the default) with no password_env or password_file: set auth = \"oauth2\" to log in with XOAUTH2".into(),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `auth`: its default per protocol, and the combinations that cannot work.
+fn auth(
+    k: &impl Fn(&str) -> String,
+    protocol: Protocol,
+    raw: &RawUpstream,
+    err: &mut impl FnMut(&str, String),
+) -> UpstreamAuth {
+    let api = matches!(protocol, Protocol::Graph | Protocol::Gmail);
+    let auth = match raw.auth.as_deref().map(str::trim) {
+        None if api => UpstreamAuth::OAuth2,
+        None | Some("password") => UpstreamAuth::Password,
+        Some("oauth2") => UpstreamAuth::OAuth2,
+        Some(other) => {
+            err(
+                &k("auth"),
+                format!("must be \"password\" or \"oauth2\", not {other:?}"),
+            );
+            return UpstreamAuth::Password;
+        }
+    };
+    match (protocol, auth) {
+        (Protocol::Graph | Protocol::Gmail, UpstreamAuth::Password) => err(
+            &k("auth"),
+            format!(
+                "protocol = {:?} logs in with OAuth2 only; leave auth out or set \"oauth2\"",
+                protocol.as_str()
+            ),
+        ),
+        (Protocol::Pop3, UpstreamAuth::OAuth2) => err(
+            &k("auth"),
+            "OAuth2 (XOAUTH2) is supported for IMAP, not POP3: use protocol = \"imap\"".into(),
+        ),
+        _ => {}
+    }
+    if auth == UpstreamAuth::OAuth2 && (raw.password_env.is_some() || raw.password_file.is_some()) {
+        let field = if raw.password_env.is_some() {
+            "password_env"
+        } else {
+            "password_file"
+        };
+        err(
+            &k(field),
+            "not used with OAuth2 (the access token comes from [mailbox.oauth2]); remove it".into(),
+        );
+    }
+    auth
 }
 
 /// The Gmail keys, defaults filled in (`api_base` must be HTTPS).
@@ -501,6 +609,83 @@ mod tests {
     use crate::mail::AfterImport;
 
     const BASE: &str = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.oauth2]\nprovider=\"microsoft\"\ntenant=\"contoso\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n[mailbox.upstream]\n";
+
+    fn problems(config: &str) -> String {
+        Config::parse(config).unwrap_err().problems().join("\n")
+    }
+
+    #[test]
+    fn imap_logs_in_with_xoauth2_only_when_auth_says_oauth2() {
+        use super::{TokenUse, UpstreamAuth};
+        let imap = "protocol=\"imap\"\nhost=\"outlook.office365.com\"\nuser=\"s@contoso.test\"\n";
+        let c = Config::parse(&format!("{BASE}{imap}auth=\"oauth2\"\n")).unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.auth, UpstreamAuth::OAuth2);
+        assert_eq!(u.token_use(), Some(TokenUse::Imap));
+        // A password login next to [mailbox.oauth2] (kept for the relay).
+        let c = Config::parse(&format!("{BASE}{imap}password_env=\"P\"\n")).unwrap();
+        let u = c.mailboxes[0].upstream.as_ref().unwrap();
+        assert_eq!(u.auth, UpstreamAuth::Password);
+        assert_eq!(u.token_use(), None);
+        // Graph and Gmail default to OAuth2.
+        let c = Config::parse(&format!("{BASE}protocol=\"graph\"\nuser=\"s\"\n")).unwrap();
+        assert_eq!(
+            c.mailboxes[0].upstream.as_ref().unwrap().token_use(),
+            Some(TokenUse::Graph)
+        );
+    }
+
+    #[test]
+    fn contradictory_auth_settings_name_their_key() {
+        let imap = "protocol=\"imap\"\nhost=\"h\"\nuser=\"u\"\n";
+        let p = problems(&format!("{BASE}{imap}auth=\"kerberos\"\n"));
+        assert!(
+            p.contains("mailbox[0].upstream.auth: must be \"password\" or \"oauth2\""),
+            "{p}"
+        );
+        // OAuth2 with a password source: which one is not used.
+        let p = problems(&format!(
+            "{BASE}{imap}auth=\"oauth2\"\npassword_env=\"SECRET_VALUE\"\n"
+        ));
+        assert!(
+            p.contains("mailbox[0].upstream.password_env: not used with OAuth2"),
+            "{p}"
+        );
+        assert!(!p.contains("SECRET_VALUE"), "{p}");
+        // Graph cannot log in with a password; POP3 has no XOAUTH2 here.
+        let p = problems(&format!(
+            "{BASE}protocol=\"graph\"\nuser=\"s\"\nauth=\"password\"\n"
+        ));
+        assert!(
+            p.contains("mailbox[0].upstream.auth: protocol = \"graph\" logs in with OAuth2 only"),
+            "{p}"
+        );
+        let p = problems(&format!(
+            "{BASE}protocol=\"pop3\"\nhost=\"h\"\nuser=\"u\"\nauth=\"oauth2\"\n"
+        ));
+        assert!(
+            p.contains(
+                "mailbox[0].upstream.auth: OAuth2 (XOAUTH2) is supported for IMAP, not POP3"
+            ),
+            "{p}"
+        );
+        // [mailbox.oauth2] with the default password auth and no password:
+        // the missing `auth` key is named.
+        let p = problems(&format!("{BASE}{imap}"));
+        assert!(
+            p.contains("mailbox[0].upstream.auth: the mailbox has [mailbox.oauth2]"),
+            "{p}"
+        );
+        // auth = "oauth2" without [mailbox.oauth2].
+        let bare = "[server]\ndomains=[\"a.test\"]\n[[mailbox]]\nname=\"m\"\naddresses=[\"m@a.test\"]\n[mailbox.upstream]\n";
+        let p = problems(&format!("{bare}{imap}auth=\"oauth2\"\n"));
+        assert!(
+            p.contains("mailbox[0].oauth2: missing: upstream.auth = \"oauth2\" needs a [mailbox.oauth2] section"),
+            "{p}"
+        );
+        // A plain password mailbox stays valid without any auth key.
+        Config::parse(&format!("{bare}{imap}password_env=\"P\"\n")).unwrap();
+    }
 
     #[test]
     fn graph_needs_no_host_and_has_categories_and_an_api_base() {

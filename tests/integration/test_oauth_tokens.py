@@ -74,7 +74,7 @@ def start(make_gateway, fake, tmp_path, *, auth_failure_limit=3, sales=None, oau
           run=True, **oauth2_over):
     support = dict(SUPPORT)
     support["upstream"] = {
-        "protocol": "imap", "host": "127.0.0.1", "port": dead_port(),
+        "protocol": "imap", "auth": "oauth2", "host": "127.0.0.1", "port": dead_port(),
         "user": "support@contoso.test", "poll_interval": "1h", "idle": False,
         "auth_failure_limit": auth_failure_limit,
     }

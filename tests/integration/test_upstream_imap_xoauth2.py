@@ -52,7 +52,7 @@ def test_imap_xoauth2_end_to_end_with_one_refresh_after_a_refusal(make_gateway, 
     fake, intro, d = peers
     d.save("INBOX", raw(1))
     support = dict(SUPPORT)
-    support["upstream"] = upstream(d, "imap", "tls", password_env=None, poll_interval="1h")
+    support["upstream"] = upstream(d, "imap", "tls", password_env=None, auth="oauth2", poll_interval="1h")
     support["oauth2"] = {
         "provider": "microsoft", "client_id": CLIENT_ID, "tenant": "contoso",
         "token_url": fake.token_url(), "authorize_url": fake.authorize_url(),
