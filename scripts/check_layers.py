@@ -12,7 +12,7 @@ import sys
 # Lowest first. Modules of one layer do not import each other.
 LAYERS = [
     ["mail"],
-    ["metrics", "proto"],
+    ["metrics", "proto", "rules"],
     ["config"],
     ["tls", "auth"],
     ["oauth"],

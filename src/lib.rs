@@ -5,7 +5,7 @@
 //!
 //! Layers, lowest first; a module only imports from its own layer or below
 //! (`scripts/check_layers.py` enforces it):
-//! `mail`, `metrics`, `proto` -> `config` -> `tls`, `auth` -> `oauth` ->
+//! `mail`, `metrics`, `proto`, `rules` -> `config` -> `tls`, `auth` -> `oauth` ->
 //! `tickets` -> `store` -> `ingest` -> `inbound` -> `outbound` -> `http` ->
 //! `app`.
 
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod outbound;
 pub mod proto;
+pub mod rules;
 pub mod store;
 pub mod tickets;
 pub mod tls;

@@ -67,8 +67,32 @@ enum Command {
         #[command(subcommand)]
         action: OauthCommand,
     },
+    /// Mail rules: what they would do with a message (test).
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
     /// Validate a config file and list every problem found.
     CheckConfig {
+        /// Config file; default ./config/mailgate.toml, else the embedded default.
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print which rules match a message file and what would happen
+    /// (routing, classification, each rule, the decision). Changes nothing.
+    Test {
+        /// The message, as raw RFC 5322 bytes (.eml).
+        file: PathBuf,
+        /// Evaluate for this mailbox (default: the one its To/Cc routes to).
+        #[arg(long, value_name = "NAME")]
+        mailbox: Option<String>,
+        /// The envelope sender (MAIL FROM; "" for the null sender).
+        #[arg(long = "from", value_name = "ADDR")]
+        envelope_from: Option<String>,
         /// Config file; default ./config/mailgate.toml, else the embedded default.
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -130,6 +154,37 @@ fn main() -> ExitCode {
                 println!("config OK: {source}");
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                for problem in e.problems() {
+                    eprintln!("{problem}");
+                }
+                ExitCode::from(2)
+            }
+        },
+        Command::Rules {
+            action:
+                RulesCommand::Test {
+                    file,
+                    mailbox,
+                    envelope_from,
+                    config,
+                },
+        } => match load(config) {
+            Ok((config, _)) => match mailgate::app::rules_cli::test(
+                &config,
+                &file,
+                mailbox.as_deref(),
+                envelope_from.as_deref(),
+            ) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mailgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 for problem in e.problems() {
                     eprintln!("{problem}");

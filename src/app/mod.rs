@@ -7,6 +7,7 @@ pub mod hash_password;
 pub mod oauth_cli;
 pub mod relay_test;
 pub mod root;
+pub mod rules_cli;
 pub mod serve;
 pub mod server_api;
 pub mod shutdown;

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod oauth2;
 pub mod outbound;
 pub mod relay;
+pub mod rules;
 pub mod submission;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
@@ -61,6 +62,8 @@ pub struct Config {
     pub notify: notify::NotifyConfig,
     pub categories: Vec<categories::CategoryConfig>,
     pub mailboxes: Vec<MailboxConfig>,
+    /// `[[rule]]`: mail rules for every mailbox, run before each mailbox's own.
+    pub rules: Vec<crate::rules::Rule>,
     /// The upstream SMTP relay for outgoing mail; `None`: mail stays queued.
     pub relay: Option<relay::RelayConfig>,
     /// The submission endpoint for internal systems; `None`: no listener.
@@ -75,6 +78,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Lower-cased served domains.
     pub domains: Vec<String>,
+    /// `internal_domains`: the organisation's own domains (lower-cased):
+    /// mail From them is internal (staff), not a customer's.
+    pub internal_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +195,8 @@ pub struct MailboxConfig {
     pub team: Vec<String>,
     /// `[mailbox.notify.<name>]`: per notification, on or off and to whom.
     pub notify: std::collections::BTreeMap<notify::Notification, notify::NotifyOverride>,
+    /// `[[mailbox.rule]]`: this mailbox's mail rules, after the global ones.
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 // ---- raw shape, as written in TOML ----
@@ -206,6 +214,7 @@ struct Raw {
     notify: notify::RawNotify,
     category: Vec<categories::RawCategory>,
     mailbox: Vec<RawMailbox>,
+    rule: Vec<rules::RawRule>,
     relay: Option<relay::RawRelay>,
     submission: Option<submission::RawSubmission>,
     oauth: oauth2::RawOAuth,
@@ -217,6 +226,7 @@ struct RawServer {
     hostname: String,
     data_dir: String,
     domains: Vec<String>,
+    internal_domains: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -225,6 +235,7 @@ impl Default for RawServer {
             hostname: "localhost".into(),
             data_dir: "data".into(),
             domains: Vec::new(),
+            internal_domains: Vec::new(),
         }
     }
 }
@@ -348,6 +359,7 @@ struct RawMailbox {
     oauth2: Option<oauth2::RawOAuth2>,
     team: Vec<String>,
     notify: std::collections::BTreeMap<String, notify::RawOverride>,
+    rule: Vec<rules::RawRule>,
 }
 
 /// A size or duration: a plain number or a string with a unit.
@@ -508,6 +520,18 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             "at least one served domain is required".into(),
         );
     }
+    let mut internal_domains = Vec::new();
+    for (i, d) in raw.server.internal_domains.iter().enumerate() {
+        let d = d.trim().trim_start_matches('@').to_ascii_lowercase();
+        if !valid_domain(&d) {
+            err(
+                &format!("server.internal_domains[{i}]"),
+                format!("invalid domain {d:?}"),
+            );
+        } else if !internal_domains.contains(&d) {
+            internal_domains.push(d);
+        }
+    }
     if raw.server.data_dir.trim().is_empty() {
         err("server.data_dir", "must not be empty".into());
     }
@@ -646,6 +670,12 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
     let outbound = outbound::validate(&raw.outbound, &mut err);
     let notify = notify::validate(&raw.notify, &mut err);
     let categories = categories::validate(&raw.category, &mut err);
+    let category_keys: Vec<String> = categories.iter().map(|c| c.key.clone()).collect();
+    let known = rules::Known {
+        categories: &category_keys,
+        templates_dir: &notify.templates_dir,
+    };
+    let global_rules = rules::validate("rule", &raw.rule, &known, &mut err);
     let reply_token_key = match (
         raw.tickets.reply_token_key_env.as_deref().map(str::trim),
         raw.tickets.reply_token_key_file.as_deref().map(str::trim),
@@ -755,6 +785,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
                 .map(str::to_string),
             team: notify::addresses(&format!("{key}.team"), &m.team, &mut err),
             notify: notify::validate_mailbox(&key, &m.notify, &mut err),
+            rules: rules::validate(&format!("{key}.rule"), &m.rule, &known, &mut err),
             name,
             addresses,
             default: m.default,
@@ -792,10 +823,12 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         relay,
         submission,
         oauth,
+        rules: global_rules,
         server: ServerConfig {
             hostname,
             data_dir: PathBuf::from(raw.server.data_dir),
             domains,
+            internal_domains,
         },
         smtp: SmtpConfig {
             listen,

@@ -154,7 +154,7 @@ impl Default for RawOverride {
 }
 
 /// `local@domain`, lower-cased, or None.
-fn address(a: &str) -> Option<String> {
+pub(super) fn address(a: &str) -> Option<String> {
     let a = a.trim().to_lowercase();
     let ok = a.len() <= 254
         && a.rsplit_once('@')

@@ -10,6 +10,7 @@ pub mod charset;
 pub mod classify;
 pub mod parse;
 pub mod route;
+pub mod rules;
 
 use std::sync::Arc;
 

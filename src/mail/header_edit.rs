@@ -43,6 +43,29 @@ impl<'a> Headers<'a> {
             .any(|(n, _, _)| n.eq_ignore_ascii_case(name))
     }
 
+    /// The values of every field of this name (any case), in order: the
+    /// text after the colon, unfolded (line breaks and the whitespace
+    /// after them become one space), trimmed; bytes that are not UTF-8
+    /// replaced. Encoded words are left as written.
+    pub fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = String> + 's {
+        self.fields
+            .iter()
+            .filter(move |(n, _, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, start, end)| {
+                let field = &self.raw[*start..*end];
+                let value = match memchr::memchr(b':', field) {
+                    Some(colon) => &field[colon + 1..],
+                    None => &[][..],
+                };
+                let text = String::from_utf8_lossy(value);
+                text.split(['\r', '\n'])
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+    }
+
     /// The message with every field named in `remove` taken out (with its
     /// continuation lines) and `prepend` written in front, in order.
     /// Nothing else changes: body, other fields, their order and their line
@@ -114,6 +137,18 @@ MIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
 \r\n\
 Bcc: this line is body, not a header\r\n";
+
+    #[test]
+    fn reads_values_unfolded_in_any_case() {
+        let h = Headers::parse(MAIL);
+        let bcc: Vec<String> = h.values("BCC").collect();
+        assert_eq!(
+            bcc,
+            ["boss@example.com, audit@example.com", "second@example.com"]
+        );
+        assert_eq!(h.values("x-shop-order").collect::<Vec<_>>(), ["4711"]);
+        assert_eq!(h.values("X-Missing").count(), 0);
+    }
 
     #[test]
     fn removes_every_bcc_with_its_continuation_and_keeps_the_rest_byte_for_byte() {

@@ -1,0 +1,81 @@
+//! What a matching rule does. Setting actions change the ticket the
+//! message opens or joins; forward and answer become outbox entries
+//! (loop-protected like every automatic message); reject and stop end
+//! the evaluation.
+
+use std::fmt;
+
+use crate::mail::TicketStatus;
+
+/// How a forwarded message carries the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// As a `message/rfc822` attachment, byte for byte.
+    Attached,
+    /// Quoted in the body of the forward.
+    Inline,
+}
+
+/// Where a forward goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardTo {
+    Addresses(Vec<String>),
+    /// The mailbox's `team` addresses.
+    Team,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    SetQueue(String),
+    /// Adds a category key.
+    AddCategory(String),
+    SetAssignee(String),
+    SetStatus(TicketStatus),
+    Forward {
+        to: ForwardTo,
+        mode: ForwardMode,
+    },
+    /// Answers with the named template (at most once per sender per window).
+    Answer {
+        template: String,
+    },
+    /// Links the message to the ticket whose number the pattern's first
+    /// capture group finds in the subject or body.
+    Link(regex::Regex),
+    /// Refuses the message with reason `rule:<name>`.
+    Reject,
+    /// No later rule is evaluated.
+    Stop,
+}
+
+impl PartialEq for Action {
+    fn eq(&self, other: &Action) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::SetQueue(q) => write!(f, "set queue {q:?}"),
+            Action::AddCategory(c) => write!(f, "add category {c:?}"),
+            Action::SetAssignee(a) => write!(f, "assign to {a}"),
+            Action::SetStatus(s) => write!(f, "set status {}", s.as_str()),
+            Action::Forward { to, mode } => {
+                let to = match to {
+                    ForwardTo::Addresses(a) => a.join(", "),
+                    ForwardTo::Team => "the mailbox's team".into(),
+                };
+                let mode = match mode {
+                    ForwardMode::Attached => "attached",
+                    ForwardMode::Inline => "inline",
+                };
+                write!(f, "forward to {to} (original {mode})")
+            }
+            Action::Answer { template } => write!(f, "answer with template {template:?}"),
+            Action::Link(r) => write!(f, "link by ticket number /{}/", r.as_str()),
+            Action::Reject => f.write_str("reject"),
+            Action::Stop => f.write_str("stop"),
+        }
+    }
+}
