@@ -185,6 +185,8 @@ pub struct MailboxConfig {
     pub upstream: Option<UpstreamConfig>,
     /// `[mailbox.oauth2]`: where its OAuth2 access tokens come from.
     pub oauth2: Option<oauth2::OAuth2Config>,
+    /// `[mailbox.relay]`: this mailbox's own outbound relay (over `[relay]`).
+    pub relay: Option<relay::RelayConfig>,
     /// Lower-cased addresses of the agents notified when a ticket has no assignee.
     pub team: Vec<String>,
     /// `[mailbox.notify.<name>]`: per notification, on or off and to whom.
@@ -346,6 +348,7 @@ struct RawMailbox {
     default: bool,
     upstream: Option<RawUpstream>,
     oauth2: Option<oauth2::RawOAuth2>,
+    relay: Option<relay::RawRelay>,
     team: Vec<String>,
     notify: std::collections::BTreeMap<String, notify::RawOverride>,
 }
@@ -396,8 +399,9 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
             let key = display_path(&path.to_string());
-            if key.ends_with("upstream.password") || key == "relay.password" {
-                let or_prompt = if key == "relay.password" {
+            let relay_password = key == "relay.password" || key.ends_with(".relay.password");
+            if key.ends_with("upstream.password") || relay_password {
+                let or_prompt = if relay_password {
                     ""
                 } else {
                     ", or type it at `mailgate sync`"
@@ -733,17 +737,26 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             let needed_by = format!("upstream.protocol = {:?}", u.protocol.trim());
             oauth2::require(&key, &needed_by, oauth2.as_ref(), &mut err);
         }
+        let upstream = (m.upstream.as_ref())
+            .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err));
+        let own = relay::OwnMailbox {
+            key: &key,
+            name: &name,
+            addresses: &addresses,
+            upstream: upstream.as_ref(),
+            oauth2: oauth2.as_ref(),
+        };
+        let relay = (m.relay.as_ref())
+            .map(|r| relay::validate(r, &relay::Scope::Mailbox(own), &hostname, &mut err));
         mailboxes.push(MailboxConfig {
+            relay,
+            upstream,
             oauth2,
             queue: m
                 .queue
                 .clone()
                 .filter(|q| !q.trim().is_empty())
                 .unwrap_or_else(|| name.clone()),
-            upstream: m
-                .upstream
-                .as_ref()
-                .map(|u| upstream::validate(&format!("{key}.upstream"), u, &mut err)),
             send_limits: m
                 .send_limits
                 .as_ref()
@@ -772,7 +785,8 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         );
     }
 
-    let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+    let relay = (raw.relay.as_ref())
+        .map(|r| relay::validate(r, &relay::Scope::Global, &hostname, &mut err));
     if let Some(o) = relay.as_ref().and_then(|r| r.oauth2.as_ref()) {
         relay::check_oauth2_mailbox(o, &mailboxes, &mut err);
     }
