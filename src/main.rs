@@ -44,10 +44,15 @@ enum Command {
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// Connect to the [relay], do EHLO, TLS and AUTH, and report what it
+    /// Check the [relay] (or a mailbox's): SMTP EHLO, TLS and AUTH, or an
+    /// OAuth2 token and one read-only API request; report what it
     /// offered or exactly what failed. With --to, also send a test message.
-    /// Changes nothing in the store.
+    /// Changes nothing in the store but the OAuth2 tokens it obtains.
     TestRelay {
+        /// Check the relay this [[mailbox]] sends through (its own
+        /// [mailbox.relay], else [relay]), with its OAuth2 token if it uses one.
+        #[arg(long, value_name = "NAME")]
+        mailbox: Option<String>,
         /// Send a small test message to this address (repeat for more).
         #[arg(long, value_name = "ADDR")]
         to: Vec<String>,
@@ -226,8 +231,12 @@ fn main() -> ExitCode {
         } => foreground(config, |c| async move {
             mailgate::app::oauth_cli::authorize(c, &mailbox, use_.as_deref(), wait).await
         }),
-        Command::TestRelay { to, config } => foreground(config, |c| async move {
-            mailgate::app::relay_test::test_relay(c, &to).await
+        Command::TestRelay {
+            mailbox,
+            to,
+            config,
+        } => foreground(config, |c| async move {
+            mailgate::app::relay_test::test_relay(c, mailbox.as_deref(), &to).await
         }),
         Command::Serve { config } => {
             init_logging("info");

@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::oauth2::TokenUse;
+use crate::config::relay::{ApiTransport, RelayConfig};
 use crate::config::upstream::UpstreamConfig;
 use crate::config::{Config, MailboxConfig};
 use crate::inbound::mx::handler::MxHandler;
@@ -24,10 +26,13 @@ use crate::ingest::Ingestor;
 use crate::ingest::route::Router;
 use crate::mail::reason::RejectReason;
 use crate::metrics::Metrics;
+use crate::oauth::provider::TokenProviders;
 use crate::outbound::compose::MailComposer;
 use crate::outbound::limits::SendLimits;
+use crate::outbound::relays::{RelayTransport, Relays};
 use crate::outbound::templates::TemplateRenderer;
-use crate::outbound::transport::Transport;
+use crate::outbound::transport::gmail::GmailTransport;
+use crate::outbound::transport::graph::GraphTransport;
 use crate::outbound::transport::smtp::SmtpTransport;
 use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::{AuthOffer, SessionConfig};
@@ -254,25 +259,12 @@ impl App {
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.is_empty());
-        let relay: Option<Arc<dyn Transport>> = match &config.relay {
-            Some(relay) if relay.api.is_some() => Some(api_transport(relay, &core.oauth)?),
-            Some(relay) => {
-                // XOAUTH2: the SMTP token source of relay.oauth2_mailbox.
-                let tokens = (relay.oauth2.as_ref()).and_then(|o| {
-                    core.oauth
-                        .get(&o.mailbox, crate::config::oauth2::TokenUse::Smtp)
-                });
-                let transport = SmtpTransport::from_config(relay, tokens)?;
-                tracing::info!(relay = %transport.describe(), "outbound relay");
-                Some(Arc::new(transport))
-            }
-            None => None,
-        };
+        let relays = relays(config, &core.oauth)?;
         let (stop, stopped) = watch::channel(false);
         let worker = SendWorker::new(
             core.store.clone(),
             core.committer.clone(),
-            relay,
+            relays,
             WorkerSettings {
                 limits: send_limits(config, &Default::default()),
                 per_mailbox: config
@@ -418,45 +410,73 @@ fn send_limits(config: &Config, own: &crate::config::outbound::MailboxLimits) ->
     }
 }
 
-/// `relay.transport = "graph" | "gmail"`: the API transport sending as
-/// `relay.user`, with the token source of `relay.oauth2_mailbox`.
-fn api_transport(
-    relay: &crate::config::relay::RelayConfig,
-    oauth: &crate::oauth::provider::TokenProviders,
-) -> Result<Arc<dyn Transport>> {
-    use crate::config::oauth2::TokenUse;
-    use crate::config::relay::ApiTransport;
+/// Every mailbox's relay: its own `[mailbox.relay]`, else `[relay]`
+/// (logged per mailbox at start, without secrets).
+pub fn relays(config: &Config, oauth: &TokenProviders) -> Result<Relays> {
+    let default = match &config.relay {
+        Some(relay) => {
+            let t = relay_transport(relay, oauth)
+                .context("[relay]")?
+                .into_transport();
+            tracing::info!(relay = %t.describe(), "outbound relay");
+            Some(t)
+        }
+        None => None,
+    };
+    let mut relays = Relays::new(default.clone());
+    for m in &config.mailboxes {
+        match (&m.relay, &default) {
+            (Some(relay), _) => {
+                let t = relay_transport(relay, oauth)
+                    .with_context(|| format!("[mailbox.relay] of mailbox {:?}", m.name))?
+                    .into_transport();
+                tracing::info!(mailbox = %m.name, relay = %t.describe(), "outbound relay of the mailbox ([mailbox.relay])");
+                relays = relays.with_mailbox(&m.name, t);
+            }
+            (None, Some(t)) => {
+                tracing::info!(mailbox = %m.name, relay = %t.describe(), "outbound relay of the mailbox ([relay])");
+            }
+            (None, None) => {
+                tracing::warn!(mailbox = %m.name, "no outbound relay for the mailbox (no [mailbox.relay], no [relay]): its mail stays queued");
+            }
+        }
+    }
+    Ok(relays)
+}
+
+/// The transport a relay config describes: SMTP (with the XOAUTH2 token
+/// source of its mailbox when `auth = "oauth2"`), Graph or Gmail (with
+/// the API token source of its mailbox).
+pub fn relay_transport(relay: &RelayConfig, oauth: &TokenProviders) -> Result<RelayTransport> {
     let Some(api) = relay.api.as_ref() else {
-        bail!("relay.transport: no API transport configured");
+        let tokens =
+            match &relay.oauth2 {
+                Some(o) => Some(oauth.get(&o.mailbox, TokenUse::Smtp).with_context(|| {
+                    format!("mailbox {:?} has no OAuth2 token source", o.mailbox)
+                })?),
+                None => None,
+            };
+        return Ok(RelayTransport::Smtp(SmtpTransport::from_config(
+            relay, tokens,
+        )?));
     };
     let use_ = match api.kind {
         ApiTransport::Graph => TokenUse::Graph,
         ApiTransport::Gmail => TokenUse::Gmail,
     };
-    let tokens = oauth.get(&api.mailbox, use_).with_context(|| {
-        format!(
-            "relay.oauth2_mailbox: mailbox {:?} has no OAuth2 token source",
-            api.mailbox
-        )
-    })?;
+    let tokens = oauth
+        .get(&api.mailbox, use_)
+        .with_context(|| format!("mailbox {:?} has no OAuth2 token source", api.mailbox))?;
     let http = crate::oauth::http::HttpClient::new(relay.ca_file.clone(), relay.command_timeout)
-        .context("relay: the HTTPS client for the API transport")?;
-    let transport: Arc<dyn Transport> = match api.kind {
-        ApiTransport::Graph => Arc::new(crate::outbound::transport::graph::GraphTransport::new(
-            http,
-            &api.api_base,
-            &api.user,
-            tokens,
-        )),
-        ApiTransport::Gmail => Arc::new(crate::outbound::transport::gmail::GmailTransport::new(
-            http,
-            &api.api_base,
-            &api.user,
-            tokens,
-        )),
-    };
-    tracing::info!(relay = %transport.describe(), "outbound relay");
-    Ok(transport)
+        .context("the HTTPS client for the API transport")?;
+    Ok(match api.kind {
+        ApiTransport::Graph => {
+            RelayTransport::Graph(GraphTransport::new(http, &api.api_base, &api.user, tokens))
+        }
+        ApiTransport::Gmail => {
+            RelayTransport::Gmail(GmailTransport::new(http, &api.api_base, &api.user, tokens))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -191,6 +191,8 @@ pub struct MailboxConfig {
     pub upstream: Option<UpstreamConfig>,
     /// `[mailbox.oauth2]`: where its OAuth2 access tokens come from.
     pub oauth2: Option<oauth2::OAuth2Config>,
+    /// `[mailbox.relay]`: this mailbox's own outbound relay (over `[relay]`).
+    pub relay: Option<relay::RelayConfig>,
     /// Lower-cased addresses of the agents notified when a ticket has no assignee.
     pub team: Vec<String>,
     /// `[mailbox.notify.<name>]`: per notification, on or off and to whom.
@@ -357,6 +359,7 @@ struct RawMailbox {
     default: bool,
     upstream: Option<RawUpstream>,
     oauth2: Option<oauth2::RawOAuth2>,
+    relay: Option<relay::RawRelay>,
     team: Vec<String>,
     notify: std::collections::BTreeMap<String, notify::RawOverride>,
     rule: Vec<rules::RawRule>,
@@ -408,8 +411,9 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let raw: Raw = match serde_ignored::deserialize(deserializer, |path| {
             let key = display_path(&path.to_string());
-            if key.ends_with("upstream.password") || key == "relay.password" {
-                let or_prompt = if key == "relay.password" {
+            let relay_password = key == "relay.password" || key.ends_with(".relay.password");
+            if key.ends_with("upstream.password") || relay_password {
+                let or_prompt = if relay_password {
                     ""
                 } else {
                     ", or type it at `mailgate sync`"
@@ -764,14 +768,24 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         if let Some(u) = &upstream {
             upstream::check_oauth2(&key, u, oauth2.as_ref(), &mut err);
         }
+        let own = relay::OwnMailbox {
+            key: &key,
+            name: &name,
+            addresses: &addresses,
+            upstream: upstream.as_ref(),
+            oauth2: oauth2.as_ref(),
+        };
+        let relay = (m.relay.as_ref())
+            .map(|r| relay::validate(r, &relay::Scope::Mailbox(own), &hostname, &mut err));
         mailboxes.push(MailboxConfig {
+            relay,
+            upstream,
             oauth2,
             queue: m
                 .queue
                 .clone()
                 .filter(|q| !q.trim().is_empty())
                 .unwrap_or_else(|| name.clone()),
-            upstream,
             send_limits: m
                 .send_limits
                 .as_ref()
@@ -801,7 +815,8 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         );
     }
 
-    let relay = (raw.relay.as_ref()).map(|r| relay::validate(r, &hostname, &mut err));
+    let relay = (raw.relay.as_ref())
+        .map(|r| relay::validate(r, &relay::Scope::Global, &hostname, &mut err));
     if let Some(o) = relay.as_ref().and_then(|r| r.oauth2.as_ref()) {
         relay::check_oauth2_mailbox(o, &mailboxes, &mut err);
     }

@@ -17,13 +17,24 @@
 //! (Graph: the UPN or id, required; Gmail: default `me`), `api_base`
 //! defaults per provider and `ca_file` is trusted on top of the system
 //! roots; host, port, security, auth, passwords and helo are not used.
+//!
+//! `[mailbox.relay]` (a sub-table of one `[[mailbox]]`) has the same keys
+//! and is read by the same code: mail of that mailbox goes through it
+//! instead of `[relay]`. There the token always comes from the mailbox's
+//! own `[mailbox.oauth2]`: `oauth2_mailbox` may be left out, and naming
+//! another mailbox is an error (a mailbox sends as itself; sending with
+//! another mailbox's token is what the global `[relay]` is for). `user`
+//! defaults, for Graph and SMTP XOAUTH2, to the user of the mailbox's
+//! Graph or IMAP upstream, else to its first address; for Gmail to `me`.
+//! Problems name the full key, `mailbox[0].relay.user`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::upstream::PasswordSource;
+use super::oauth2::{OAuth2Config, OAuthProvider};
+use super::upstream::{PasswordSource, Protocol, UpstreamConfig};
 use super::{Quantity, duration};
 use crate::mail::Security;
 
@@ -57,6 +68,23 @@ pub struct RelayConfig {
 pub enum ApiTransport {
     Graph,
     Gmail,
+}
+
+impl ApiTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiTransport::Graph => "graph",
+            ApiTransport::Gmail => "gmail",
+        }
+    }
+
+    /// Whose OAuth2 tokens the API takes.
+    pub fn provider(self) -> OAuthProvider {
+        match self {
+            ApiTransport::Graph => OAuthProvider::Microsoft,
+            ApiTransport::Gmail => OAuthProvider::Google,
+        }
+    }
 }
 
 /// Sending over Graph or Gmail: as `user`, with the token of `mailbox`'s
@@ -130,40 +158,98 @@ impl Default for RawRelay {
     }
 }
 
+/// Where a relay table is written: the global `[relay]`, or the
+/// `[mailbox.relay]` of one mailbox (which then sends as itself).
+pub(super) enum Scope<'a> {
+    Global,
+    Mailbox(OwnMailbox<'a>),
+}
+
+/// What a `[mailbox.relay]` takes its defaults from: its mailbox.
+pub(super) struct OwnMailbox<'a> {
+    /// The mailbox's key in problems, `mailbox[0]`.
+    pub key: &'a str,
+    pub name: &'a str,
+    pub addresses: &'a [String],
+    pub upstream: Option<&'a UpstreamConfig>,
+    pub oauth2: Option<&'a OAuth2Config>,
+}
+
+impl OwnMailbox<'_> {
+    /// Whom a Graph or SMTP XOAUTH2 relay of the mailbox logs in / sends
+    /// as by default: its Graph or IMAP upstream's user (the account the
+    /// mailbox's token is for), else its first address.
+    fn default_user(&self) -> String {
+        match self.upstream {
+            Some(u) if matches!(u.protocol, Protocol::Graph | Protocol::Imap) => u.user.clone(),
+            _ => self.addresses.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl Scope<'_> {
+    /// The prefix of every key in problems: `relay` or `mailbox[0].relay`.
+    fn prefix(&self) -> String {
+        match self {
+            Scope::Global => "relay".into(),
+            Scope::Mailbox(own) => format!("{}.relay", own.key),
+        }
+    }
+}
+
 pub(super) fn validate(
     raw: &RawRelay,
+    scope: &Scope<'_>,
     hostname: &str,
     err: &mut impl FnMut(&str, String),
 ) -> RelayConfig {
+    let p = scope.prefix();
+    let p = p.as_str();
     let kind = match raw.transport.trim() {
         "smtp" => None,
         "graph" => Some(ApiTransport::Graph),
         "gmail" => Some(ApiTransport::Gmail),
         other => {
             err(
-                "relay.transport",
+                &format!("{p}.transport"),
                 format!("must be \"smtp\", \"graph\" or \"gmail\", not {other:?}"),
             );
             None
         }
     };
-    if let Some(kind) = kind {
-        return api_relay(raw, kind, hostname, err);
+    let config = match kind {
+        Some(kind) => api_relay(raw, kind, scope, hostname, err),
+        None => smtp_relay(raw, scope, hostname, err),
+    };
+    if let Scope::Mailbox(own) = scope {
+        check_own_mailbox(raw, &config, own, p, err);
     }
+    config
+}
+
+fn smtp_relay(
+    raw: &RawRelay,
+    scope: &Scope<'_>,
+    hostname: &str,
+    err: &mut impl FnMut(&str, String),
+) -> RelayConfig {
+    let p = scope.prefix();
+    let p = p.as_str();
+    let key = |k: &str| format!("{p}.{k}");
     if raw.api_base.is_some() {
         err(
-            "relay.api_base",
+            &key("api_base"),
             "is only used with transport = \"graph\" or \"gmail\"".into(),
         );
     }
     let host = raw.host.trim().to_string();
     if host.is_empty() {
         err(
-            "relay.host",
+            &key("host"),
             "missing: the relay's host name or address".into(),
         );
     } else if host.contains(char::is_whitespace) || host.contains(['/', '@']) {
-        err("relay.host", format!("invalid host {host:?}"));
+        err(&key("host"), format!("invalid host {host:?}"));
     }
     let security = match raw.security.as_str() {
         "tls" => Security::Tls,
@@ -171,7 +257,7 @@ pub(super) fn validate(
         "none" => {
             if !raw.allow_insecure {
                 err(
-                    "relay.security",
+                    &key("security"),
                     "\"none\" sends mail (and any password) in the clear; set allow_insecure = true to accept that".into(),
                 );
             }
@@ -179,7 +265,7 @@ pub(super) fn validate(
         }
         other => {
             err(
-                "relay.security",
+                &key("security"),
                 format!("must be \"tls\", \"starttls\" or \"none\", not {other:?}"),
             );
             Security::StartTls
@@ -191,10 +277,10 @@ pub(super) fn validate(
             Security::StartTls => 587,
             Security::None => 25,
         },
-        Some(p) => match u16::try_from(p) {
-            Ok(p) if p > 0 => p,
+        Some(n) => match u16::try_from(n) {
+            Ok(n) if n > 0 => n,
             _ => {
-                err("relay.port", format!("invalid port {p}"));
+                err(&key("port"), format!("invalid port {n}"));
                 1
             }
         },
@@ -202,7 +288,7 @@ pub(super) fn validate(
     let password = match (&raw.password_env, &raw.password_file) {
         (Some(_), Some(_)) => {
             err(
-                "relay.password_env",
+                &key("password_env"),
                 "set password_env or password_file, not both".into(),
             );
             None
@@ -211,13 +297,13 @@ pub(super) fn validate(
             // Maybe the password itself, pasted in by mistake: never shown.
             if name.is_empty() {
                 err(
-                    "relay.password_env",
+                    &key("password_env"),
                     "is empty: give the name of the environment variable that holds the password"
                         .into(),
                 );
             } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 err(
-                    "relay.password_env",
+                    &key("password_env"),
                     "is not an environment variable name (letters, digits and _ only); it names the variable that holds the password and must not be the password itself (value not shown)".into(),
                 );
             }
@@ -226,7 +312,7 @@ pub(super) fn validate(
         (None, Some(path)) => {
             if path.trim().is_empty() {
                 err(
-                    "relay.password_file",
+                    &key("password_file"),
                     "is empty: give the path of the file that holds the password".into(),
                 );
             }
@@ -238,7 +324,7 @@ pub(super) fn validate(
         "password" => {
             if raw.oauth2_mailbox.is_some() {
                 err(
-                    "relay.oauth2_mailbox",
+                    &key("oauth2_mailbox"),
                     "is only used with auth = \"oauth2\"; leave it out or set auth = \"oauth2\""
                         .into(),
                 );
@@ -249,14 +335,14 @@ pub(super) fn validate(
         _ => {
             // Not echoed: it might be a token pasted into the wrong key.
             err(
-                "relay.auth",
+                &key("auth"),
                 "must be \"password\" or \"oauth2\" (value not shown)".into(),
             );
             false
         }
     };
     let (oauth2, password) = if oauth2_wanted {
-        (oauth2_login(raw, password, err), None)
+        (oauth2_login(raw, scope, password, err), None)
     } else {
         (None, password)
     };
@@ -265,7 +351,7 @@ pub(super) fn validate(
         (None, None) => None,
         (Some(""), _) => {
             err(
-                "relay.user",
+                &key("user"),
                 "is empty: leave it out when the relay needs no AUTH".into(),
             );
             None
@@ -276,31 +362,28 @@ pub(super) fn validate(
         }),
         (Some(_), None) => {
             err(
-                "relay.password_env",
-                "relay.user is set, so the password is needed: set password_env or password_file (the password itself never goes in the config)".into(),
+                &key("password_env"),
+                format!(
+                    "{p}.user is set, so the password is needed: set password_env or password_file (the password itself never goes in the config)"
+                ),
             );
             None
         }
         (None, Some(_)) => {
             err(
-                "relay.user",
+                &key("user"),
                 "missing: a password source is set, so the user to log in as is needed too".into(),
             );
             None
         }
     };
-    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
-    if let Some(p) = &ca_file
-        && !p.is_file()
-    {
-        err("relay.ca_file", format!("file not found: {}", p.display()));
-    }
+    let ca_file = ca_file(raw, p, err);
     let helo = match raw.helo.as_deref().map(str::trim) {
         None => hostname.to_string(),
         Some(h) => {
             if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) {
                 err(
-                    "relay.helo",
+                    &key("helo"),
                     format!("{h:?} is not a host name to give in EHLO"),
                 );
             }
@@ -316,9 +399,63 @@ pub(super) fn validate(
         oauth2,
         ca_file,
         helo,
-        connect_timeout: duration("relay.connect_timeout", &raw.connect_timeout, err),
-        command_timeout: duration("relay.command_timeout", &raw.command_timeout, err),
+        connect_timeout: duration(&key("connect_timeout"), &raw.connect_timeout, err),
+        command_timeout: duration(&key("command_timeout"), &raw.command_timeout, err),
         api: None,
+    }
+}
+
+fn ca_file(raw: &RawRelay, p: &str, err: &mut impl FnMut(&str, String)) -> Option<PathBuf> {
+    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
+    if let Some(path) = &ca_file
+        && !path.is_file()
+    {
+        err(
+            &format!("{p}.ca_file"),
+            format!("file not found: {}", path.display()),
+        );
+    }
+    ca_file
+}
+
+/// The mailbox whose `[mailbox.oauth2]` gives the token: named by
+/// `oauth2_mailbox` in `[relay]` (required); in a `[mailbox.relay]` the
+/// mailbox itself (the key may name it, nothing else).
+fn token_mailbox(
+    raw: &RawRelay,
+    scope: &Scope<'_>,
+    needed_by: &str,
+    err: &mut impl FnMut(&str, String),
+) -> String {
+    let p = scope.prefix();
+    let given = raw.oauth2_mailbox.as_deref().map(str::trim);
+    match scope {
+        Scope::Global => {
+            let name = given.unwrap_or("");
+            if name.is_empty() {
+                err(
+                    &format!("{p}.oauth2_mailbox"),
+                    format!(
+                        "missing: {needed_by} needs the name of the [[mailbox]] whose [mailbox.oauth2] gives the access token"
+                    ),
+                );
+            }
+            name.to_string()
+        }
+        Scope::Mailbox(own) => {
+            if let Some(other) = given
+                && other != own.name
+            {
+                err(
+                    &format!("{p}.oauth2_mailbox"),
+                    format!(
+                        "a [mailbox.relay] sends with its own mailbox's [mailbox.oauth2] (mailbox {:?}), not {other:?}: leave oauth2_mailbox out (to send with another mailbox's token, use the global [relay])",
+                        own.name
+                    ),
+                );
+            }
+            own.name.to_string()
+        }
     }
 }
 
@@ -327,52 +464,52 @@ pub(super) fn validate(
 fn api_relay(
     raw: &RawRelay,
     kind: ApiTransport,
+    scope: &Scope<'_>,
     hostname: &str,
     err: &mut impl FnMut(&str, String),
 ) -> RelayConfig {
-    let name = match kind {
-        ApiTransport::Graph => "graph",
-        ApiTransport::Gmail => "gmail",
+    let p = scope.prefix();
+    let p = p.as_str();
+    let key = |k: &str| format!("{p}.{k}");
+    let name = kind.as_str();
+    let token_from = match scope {
+        Scope::Global => format!("{p}.oauth2_mailbox"),
+        Scope::Mailbox(_) => "the mailbox's [mailbox.oauth2]".into(),
     };
     let smtp_only = [
-        ("relay.host", !raw.host.trim().is_empty()),
-        ("relay.port", raw.port.is_some()),
-        ("relay.password_env", raw.password_env.is_some()),
-        ("relay.password_file", raw.password_file.is_some()),
-        ("relay.helo", raw.helo.is_some()),
-        ("relay.auth", raw.auth != "password"),
+        ("host", !raw.host.trim().is_empty()),
+        ("port", raw.port.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("password_file", raw.password_file.is_some()),
+        ("helo", raw.helo.is_some()),
+        ("auth", raw.auth != "password"),
     ];
-    for (key, set) in smtp_only {
+    for (k, set) in smtp_only {
         if set {
             err(
-                key,
+                &key(k),
                 format!(
-                    "is not used with transport = \"{name}\" (it sends over HTTPS with the OAuth2 token of relay.oauth2_mailbox); leave it out"
+                    "is not used with transport = \"{name}\" (it sends over HTTPS with the OAuth2 token of {token_from}); leave it out"
                 ),
             );
         }
     }
-    let mailbox = raw.oauth2_mailbox.as_deref().map(str::trim).unwrap_or("");
-    if mailbox.is_empty() {
-        err(
-            "relay.oauth2_mailbox",
-            format!(
-                "missing: transport = \"{name}\" needs the name of the [[mailbox]] whose [mailbox.oauth2] gives the access token"
-            ),
-        );
-    }
+    let mailbox = token_mailbox(raw, scope, &format!("transport = \"{name}\""), err);
     let user = match (kind, raw.user.as_deref().map(str::trim)) {
         (_, Some(u)) if !u.is_empty() => u.to_string(),
         (ApiTransport::Gmail, None) => "me".to_string(),
-        (ApiTransport::Graph, None) => {
-            err(
-                "relay.user",
-                "missing: transport = \"graph\" sends as this user (UPN or id)".into(),
-            );
-            String::new()
-        }
+        (ApiTransport::Graph, None) => match scope {
+            Scope::Mailbox(own) => own.default_user(),
+            Scope::Global => {
+                err(
+                    &key("user"),
+                    "missing: transport = \"graph\" sends as this user (UPN or id)".into(),
+                );
+                String::new()
+            }
+        },
         (_, Some(_)) => {
-            err("relay.user", "is empty".into());
+            err(&key("user"), "is empty".into());
             String::new()
         }
     };
@@ -390,15 +527,9 @@ fn api_relay(
     let rest = api_base.strip_prefix("https://").unwrap_or_default();
     if rest.is_empty() || rest.contains(char::is_whitespace) {
         err(
-            "relay.api_base",
+            &key("api_base"),
             format!("must be an https:// URL such as {default_base:?}, not {api_base:?}"),
         );
-    }
-    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
-    if let Some(p) = &ca_file
-        && !p.is_file()
-    {
-        err("relay.ca_file", format!("file not found: {}", p.display()));
     }
     RelayConfig {
         host: String::new(),
@@ -407,13 +538,13 @@ fn api_relay(
         allow_insecure: false,
         auth: None,
         oauth2: None,
-        ca_file,
+        ca_file: ca_file(raw, p, err),
         helo: hostname.to_string(),
-        connect_timeout: duration("relay.connect_timeout", &raw.connect_timeout, err),
-        command_timeout: duration("relay.command_timeout", &raw.command_timeout, err),
+        connect_timeout: duration(&key("connect_timeout"), &raw.connect_timeout, err),
+        command_timeout: duration(&key("command_timeout"), &raw.command_timeout, err),
         api: Some(RelayApi {
             kind,
-            mailbox: mailbox.to_string(),
+            mailbox,
             user,
             api_base,
         }),
@@ -423,39 +554,72 @@ fn api_relay(
 /// `auth = "oauth2"`: a user and a mailbox, no password source.
 fn oauth2_login(
     raw: &RawRelay,
+    scope: &Scope<'_>,
     password: Option<PasswordSource>,
     err: &mut impl FnMut(&str, String),
 ) -> Option<RelayOAuth2> {
+    let p = scope.prefix();
     if password.is_some() {
         let key = if raw.password_env.is_some() {
-            "relay.password_env"
+            "password_env"
         } else {
-            "relay.password_file"
+            "password_file"
         };
         err(
-            key,
-            "relay.auth = \"oauth2\" logs in with an access token, not a password: leave it out"
-                .into(),
+            &format!("{p}.{key}"),
+            format!(
+                "{p}.auth = \"oauth2\" logs in with an access token, not a password: leave it out"
+            ),
         );
     }
-    let user = raw.user.as_deref().map(str::trim).unwrap_or("");
+    let user = match (raw.user.as_deref().map(str::trim), scope) {
+        (Some(u), _) if !u.is_empty() => u.to_string(),
+        (None, Scope::Mailbox(own)) => own.default_user(),
+        _ => String::new(),
+    };
     if user.is_empty() {
         err(
-            "relay.user",
-            "missing: relay.auth = \"oauth2\" logs in as this user (the mailbox's address)".into(),
+            &format!("{p}.user"),
+            format!("missing: {p}.auth = \"oauth2\" logs in as this user (the mailbox's address)"),
         );
     }
-    let mailbox = raw.oauth2_mailbox.as_deref().map(str::trim).unwrap_or("");
-    if mailbox.is_empty() {
-        err(
-            "relay.oauth2_mailbox",
-            "missing: relay.auth = \"oauth2\" needs the name of the [[mailbox]] whose [mailbox.oauth2] gives the access token".into(),
-        );
-    }
+    let mailbox = token_mailbox(raw, scope, &format!("{p}.auth = \"oauth2\""), err);
     (!user.is_empty() && !mailbox.is_empty()).then(|| RelayOAuth2 {
         user: user.to_string(),
         mailbox: mailbox.to_string(),
     })
+}
+
+/// A `[mailbox.relay]` that needs a token needs its own mailbox's
+/// `[mailbox.oauth2]`, from Microsoft for Graph, from Google for Gmail.
+fn check_own_mailbox(
+    raw: &RawRelay,
+    config: &RelayConfig,
+    own: &OwnMailbox<'_>,
+    p: &str,
+    err: &mut impl FnMut(&str, String),
+) {
+    if let Some(api) = &config.api {
+        let needed_by = format!("{p}.transport = \"{}\"", api.kind.as_str());
+        super::oauth2::require(own.key, &needed_by, own.oauth2, err);
+        let provider = api.kind.provider();
+        if let Some(o) = own.oauth2
+            && o.provider != provider
+        {
+            err(
+                &format!("{p}.transport"),
+                format!(
+                    "\"{}\" sends with a {} token, but {}.oauth2.provider is \"{}\"",
+                    api.kind.as_str(),
+                    provider.as_str(),
+                    own.key,
+                    o.provider.as_str()
+                ),
+            );
+        }
+    } else if raw.auth == "oauth2" {
+        super::oauth2::require(own.key, &format!("{p}.auth = \"oauth2\""), own.oauth2, err);
+    }
 }
 
 /// `oauth2_mailbox` names a configured mailbox that has OAuth2 settings.
@@ -755,5 +919,127 @@ mod tests {
             (a.user.as_str(), a.api_base.as_str()),
             ("me", super::GMAIL_API_BASE)
         );
+    }
+
+    /// `[[mailbox]]` "m" with `extra` (its sub-tables), then `[mailbox.relay]`.
+    fn own(extra: &str, relay: &str) -> Result<super::RelayConfig, String> {
+        Config::parse(&format!("{BASE}{extra}[mailbox.relay]\n{relay}"))
+            .map(|c| c.mailboxes[0].relay.clone().unwrap())
+            .map_err(|e| e.problems().join("\n"))
+    }
+
+    const MS: &str = "[mailbox.oauth2]\nprovider=\"microsoft\"\nclient_id=\"cid\"\ntenant=\"contoso\"\nclient_secret_env=\"CS\"\n";
+    const GOOGLE: &str =
+        "[mailbox.oauth2]\nprovider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n";
+
+    #[test]
+    fn a_mailbox_relay_sends_as_its_mailbox_by_default() {
+        // Graph: the token of the mailbox itself, as its first address...
+        let a = own(MS, "transport=\"graph\"\n").unwrap().api.unwrap();
+        assert_eq!(
+            (a.kind, a.mailbox.as_str(), a.user.as_str()),
+            (super::ApiTransport::Graph, "m", "m@a.test")
+        );
+        // ... or as the user of its Graph upstream.
+        let upstream = "[mailbox.upstream]\nprotocol=\"graph\"\nuser=\"m.box@contoso.test\"\n";
+        let a = own(&format!("{MS}{upstream}"), "transport=\"graph\"\n")
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!(a.user, "m.box@contoso.test");
+        // Gmail: "me"; naming the mailbox itself is accepted.
+        let a = own(GOOGLE, "transport=\"gmail\"\noauth2_mailbox=\"m\"\n")
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!((a.mailbox.as_str(), a.user.as_str()), ("m", "me"));
+        // SMTP XOAUTH2: the IMAP upstream's user, the mailbox's token.
+        let imap = "[mailbox.upstream]\nprotocol=\"imap\"\nauth=\"oauth2\"\nhost=\"imap.gmail.com\"\nuser=\"m.login@a.test\"\n";
+        let r = own(
+            &format!("{GOOGLE}{imap}"),
+            "host=\"smtp.gmail.com\"\nauth=\"oauth2\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.oauth2,
+            Some(super::RelayOAuth2 {
+                user: "m.login@a.test".into(),
+                mailbox: "m".into()
+            })
+        );
+        assert_eq!((r.port, r.api.is_none()), (587, true));
+        // A password relay of its own needs no OAuth2 at all.
+        let r = own(
+            "",
+            "host=\"smtp.a.test\"\nuser=\"u\"\npassword_env=\"PW\"\n",
+        )
+        .unwrap();
+        assert_eq!(r.auth.unwrap().user, "u");
+        // Without [mailbox.relay] a mailbox has none (it uses [relay]).
+        assert!(Config::parse(BASE).unwrap().mailboxes[0].relay.is_none());
+    }
+
+    #[test]
+    fn mailbox_relay_problems_name_the_full_key() {
+        let p = own("", "transport=\"graph\"\n").unwrap_err();
+        assert!(
+            p.contains("mailbox[0].oauth2: missing: mailbox[0].relay.transport = \"graph\" needs a [mailbox.oauth2] section"),
+            "{p}"
+        );
+        let p = own(GOOGLE, "transport=\"graph\"\n").unwrap_err();
+        assert!(
+            p.contains("mailbox[0].relay.transport: \"graph\" sends with a microsoft token, but mailbox[0].oauth2.provider is \"google\""),
+            "{p}"
+        );
+        let p = own(MS, "transport=\"gmail\"\n").unwrap_err();
+        assert!(
+            p.contains("mailbox[0].relay.transport: \"gmail\" sends with a google token"),
+            "{p}"
+        );
+        let p = own("", "host=\"h\"\nauth=\"oauth2\"\n").unwrap_err();
+        assert!(
+            p.contains("mailbox[0].oauth2: missing: mailbox[0].relay.auth = \"oauth2\" needs a [mailbox.oauth2] section"),
+            "{p}"
+        );
+        let p = own(MS, "transport=\"graph\"\noauth2_mailbox=\"other\"\n").unwrap_err();
+        assert!(
+            p.contains("mailbox[0].relay.oauth2_mailbox: a [mailbox.relay] sends with its own mailbox's [mailbox.oauth2] (mailbox \"m\"), not \"other\""),
+            "{p}"
+        );
+        let p = own(
+            MS,
+            "transport=\"graph\"\nhost=\"smtp.x\"\nuser=\"\"\napi_base=\"http://g\"\nca_file=\"/nope.pem\"\ncommand_timeout=0\n",
+        )
+        .unwrap_err();
+        for expected in [
+            "mailbox[0].relay.host: is not used with transport = \"graph\" (it sends over HTTPS with the OAuth2 token of the mailbox's [mailbox.oauth2])",
+            "mailbox[0].relay.user: is empty",
+            "mailbox[0].relay.api_base: must be an https://",
+            "mailbox[0].relay.ca_file: file not found",
+            "mailbox[0].relay.command_timeout: invalid duration",
+        ] {
+            assert!(p.contains(expected), "missing {expected:?} in:\n{p}");
+        }
+        let p = own(
+            "",
+            "security=\"none\"\nuser=\"u\"\nauth=\"password\"\noauth2_mailbox=\"m\"\ncolour=1\n",
+        )
+        .unwrap_err();
+        for expected in [
+            "mailbox[0].relay.host: missing",
+            "mailbox[0].relay.security: \"none\" sends mail",
+            "mailbox[0].relay.password_env: mailbox[0].relay.user is set",
+            "mailbox[0].relay.oauth2_mailbox: is only used with auth",
+            "unknown key: mailbox[0].relay.colour",
+        ] {
+            assert!(p.contains(expected), "missing {expected:?} in:\n{p}");
+        }
+        let pasted = "hunter2 s3cret!";
+        let p = own("", &format!("host=\"h\"\npassword=\"{pasted}\"\n")).unwrap_err();
+        assert!(
+            p.contains("mailbox[0].relay.password: passwords are never written in the config"),
+            "{p}"
+        );
+        assert!(!p.contains(pasted), "{p}");
     }
 }

@@ -1,5 +1,6 @@
 //! The send worker: takes due entries from the outbox, oldest first, holds
-//! each mailbox to its send limits, hands the message to the relay, and
+//! each mailbox to its send limits, hands the message to its mailbox's
+//! relay (its own `[mailbox.relay]`, else `[relay]`; see [`Relays`]), and
 //! records what happened through the writer, so a restart resumes exactly
 //! where it stopped.
 //!
@@ -21,7 +22,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::limits::{Decision, SendLimits, Sent, decide};
-use super::transport::{Delivery, Envelope, SendError, Transport};
+use super::relays::Relays;
+use super::transport::{Delivery, Envelope, SendError};
 use crate::metrics::{MailboxLabel, MailboxReason, Metrics};
 use crate::store::Store;
 use crate::store::commit::Committer;
@@ -96,7 +98,7 @@ impl Default for WorkerSettings {
 pub struct SendWorker {
     store: Store,
     committer: Committer,
-    relay: Option<Arc<dyn Transport>>,
+    relays: Relays,
     settings: WorkerSettings,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -117,7 +119,7 @@ impl SendWorker {
     pub fn new(
         store: Store,
         committer: Committer,
-        relay: Option<Arc<dyn Transport>>,
+        relays: Relays,
         settings: WorkerSettings,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -125,7 +127,7 @@ impl SendWorker {
         SendWorker {
             store,
             committer,
-            relay,
+            relays,
             settings,
             metrics,
             clock,
@@ -142,8 +144,12 @@ impl SendWorker {
     /// Runs passes until `stop` turns true; a pass in progress finishes
     /// (its attempt and the record of it) before the worker returns.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        if self.relay.is_none() {
+        if self.relays.is_empty() {
             tracing::warn!("no [relay] configured: outbound mail stays queued until one is");
+        } else if !self.relays.has_default() {
+            tracing::warn!(
+                "no [relay] configured: mail of mailboxes without a [mailbox.relay] stays queued until one is"
+            );
         }
         loop {
             if *stop.borrow() {
@@ -244,7 +250,7 @@ impl SendWorker {
                 report.deferred += 1;
                 continue;
             }
-            let Some(relay) = &self.relay else {
+            let Some(relay) = self.relays.for_mailbox(&entry.mailbox) else {
                 self.deferred(&entry, "no_relay");
                 self.record(
                     entry.id,
@@ -415,7 +421,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
-    use crate::outbound::transport::{FailureKind, SendFuture};
+    use crate::outbound::transport::{FailureKind, SendFuture, Transport};
     use crate::tickets::model::DeliveryState;
     use crate::tickets::suite::{mail, request, settings};
     use crate::tickets::{OpOutcome, ReplyOutcome, ReplyRequest};
@@ -495,7 +501,7 @@ mod tests {
             SendWorker::new(
                 self.store.clone(),
                 self.committer.clone(),
-                Some(self.relay.clone()),
+                Relays::new(Some(self.relay.clone())),
                 WorkerSettings {
                     limits,
                     ..WorkerSettings::default()
@@ -692,7 +698,7 @@ mod tests {
         let w = SendWorker::new(
             f.store.clone(),
             f.committer.clone(),
-            Some(f.relay.clone()),
+            Relays::new(Some(f.relay.clone())),
             settings,
             Arc::new(Metrics::new()),
             f.clock.clone(),
@@ -737,7 +743,7 @@ mod tests {
         let w = SendWorker::new(
             f.store.clone(),
             f.committer.clone(),
-            None,
+            Relays::new(None),
             WorkerSettings::default(),
             Arc::new(Metrics::new()),
             f.clock.clone(),
@@ -747,5 +753,70 @@ mod tests {
         assert_eq!(e.state, DeliveryState::Deferred);
         assert_eq!(e.last_error.as_deref(), Some("no relay configured"));
         assert_eq!(e.attempts, 0);
+    }
+
+    /// A sales ticket's reply, queued; its outbox id.
+    async fn sales_reply(f: &Fixture, n: u32) -> u64 {
+        let id: &'static str = Box::leak(format!("own{n}@customer.test").into_boxed_str());
+        let o = f
+            .committer
+            .commit(crate::tickets::suite::request_for(
+                &mail("ann@customer.test", Some(id), "Q"),
+                &["sales"],
+                false,
+            ))
+            .await
+            .unwrap()
+            .remove(0);
+        let crate::tickets::model::Outcome::Stored { ticket_id, .. } = o else {
+            panic!("{o:?}")
+        };
+        f.reply(ticket_id).await
+    }
+
+    #[tokio::test]
+    async fn each_mailbox_sends_through_its_own_relay_else_the_default() {
+        let f = fixture();
+        let own = Arc::new(Script::default());
+        let sales = sales_reply(&f, 1).await;
+        let support = f.reply(f.ticket(1).await).await;
+        let relays = Relays::new(Some(f.relay.clone())).with_mailbox("sales", own.clone());
+        let w = SendWorker::new(
+            f.store.clone(),
+            f.committer.clone(),
+            relays,
+            WorkerSettings::default(),
+            Arc::new(Metrics::new()),
+            f.clock.clone(),
+        );
+        assert_eq!(w.pass().await.unwrap().sent, 2);
+        assert_eq!(f.state(sales).state, DeliveryState::Sent);
+        assert_eq!(f.state(support).state, DeliveryState::Sent);
+        let own_calls = own.calls.lock().unwrap().clone();
+        let default_calls = f.relay.calls.lock().unwrap().clone();
+        assert_eq!(own_calls.len(), 1);
+        assert_eq!(own_calls[0].2 as u64, f.state(sales).size);
+        assert_eq!(default_calls.len(), 1);
+        assert_eq!(default_calls[0].2 as u64, f.state(support).size);
+
+        // Only sales has a relay: support's mail stays queued as without any.
+        let later_sales = sales_reply(&f, 2).await;
+        let later_support = f.reply(f.ticket(2).await).await;
+        let w = SendWorker::new(
+            f.store.clone(),
+            f.committer.clone(),
+            Relays::new(None).with_mailbox("sales", own.clone()),
+            WorkerSettings::default(),
+            Arc::new(Metrics::new()),
+            f.clock.clone(),
+        );
+        let report = w.pass().await.unwrap();
+        assert_eq!((report.sent, report.deferred), (1, 1));
+        assert_eq!(f.state(later_sales).state, DeliveryState::Sent);
+        let e = f.state(later_support);
+        assert_eq!(e.state, DeliveryState::Deferred);
+        assert_eq!(e.last_error.as_deref(), Some("no relay configured"));
+        assert_eq!(own.calls.lock().unwrap().len(), 2);
+        assert_eq!(f.relay.calls.lock().unwrap().len(), 1);
     }
 }

@@ -115,6 +115,59 @@ impl GmailTransport {
     }
 }
 
+impl GmailTransport {
+    /// For `mailgate test-relay`: `users.getProfile` with the mailbox's
+    /// token (read-only; any Gmail scope but gmail.send alone), which
+    /// proves the token is taken for this user without sending anything.
+    /// The account's address and message count, or what failed.
+    pub async fn check(&self) -> Result<String, SendError> {
+        let user: String = form_urlencoded::byte_serialize(self.user.as_bytes()).collect();
+        let url = format!("{}/gmail/v1/users/{user}/profile", self.base);
+        let mut refreshed = false;
+        loop {
+            let token = self.tokens.token().await.map_err(|e| {
+                SendError::temporary(FailureKind::Auth, format!("no access token: {e}"))
+            })?;
+            let request = Request::get(url.as_str())
+                .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+                .header(header::ACCEPT, "application/json")
+                .body(Bytes::new())
+                .map_err(|e| SendError::temporary(FailureKind::Protocol, e.to_string()))?;
+            let response = self
+                .http
+                .send(request, ANSWER_MAX)
+                .await
+                .map_err(http_error)?;
+            let code = response.status.as_u16();
+            if response.status.is_success() {
+                let profile: serde_json::Value =
+                    serde_json::from_slice(&response.body).unwrap_or_default();
+                return Ok(format!(
+                    "Gmail took the token for {}: {}, {} messages",
+                    self.user,
+                    profile["emailAddress"].as_str().unwrap_or("?"),
+                    profile["messagesTotal"]
+                ));
+            }
+            if code == 401 && !refreshed {
+                self.tokens.refused(&token);
+                refreshed = true;
+                continue;
+            }
+            let error = GoogleError::parse(code, &response.body);
+            let kind = if matches!(code, 401 | 403) && !rate_limited(&error) {
+                FailureKind::Auth
+            } else {
+                FailureKind::Refused
+            };
+            return Err(SendError::temporary(
+                kind,
+                format!("Gmail API users.getProfile: {error}"),
+            ));
+        }
+    }
+}
+
 /// What a Gmail error answer means for the message.
 pub fn classify(error: &GoogleError) -> SendError {
     let text = format!("Gmail API messages.send: {error}");

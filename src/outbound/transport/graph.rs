@@ -93,6 +93,64 @@ impl GraphTransport {
     }
 }
 
+impl GraphTransport {
+    /// For `mailgate test-relay`: a read-only request with the mailbox's
+    /// token (`GET /users/{user}/mailFolders/sentitems`, the folder
+    /// sendMail saves to; Mail.ReadBasic or more), which proves the token
+    /// is taken for this user without sending anything. The folder's name
+    /// and count, or what failed (a 401 refreshes the token once).
+    pub async fn check(&self) -> Result<String, SendError> {
+        let url = format!(
+            "{}/users/{}/mailFolders/sentitems?$select=displayName,totalItemCount",
+            self.api_base,
+            crate::inbound::pull::providers::graph::segment(&self.user)
+        );
+        let mut refused_once = false;
+        loop {
+            let token = self.tokens.token().await.map_err(token_error)?;
+            let request = Request::get(url.as_str())
+                .header("authorization", format!("Bearer {}", token.expose()))
+                .header("accept", "application/json")
+                .body(Bytes::new())
+                .map_err(|e| {
+                    SendError::temporary(FailureKind::Protocol, format!("bad Graph URL: {e}"))
+                })?;
+            let response = self
+                .http
+                .send(request, ANSWER_LIMIT)
+                .await
+                .map_err(http_error)?;
+            if response.status == StatusCode::UNAUTHORIZED && !refused_once {
+                self.tokens.refused(&token);
+                refused_once = true;
+                continue;
+            }
+            if !response.status.is_success() {
+                let text = crate::inbound::pull::providers::graph::status_text(&response);
+                let kind = match response.status {
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => FailureKind::Auth,
+                    _ => FailureKind::Refused,
+                };
+                return Err(SendError::temporary(
+                    kind,
+                    format!(
+                        "Graph GET /users/{}/mailFolders/sentitems: {text}",
+                        self.user
+                    ),
+                ));
+            }
+            let folder: serde_json::Value =
+                serde_json::from_slice(&response.body).unwrap_or_default();
+            return Ok(format!(
+                "Graph took the token for {}: folder {:?}, {} messages",
+                self.user,
+                folder["displayName"].as_str().unwrap_or("?"),
+                folder["totalItemCount"]
+            ));
+        }
+    }
+}
+
 /// What Graph's answer to sendMail means for the message.
 pub fn classify(response: &Response) -> Result<String, SendError> {
     let status = response.status;

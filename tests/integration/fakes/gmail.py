@@ -1,5 +1,5 @@
-"""A fake of the Gmail API (users.messages list/get/modify/send,
-users.labels list/get/create) over HTTPS, written from Google's REST
+"""A fake of the Gmail API (users.getProfile, users.messages
+list/get/modify/send, users.labels list/get/create) over HTTPS, written from Google's REST
 reference and its "Resolve errors" / "Usage limits" guides:
 
 - Paths under /gmail/v1/users/{userId}/ ("me" or the account's address).
@@ -16,6 +16,8 @@ reference and its "Resolve errors" / "Usage limits" guides:
 - labels.list / labels.get (with counts) / labels.create (409 on a name
   that exists, compared case-insensitively).
 - messages.send: JSON {"raw": base64url}; 400 without a recipient.
+- users.getProfile: {"emailAddress", "messagesTotal", "threadsTotal",
+  "historyId"} of the one account.
 - Injectable errors: 429 rateLimitExceeded (RESOURCE_EXHAUSTED), 403
   userRateLimitExceeded / rateLimitExceeded (domain usageLimits), any status.
 
@@ -252,6 +254,12 @@ class Handler(BaseHTTPRequestHandler):
     def api(self, method, rest, query, data):
         st = self.state
         one = lambda name, default=None: query.get(name, [default])[0]  # noqa: E731
+        if rest == ["profile"] and method == "GET":
+            # users.getProfile: the account's address and counts.
+            return self.reply(200, {"emailAddress": st.address,
+                                    "messagesTotal": len(st.messages),
+                                    "threadsTotal": len({m["threadId"] for m in st.messages.values()}),
+                                    "historyId": str(1000 + len(st.messages))})
         if rest == ["messages"] and method == "GET":
             q = one("q", "")
             include = one("includeSpamTrash", "false") == "true"

@@ -17,7 +17,8 @@ messages (MIME, isRead, categories, receivedDateTime). What it serves:
 - GET  /v1.0/users/{u}/messages/{id}/$value   (the MIME)
 - PATCH /v1.0/users/{u}/messages/{id}         (isRead, categories)
 - POST /v1.0/users/{u}/messages/{id}/move     (destinationId; 201 + message)
-- POST /v1.0/users/{u}/sendMail               (text/plain base64 MIME; 202)
+- POST /v1.0/users/{u}/sendMail               (text/plain base64 MIME; 202;
+       each one recorded with its user and the bearer token it came with)
 
 Ids: every message has an immutable id and a REST id that changes when it
 moves; answers use the immutable one when the request says
@@ -215,10 +216,10 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_fake/"):
             return self._control(method, path, body)
         with st.lock:
-            st.requests.append({"method": method, "path": path, "query": query})
             # Authentication first, as Graph does.
             auth = self.headers.get("Authorization", "")
             token = auth[7:] if auth.startswith("Bearer ") else None
+            st.requests.append({"method": method, "path": path, "query": query, "token": token})
             if token is None:
                 return self._send(*_error(401, "InvalidAuthenticationToken",
                                           "Access token is empty."))
@@ -338,7 +339,9 @@ class Handler(BaseHTTPRequestHandler):
                 return 201, message_json(msg, None, False), {}
         if method == "POST" and rest == "/sendMail":
             ctype = self.headers.get("Content-Type", "")
-            entry = {"user": m.group(1), "content_type": ctype, "body": body.decode("latin-1")}
+            auth = self.headers.get("Authorization", "")
+            entry = {"user": m.group(1), "content_type": ctype, "body": body.decode("latin-1"),
+                     "token": auth[7:]}
             if not ctype.lower().startswith("text/plain"):
                 st.sendmail.append(entry)
                 return (*_error(400, "ErrorInvalidRequest", "JSON sendMail is not served by this fake."), {})
