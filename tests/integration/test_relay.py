@@ -12,6 +12,7 @@ import email.policy
 import os
 import re
 import socket
+import time
 
 import pytest
 
@@ -54,9 +55,13 @@ def test_starttls_with_the_private_ca_and_auth(make_gateway, postfix_relay):
     assert f"auth: accepted for {USER}" in out, out
     assert PASSWORD not in out
     # Postfix saw it that way too: EHLO twice, STARTTLS, one AUTH, QUIT.
-    assert re.search(r"postfix/submission/smtpd\[\d+\]: disconnect from \S+ "
-                     r"ehlo=2 starttls=1 auth=1 quit=1 commands=5", postfix_relay.log()), \
-        postfix_relay.log_tail()
+    # (smtpd logs the disconnect after our QUIT returned: wait for the line.)
+    pattern = re.compile(r"postfix/submission/smtpd\[\d+\]: disconnect from \S+ "
+                         r"ehlo=2 starttls=1 auth=1 quit=1 commands=5")
+    deadline = time.monotonic() + 10
+    while not pattern.search(postfix_relay.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pattern.search(postfix_relay.log()), postfix_relay.log_tail()
 
 
 def test_implicit_tls(make_gateway, postfix_relay):
