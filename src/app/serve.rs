@@ -37,6 +37,18 @@ pub async fn run(config: Config) -> Result<()> {
         mailboxes = config.mailboxes.len(),
         "mailgate ready"
     );
+    let rules = config.rules.len()
+        + config
+            .mailboxes
+            .iter()
+            .map(|m| m.rules.len())
+            .sum::<usize>();
+    if rules > 0 {
+        tracing::warn!(
+            rules,
+            "mail rules are configured, but this version only evaluates them in `mailgate rules test`: incoming mail is not changed by them"
+        );
+    }
 
     signals.wait().await;
     super::shutdown::shutdown(front, core).await?;
