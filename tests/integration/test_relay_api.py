@@ -166,7 +166,7 @@ def test_replies_go_through_gmail_send_and_a_429_defers(make_gateway, certs, tmp
         assert e["attempts"] == 1, e
         assert len(gmail.state.sent) == 1
         check_mime(gmail.state.sent[0], "First answer through Gmail.", ticket)
-        assert any(r.startswith("POST /gmail/v1/users/me/messages/send")
+        assert any(r.startswith("POST /upload/gmail/v1/users/me/messages/send?uploadType=media")
                    for r in gmail.state.requests), gmail.state.requests
 
         # Gmail stops taking the cached token: a 401, one refresh, sent.

@@ -9,13 +9,13 @@
 //! Outcomes in the send worker's terms: 2xx -> sent to every envelope
 //! recipient; 400 / 413 (Gmail refuses this message) -> permanent; 401 /
 //! 403 (token, scope: our configuration) and 429, rate-limit 403s, 5xx,
-//! network errors -> temporary, the message stays queued. The JSON form
-//! carries messages up to Gmail's request limit; the media upload
-//! endpoint (35 MB) is not used.
+//! network errors -> temporary, the message stays queued. The message goes
+//! to the media upload URI (`/upload/...?uploadType=media`, body
+//! `message/rfc822`, up to 35 MB): no base64 copy, no JSON; a bigger one
+//! fails at once, before any request.
 
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::{Request, header};
 
@@ -26,6 +26,8 @@ use crate::oauth::http::{HttpClient, HttpError};
 
 /// Body cap of Gmail's answer (a small JSON object).
 const ANSWER_MAX: usize = 1024 * 1024;
+/// The largest message `messages.send` takes through its upload URI ("35MB").
+pub const UPLOAD_MAX: usize = 35 * 1024 * 1024;
 
 pub struct GmailTransport {
     http: HttpClient,
@@ -61,7 +63,10 @@ impl GmailTransport {
 
     fn url(&self) -> String {
         let user: String = form_urlencoded::byte_serialize(self.user.as_bytes()).collect();
-        format!("{}/gmail/v1/users/{user}/messages/send", self.base)
+        format!(
+            "{}/upload/gmail/v1/users/{user}/messages/send?uploadType=media",
+            self.base
+        )
     }
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, SendError> {
@@ -71,10 +76,15 @@ impl GmailTransport {
             });
         }
         let mime = with_hidden_recipients(message, &envelope.recipients);
-        let body = serde_json::json!({
-            "raw": base64::engine::general_purpose::URL_SAFE.encode(&mime),
-        });
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        if mime.len() > UPLOAD_MAX {
+            return Err(SendError::Permanent {
+                reply: format!(
+                    "Gmail API messages.send takes at most {UPLOAD_MAX} bytes; this message has {}",
+                    mime.len()
+                ),
+            });
+        }
+        let body = Bytes::from(mime);
         let url = self.url();
         let mut refreshed = false;
         loop {
@@ -83,7 +93,7 @@ impl GmailTransport {
             })?;
             let request = Request::post(url.as_str())
                 .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, "message/rfc822")
                 .header(header::ACCEPT, "application/json")
                 .body(body.clone())
                 .map_err(|e| SendError::temporary(FailureKind::Protocol, e.to_string()))?;
@@ -251,6 +261,39 @@ mod tests {
         let out = with_hidden_recipients(m, &rcpts(&["a@x.test", "b@x.test"]));
         assert!(out.starts_with(b"Bcc: b@x.test\r\nFrom: s@x.test\r\n"));
         assert!(out.ends_with(m));
+    }
+
+    /// Counts token requests: a message refused before any request asks for none.
+    struct CountingTokens(std::sync::atomic::AtomicUsize);
+
+    impl AccessTokens for CountingTokens {
+        fn token(&self) -> crate::mail::access_token::TokenFuture<'_> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Err(crate::mail::TokenError::Unavailable("test".into())) })
+        }
+        fn refused(&self, _: &crate::mail::Secret) {}
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_upload_limit_fails_for_good_before_any_request() {
+        let tokens = Arc::new(CountingTokens(Default::default()));
+        let http = HttpClient::new(None, std::time::Duration::from_secs(1)).unwrap();
+        let t = GmailTransport::new(http, "https://gmail.invalid", "me", tokens.clone());
+        let envelope = Envelope {
+            from: "s@x.test".into(),
+            recipients: vec!["a@x.test".into()],
+        };
+        let mut big = b"From: s@x.test\r\nTo: a@x.test\r\n\r\n".to_vec();
+        big.resize(UPLOAD_MAX + 1, b'x');
+        let e = t.deliver(&envelope, &big).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        assert!(e.to_string().contains("at most 36700160 bytes"), "{e}");
+        assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Just under the limit it does try (and here finds no token).
+        big.truncate(UPLOAD_MAX - 64);
+        let e = t.deliver(&envelope, &big).await.unwrap_err();
+        assert!(!e.is_permanent(), "{e}");
+        assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -15,7 +15,9 @@ reference and its "Resolve errors" / "Usage limits" guides:
 - messages.modify: addLabelIds / removeLabelIds, unknown ids are a 400.
 - labels.list / labels.get (with counts) / labels.create (409 on a name
   that exists, compared case-insensitively).
-- messages.send: JSON {"raw": base64url}; 400 without a recipient.
+- messages.send: JSON {"raw": base64url}, or the media upload URI
+  (/upload/gmail/v1/..., uploadType=media, Content-Type message/rfc822,
+  35 MB at most, else 413); 400 without a recipient.
 - users.getProfile: {"emailAddress", "messagesTotal", "threadsTotal",
   "historyId"} of the one account.
 - Injectable errors: 429 rateLimitExceeded (RESOURCE_EXHAUSTED), 403
@@ -56,6 +58,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 SYSTEM_LABELS = ["INBOX", "UNREAD", "SENT", "SPAM", "TRASH", "STARRED", "IMPORTANT", "DRAFT",
                  "CATEGORY_PERSONAL"]
 MAX_RESULTS = 500
+# users.messages.send media upload: "Maximum file size: 35MB".
+UPLOAD_MAX = 35 * 1024 * 1024
 
 
 def b64url(data: bytes) -> str:
@@ -178,6 +182,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        # Media upload URIs are the resource URI with an /upload prefix.
+        self.upload = parts[:1] == ["upload"]
+        if self.upload:
+            parts = parts[1:]
         # Read the body first: an early answer must not leave it on a kept-alive connection.
         raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.raw_body = raw_body
@@ -197,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
             if user not in ("me", st.address):
                 return self.reply(403, google_error(403, "Delegation denied for " + st.address,
                                                     "forbidden", "PERMISSION_DENIED"))
-            data = self.body() if method == "POST" else {}
+            data = self.body() if method == "POST" and not self.upload else {}
             with st.lock:
                 return self.api(method, rest, query, data)
         except (ValueError, KeyError, json.JSONDecodeError) as e:
@@ -284,6 +292,22 @@ class Handler(BaseHTTPRequestHandler):
                 st.page_tokens[token] = (q, offset + size)
                 body["nextPageToken"] = token
             return self.reply(200, body)
+        if self.upload and rest != ["messages", "send"]:
+            return self.reply(404, google_error(404, "Not Found", "notFound", "NOT_FOUND"))
+        if rest == ["messages", "send"] and method == "POST" and self.upload:
+            # Simple upload: the message itself is the body (message/rfc822),
+            # up to the method's 35 MB maximum.
+            if one("uploadType") != "media":
+                raise ValueError("Invalid upload request: uploadType=media expected here")
+            ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if not ctype.startswith("message/"):
+                return self.reply(400, google_error(
+                    400, f"Media type '{ctype}' is not supported. Valid media types: [message/*]",
+                    "badContent", "INVALID_ARGUMENT"))
+            if len(self.raw_body) > UPLOAD_MAX:
+                return self.reply(413, google_error(413, "Request Too Large", "uploadTooLarge",
+                                                    "INVALID_ARGUMENT"))
+            data = {"raw": base64.urlsafe_b64encode(self.raw_body).decode()}
         if rest == ["messages", "send"] and method == "POST":
             raw = base64.urlsafe_b64decode(data["raw"] + "=" * (-len(data["raw"]) % 4))
             heads = {h["name"].lower() for h in header_list(raw)}
