@@ -263,20 +263,9 @@ mod tests {
         assert!(out.ends_with(m));
     }
 
-    /// Counts token requests: a message refused before any request asks for none.
-    struct CountingTokens(std::sync::atomic::AtomicUsize);
-
-    impl AccessTokens for CountingTokens {
-        fn token(&self) -> crate::mail::access_token::TokenFuture<'_> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Box::pin(async { Err(crate::mail::TokenError::Unavailable("test".into())) })
-        }
-        fn refused(&self, _: &crate::mail::Secret) {}
-    }
-
     #[tokio::test]
     async fn a_message_over_the_upload_limit_fails_for_good_before_any_request() {
-        let tokens = Arc::new(CountingTokens(Default::default()));
+        let tokens = Arc::new(super::super::CountingTokens::default());
         let http = HttpClient::new(None, std::time::Duration::from_secs(1)).unwrap();
         let t = GmailTransport::new(http, "https://gmail.invalid", "me", tokens.clone());
         let envelope = Envelope {

@@ -14,8 +14,9 @@
 //! - Other 4xx (400 invalid MIME or recipients, 413 too large): permanent,
 //!   with Graph's error code and message as the reply.
 //!
-//! Graph takes at most 4 MB per request this way (larger messages need an
-//! upload session, not done here): such messages get Graph's 4xx.
+//! Graph takes at most 4 MB per request this way, the base64 included
+//! (larger messages need a draft and an upload session, not done here):
+//! a message over it fails for good before any request, naming the limit.
 
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ use http::{Request, StatusCode};
 use super::{Delivery, Envelope, FailureKind, SendError, SendFuture, Transport};
 use crate::mail::{AccessTokens, TokenError};
 use crate::oauth::http::{HttpClient, HttpError, Response};
+
+/// Graph's limit on a request body: 4 MB, the base64 MIME included.
+pub const REQUEST_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Answers to sendMail are empty or a small error JSON.
 const ANSWER_LIMIT: usize = 64 * 1024;
@@ -62,6 +66,15 @@ impl GraphTransport {
     }
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, SendError> {
+        let encoded = message.len().div_ceil(3) * 4;
+        if encoded > REQUEST_LIMIT {
+            return Err(SendError::Permanent {
+                reply: format!(
+                    "too large for Graph sendMail: {} bytes of MIME are {encoded} in base64, over Graph's {REQUEST_LIMIT}-byte request limit (send this mailbox's large mail through SMTP: smtp.office365.com with auth = \"oauth2\")",
+                    message.len()
+                ),
+            });
+        }
         let body = Bytes::from(base64::engine::general_purpose::STANDARD.encode(message));
         let mut refused_once = false;
         loop {
@@ -210,6 +223,36 @@ impl Transport for GraphTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_message_over_the_request_limit_fails_for_good_before_any_request() {
+        let tokens = Arc::new(super::super::CountingTokens::default());
+        let http = HttpClient::new(None, std::time::Duration::from_secs(1)).unwrap();
+        let t = GraphTransport::new(
+            http,
+            "https://graph.invalid/v1.0",
+            "s@x.test",
+            tokens.clone(),
+        );
+        let envelope = Envelope {
+            from: "s@x.test".into(),
+            recipients: vec!["a@x.test".into()],
+        };
+        // 3 MiB of MIME is 4 MiB of base64: just over.
+        let mut big = vec![b'x'; REQUEST_LIMIT / 4 * 3 + 1];
+        let e = t.deliver(&envelope, &big).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("over Graph's 4194304-byte request limit"),
+            "{e}"
+        );
+        assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        big.truncate(REQUEST_LIMIT / 4 * 3);
+        let e = t.deliver(&envelope, &big).await.unwrap_err();
+        assert!(!e.is_permanent(), "{e}");
+        assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     fn answer(status: u16, body: &str, retry: Option<&str>) -> Response {
         let mut headers = http::HeaderMap::new();

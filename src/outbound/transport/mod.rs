@@ -301,3 +301,18 @@ mod tests {
         assert!(!all_refused(&[]).is_permanent());
     }
 }
+
+/// Counts token requests, and has none: an API transport that refuses a
+/// message before any request asks for no token.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CountingTokens(pub std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl crate::mail::AccessTokens for CountingTokens {
+    fn token(&self) -> crate::mail::access_token::TokenFuture<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Err(crate::mail::TokenError::Unavailable("test".into())) })
+    }
+    fn refused(&self, _: &crate::mail::Secret) {}
+}
