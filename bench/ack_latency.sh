@@ -88,6 +88,7 @@ domains = ["example.test"]
 listen = ["127.0.0.1:$MG_PORT"]
 listen_tls = ["127.0.0.1:$TLS_PORT"]
 max_connections = 512
+max_connections_per_ip = 512
 connections_per_minute_per_ip = 1000000
 
 [tls]

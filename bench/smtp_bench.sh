@@ -251,6 +251,7 @@ listen = ["127.0.0.1:$MG_PORT"]
 listen_tls = ["127.0.0.1:$tls_port"]
 bare_lf = "normalize"
 max_connections = 512
+max_connections_per_ip = 512
 # smtp-source opens one connection per message: lift the per-IP rate limit.
 connections_per_minute_per_ip = 1000000
 
