@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # SMTP ingest benchmark: mailgate against a private Postfix MX (virtual(8) ->
-# Maildir), both driven by Postfix's smtp-source in the same run.
+# Maildir) and against Postfix's smtp-sink (no storage: the ceiling), all
+# driven by Postfix's smtp-source in the same run.
 #
-#   bench/smtp_bench.sh                 # 2,000 x 10 KB at 4 and 16 sessions
+#   bench/smtp_bench.sh                 # 2,000 x 10 KB at 1, 4, 16 and 64 sessions
 #   MSGS=500 SESSIONS="4" bench/smtp_bench.sh
 #   POSTFIX_ONLY=1 bench/smtp_bench.sh  # skip mailgate (e.g. while it is broken)
 #
-# Environment knobs: MSGS (2000), MSG_SIZE (10240), SESSIONS ("4 16"),
+# Environment knobs: MSGS (2000), MSG_SIZE (10240), SESSIONS ("1 4 16 64"),
 # REPEAT (1: rounds per session count), POSTFIX_ONLY (0), MAILGATE_ONLY (0),
 # KEEP (0: keep the temp dir), MAILGATE_BIN (skip the release build and use it).
 #
 # Needs root (Postfix runs its own master), the packages from
 # scripts/install-test-deps.sh, and cargo. Talks to 127.0.0.1 only.
-# Prints, for each session count: msgs/s of Postfix, msgs/s of mailgate and the
-# ratio mailgate/postfix. Exits non-zero when a run lost or refused messages.
+# Prints, for each session count: msgs/s of Postfix, smtp-sink and mailgate, the
+# ratios mailgate/postfix and mailgate/smtp-sink, and from mailgate's /metrics
+# the mean group-commit batch size and commit time of that run. Exits non-zero
+# when a run lost or refused messages.
 set -euo pipefail
 ACKS_ACTIVE=$([ "${ACKS:-1}" = 0 ] && echo false || echo true)
 
@@ -22,13 +25,14 @@ REPO=$(pwd)
 
 MSGS=${MSGS:-2000}
 MSG_SIZE=${MSG_SIZE:-10240}
-SESSIONS=${SESSIONS:-"4 16"}
+SESSIONS=${SESSIONS:-"1 4 16 64"}
 REPEAT=${REPEAT:-1}
 POSTFIX_ONLY=${POSTFIX_ONLY:-0}
 MAILGATE_ONLY=${MAILGATE_ONLY:-0}
 KEEP=${KEEP:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 RCPT=support@example.test
 SENDER=bench@client.test
 
@@ -37,6 +41,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (a private Postfix master needs it)"
 [ -x "$SMTP_SOURCE" ] || die "$SMTP_SOURCE missing: run scripts/install-test-deps.sh"
+[ -x "$SMTP_SINK" ] || die "$SMTP_SINK missing: run scripts/install-test-deps.sh"
 command -v postfix >/dev/null || [ -x /usr/sbin/postfix ] || die "postfix missing: run scripts/install-test-deps.sh"
 PATH=$PATH:/usr/sbin:/sbin
 
@@ -49,6 +54,7 @@ PF_LOGDIR=$WORK/postfix/log
 MAILDIR_BASE=$WORK/maildir
 MG_DIR=$WORK/mailgate
 MG_PID=""
+SINK_PID=""
 PF_STARTED=0
 
 cleanup() {
@@ -59,6 +65,10 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$MG_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$MG_PID" 2>/dev/null
         wait "$MG_PID" 2>/dev/null
+    fi
+    if [ -n "$SINK_PID" ]; then
+        kill -TERM "$SINK_PID" 2>/dev/null
+        wait "$SINK_PID" 2>/dev/null
     fi
     if [ "$PF_STARTED" = 1 ]; then
         postfix -c "$PF_CONF" stop >/dev/null 2>&1
@@ -190,6 +200,18 @@ pf_queued() {
         "$PF_QUEUE/hold" "$PF_QUEUE/maildrop" -type f 2>/dev/null || true; } | wc -l
 }
 
+# --------------------------------------------------------------- smtp-sink ---
+# Postfix's test server: answers every command at once and stores nothing,
+# so its rate is what smtp-source and the loopback allow (the ceiling).
+SINK_PORT=""
+start_sink() {
+    SINK_PORT=$(free_port)
+    "$SMTP_SINK" -u nobody "127.0.0.1:$SINK_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
+    SINK_PID=$!
+    wait_port 127.0.0.1 "$SINK_PORT" 10 || die "smtp-sink did not answer on 127.0.0.1:$SINK_PORT"
+    log "smtp-sink listening on 127.0.0.1:$SINK_PORT"
+}
+
 # ---------------------------------------------------------------- mailgate ---
 MG_PORT=""; MG_HTTP=""; MG_BIN=""
 build_mailgate() {
@@ -229,6 +251,7 @@ listen = ["127.0.0.1:$MG_PORT"]
 listen_tls = ["127.0.0.1:$tls_port"]
 bare_lf = "normalize"
 max_connections = 512
+max_connections_per_ip = 512
 # smtp-source opens one connection per message: lift the per-IP rate limit.
 connections_per_minute_per_ip = 1000000
 
@@ -303,6 +326,23 @@ print(msgs, rej)
 PY
 }
 
+# The group-commit histograms' sums and counts from /metrics; prints
+# "batch_sum batch_count seconds_sum seconds_count".
+mg_commit_stats() {
+    python3 - "$MG_HTTP" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
+want = ["mailgate_store_commit_batch_size_sum", "mailgate_store_commit_batch_size_count",
+        "mailgate_store_commit_seconds_sum", "mailgate_store_commit_seconds_count"]
+got = {}
+for line in text.splitlines():
+    parts = line.split()
+    if len(parts) >= 2 and parts[0] in want:
+        got[parts[0]] = float(parts[1])
+print(" ".join(repr(got.get(w, 0.0)) for w in want))
+PY
+}
+
 # ------------------------------------------------------------------ runs ---
 # run_source PORT SESSIONS LOGFILE -> sets SRC_SECS; returns smtp-source's rc
 SRC_SECS=0
@@ -319,7 +359,7 @@ run_source() {
     return "$rc"
 }
 
-declare -A PF_RATE PF_E2E MG_RATE
+declare -A PF_RATE PF_E2E MG_RATE SINK_RATE MG_BATCH MG_COMMIT_MS
 FAILED=0
 
 bench_postfix() { # sessions round
@@ -353,14 +393,31 @@ bench_postfix() { # sessions round
     log "postfix  s=$sess: accepted $MSGS in ${accept_secs}s ($(rate "$MSGS" "$accept_secs") msgs/s); $got in Maildir/new after ${total_secs}s ($(rate "$got" "$total_secs") msgs/s end to end)"
 }
 
+bench_sink() { # sessions round
+    local sess=$1
+    if ! run_source "$SINK_PORT" "$sess" "$WORK/sink-source-$sess-$2.log"; then
+        FAILED=1
+    fi
+    SINK_RATE[$sess]="${SINK_RATE[$sess]:-} $(rate "$MSGS" "$SRC_SECS")"
+    log "smtp-sink s=$sess: accepted $MSGS in ${SRC_SECS}s ($(rate "$MSGS" "$SRC_SECS") msgs/s)"
+}
+
 bench_mailgate() { # sessions round
-    local sess=$1 before_m before_r after_m after_r
+    local sess=$1 before_m before_r after_m after_r b0 n0 s0 c0 b1 n1 s1 c1
     read -r before_m before_r < <(mg_counts)
+    read -r b0 n0 s0 c0 < <(mg_commit_stats)
     if ! run_source "$MG_PORT" "$sess" "$WORK/mg-source-$sess-$2.log"; then
         FAILED=1
     fi
     local secs=$SRC_SECS
+    read -r b1 n1 s1 c1 < <(mg_commit_stats)
     read -r after_m after_r < <(mg_counts)
+    local batch commit_ms
+    batch=$(awk -v a="$b0" -v b="$b1" -v n="$n0" -v m="$n1" 'BEGIN { if (m - n <= 0) print "n/a"; else printf "%.2f", (b - a) / (m - n) }')
+    commit_ms=$(awk -v a="$s0" -v b="$s1" -v n="$c0" -v m="$c1" 'BEGIN { if (m - n <= 0) print "n/a"; else printf "%.3f", 1000 * (b - a) / (m - n) }')
+    MG_BATCH[$sess]="${MG_BATCH[$sess]:-} $batch"
+    MG_COMMIT_MS[$sess]="${MG_COMMIT_MS[$sess]:-} $commit_ms"
+    log "mailgate s=$sess: $((${n1%.*} - ${n0%.*})) transactions, mean batch $batch, mean commit ${commit_ms} ms"
     local got=$((after_m - before_m)) rej=$((after_r - before_r))
     if [ "$got" -ne "$MSGS" ] || [ "$rej" -ne 0 ]; then
         log "mailgate s=$sess: $got of $MSGS stored as ticket messages, $rej rejections"
@@ -379,6 +436,7 @@ if [ "$MAILGATE_ONLY" != 1 ]; then
     setup_postfix
     HAVE_PF=1
 fi
+start_sink
 if [ "$POSTFIX_ONLY" != 1 ]; then
     if build_mailgate && start_mailgate; then
         HAVE_MG=1
@@ -392,8 +450,9 @@ log "$MSGS messages of $MSG_SIZE bytes, sessions: $SESSIONS, rounds: $REPEAT"
 for round in $(seq "$REPEAT"); do
     for sess in $SESSIONS; do
         # Alternate who goes first so drift (other load, caches) is shared.
-        if [ $((round % 2)) = 1 ]; then order="pf mg"; else order="mg pf"; fi
+        if [ $((round % 2)) = 1 ]; then order="pf sink mg"; else order="mg sink pf"; fi
         for who in $order; do
+            if [ "$who" = sink ]; then bench_sink "$sess" "$round"; fi
             if [ "$who" = pf ] && [ "$HAVE_PF" = 1 ]; then bench_postfix "$sess" "$round"; fi
             if [ "$who" = mg ] && [ "$HAVE_MG" = 1 ]; then bench_mailgate "$sess" "$round"; fi
         done
@@ -402,14 +461,19 @@ done
 
 echo
 echo "smtp-source: $MSGS msgs x $MSG_SIZE B, new connection per message, 127.0.0.1, $(nproc) cores"
-echo "rates are accepted msgs/s (smtp-source wall time; both ack after fsync); median of $REPEAT round(s)"
-printf '%-9s %14s %22s %14s %16s\n' sessions "postfix msg/s" "postfix delivered/s" "mailgate msg/s" "mailgate/postfix"
+echo "rates are accepted msgs/s (smtp-source wall time; postfix and mailgate ack after fsync, smtp-sink stores nothing); median of $REPEAT round(s)"
+echo "batch and commit: mean requests per transaction and mean transaction time in mailgate during its runs (/metrics)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s\n' sessions "postfix msg/s" "postfix delivered/s" "sink msg/s" "mailgate msg/s" "mailgate/postfix" "mailgate/smtp-sink" "mean batch" "commit ms"
 for sess in $SESSIONS; do
     pf=$(echo "${PF_RATE[$sess]:-}" | median)
     pfe=$(echo "${PF_E2E[$sess]:-}" | median)
+    sink=$(echo "${SINK_RATE[$sess]:-}" | median)
     mg=$(echo "${MG_RATE[$sess]:-}" | median)
-    ratio=$(awk -v a="$mg" -v b="$pf" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }')
-    printf '%-9s %14s %22s %14s %16s\n' "$sess" "$pf" "$pfe" "$mg" "$ratio"
+    batch=$(echo "${MG_BATCH[$sess]:-}" | tr -d 'n/a' | median)
+    cms=$(echo "${MG_COMMIT_MS[$sess]:-}" | tr -d 'n/a' | median)
+    printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s\n' "$sess" "$pf" "$pfe" "$sink" "$mg" \
+        "$(ratio "$mg" "$pf")" "$(ratio "$mg" "$sink")" "$batch" "$cms"
 done
 if [ "$FAILED" != 0 ]; then
     log "some run lost or refused messages, or mailgate was unavailable (see above)"

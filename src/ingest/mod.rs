@@ -20,7 +20,7 @@ use crate::mail::printable::Printable;
 use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
-use crate::store::commit::{Committer, Expected};
+use crate::store::commit::Committer;
 use crate::tickets::dedup::Digests;
 use crate::tickets::model::{Earlier, Outcome};
 use crate::tickets::{CommitRequest, Item, MailboxRef};
@@ -72,24 +72,8 @@ impl Ingestor {
         &self.router
     }
 
-    /// Announces a message that will be ingested soon (an SMTP transaction
-    /// in progress), so the store can take it into the current group commit.
-    pub fn expect(&self) -> Expected {
-        self.committer.expect()
-    }
-
     /// Parses, classifies and durably commits one message for its mailboxes.
     pub async fn ingest(&self, inbound: Inbound) -> Result<Vec<Outcome>, StoreError> {
-        self.ingest_expected(inbound, None).await
-    }
-
-    /// [`ingest`](Self::ingest), ending an announcement when the message
-    /// reaches the store.
-    pub async fn ingest_expected(
-        &self,
-        inbound: Inbound,
-        expected: Option<Expected>,
-    ) -> Result<Vec<Outcome>, StoreError> {
         let mailboxes = self.resolve(&inbound.mailboxes);
         let raw = inbound.raw.clone();
         // Parsing a large message takes a while: keep it off the I/O threads.
@@ -176,7 +160,7 @@ impl Ingestor {
             items,
             digests,
         };
-        self.commit_and_report(request, &mailboxes, expected).await
+        self.commit_and_report(request, &mailboxes).await
     }
 
     /// Records a message refused for its size (metadata and headers only).
@@ -224,7 +208,7 @@ impl Ingestor {
             items,
             digests: Digests::default(),
         };
-        self.commit_and_report(request, &mailboxes, None).await
+        self.commit_and_report(request, &mailboxes).await
     }
 
     fn resolve(&self, names: &[String]) -> Vec<MailboxRef> {
@@ -247,11 +231,10 @@ impl Ingestor {
         &self,
         request: CommitRequest,
         mailboxes: &[MailboxRef],
-        expected: Option<Expected>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let source = request.origin.source.clone();
         let origin = request.origin.clone();
-        let result = self.committer.commit_expected(request, expected).await;
+        let result = self.committer.commit(request).await;
         let outcomes = match result {
             Ok(o) => o,
             Err(e) => {

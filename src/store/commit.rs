@@ -1,15 +1,21 @@
 //! Group commit: one writer thread, many waiting messages, one fsync.
 //!
 //! Each SMTP session (or fetcher) sends a [`CommitRequest`] and waits for
-//! its outcome; the writer takes every request queued at that moment, applies
-//! them in one redb write transaction with immediate durability, commits, and
-//! only then answers them all. Durable throughput then grows with concurrency
-//! instead of paying one fsync per message. Dedup and threading are decided
-//! inside that transaction, so two copies of a message in the same batch
-//! still make one ticket message.
+//! its outcome. The writer works leader/follower style: when it is idle, the
+//! first request is committed at once, alone; every request that arrives
+//! while that transaction (its fsync) runs queues up and forms the next
+//! batch, taken whole when the writer comes back. So a batch is as large as
+//! the device is slow: one request at a time on an idle gateway, hundreds
+//! under load, with no fixed delay to tune. The writer never waits for work
+//! it does not hold: a client that is slow or parked inside DATA has sent
+//! nothing yet and stalls no one else. Each batch is one redb write
+//! transaction with immediate durability, and only after it committed are
+//! its requests answered. Dedup and threading are decided inside that
+//! transaction, so two copies of a message in the same batch still make one
+//! ticket message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -21,7 +27,7 @@ use crate::tickets::{CommitRequest, OpOutcome, Operation, TicketSettings};
 
 /// A store the writer thread can apply batches to: all requests of one
 /// batch in one durable transaction, all or nothing, each through
-/// [`crate::tickets::apply`].
+/// [`crate::tickets::apply`]. When it returns `Ok`, the batch is durable.
 pub trait Backend: Send + Sync + 'static {
     fn apply_batch(
         &self,
@@ -45,28 +51,12 @@ type Queue = Arc<RwLock<Option<mpsc::Sender<Job>>>>;
 #[derive(Clone)]
 pub struct Committer {
     tx: Queue,
-    expected: Arc<AtomicUsize>,
-}
-
-/// A message known to be on its way (an SMTP transaction in progress): while
-/// any exist, the writer holds a transaction open a little longer
-/// ([`COMMIT_DELAY`]) to take them into the same fsync. Dropped when the
-/// request is handed over, or when the transaction ends without one.
-pub struct Expected(Arc<AtomicUsize>);
-
-impl Drop for Expected {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Most requests one transaction takes; the rest wait for the next.
 const MAX_BATCH: usize = 512;
 /// Most raw bytes one transaction takes (one oversized request still goes alone).
 const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
-/// Longest a transaction waits for expected requests before committing
-/// (PostgreSQL's commit_delay, but only when work is known to be coming).
-pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 impl Committer {
     /// Starts the writer thread. It ends when every handle is dropped.
@@ -81,13 +71,19 @@ impl Committer {
         settings: TicketSettings,
         observer: CommitObserver,
     ) -> (Committer, WriterHandle) {
+        Committer::start_on(Arc::new(store.clone()), settings, observer)
+    }
+
+    /// [`start_joinable`](Self::start_joinable) on any [`Backend`].
+    pub fn start_on(
+        backend: Arc<dyn Backend>,
+        settings: TicketSettings,
+        observer: CommitObserver,
+    ) -> (Committer, WriterHandle) {
         // Unbounded, but each sender waits for its answer: at most one
         // request per SMTP session or fetch worker is ever queued.
         let (tx, rx) = mpsc::channel::<Job>();
         let tx: Queue = Arc::new(RwLock::new(Some(tx)));
-        let expected = Arc::new(AtomicUsize::new(0));
-        let backend: Arc<dyn Backend> = Arc::new(store.clone());
-        let waiting = expected.clone();
         let counts = Arc::new(WriterCounts {
             at_close: AtomicU64::new(u64::MAX),
             ..WriterCounts::default()
@@ -100,55 +96,27 @@ impl Committer {
         });
         let thread = std::thread::Builder::new()
             .name("mailgate-commit".into())
-            .spawn(move || writer_loop(backend, settings, observer, rx, waiting))
+            .spawn(move || writer_loop(backend, settings, observer, rx))
             .expect("spawning the commit thread");
         let handle = WriterHandle {
             tx: tx.clone(),
             thread,
             counts,
         };
-        (Committer { tx, expected }, handle)
-    }
-
-    /// Announces a request that will come soon (see [`Expected`]).
-    pub fn expect(&self) -> Expected {
-        self.expected.fetch_add(1, Ordering::AcqRel);
-        Expected(self.expected.clone())
+        (Committer { tx }, handle)
     }
 
     /// Commits durably and returns one outcome per item, in order.
     pub async fn commit(&self, request: CommitRequest) -> Result<Vec<Outcome>, StoreError> {
-        self.commit_expected(request, None).await
-    }
-
-    /// Like [`commit`](Self::commit), ending an announcement as it hands over.
-    pub async fn commit_expected(
-        &self,
-        request: CommitRequest,
-        expected: Option<Expected>,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        match self
-            .apply_expected(Operation::Ingest(request), expected)
-            .await?
-        {
+        match self.apply(Operation::Ingest(request)).await? {
             OpOutcome::Ingested(outcomes) => Ok(outcomes),
             other => Err(StoreError::Failed(format!("unexpected outcome {other:?}"))),
         }
     }
 
     /// Commits any operation durably and returns what it did.
-    pub async fn apply(&self, operation: Operation) -> Result<OpOutcome, StoreError> {
-        self.apply_expected(operation, None).await
-    }
-
-    /// Like [`apply`](Self::apply), ending an announcement as it hands over.
-    pub async fn apply_expected(
-        &self,
-        request: Operation,
-        expected: Option<Expected>,
-    ) -> Result<OpOutcome, StoreError> {
+    pub async fn apply(&self, request: Operation) -> Result<OpOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
-        drop(expected);
         self.tx
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -225,38 +193,17 @@ impl WriterHandle {
     }
 }
 
+/// The writer: blocks only while it holds nothing; then takes what is
+/// queued (up to the batch bounds) without waiting for more, commits it and
+/// answers it.
 fn writer_loop(
     backend: Arc<dyn Backend>,
     settings: TicketSettings,
     observer: CommitObserver,
     rx: mpsc::Receiver<Job>,
-    expected: Arc<AtomicUsize>,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut bytes = first.request.size_hint();
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + COMMIT_DELAY;
-        while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            let next = match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(mpsc::TryRecvError::Disconnected) => None,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if expected.load(Ordering::Acquire) == 0 || now >= deadline {
-                        None
-                    } else {
-                        rx.recv_timeout(deadline - now).ok()
-                    }
-                }
-            };
-            match next {
-                Some(job) => {
-                    bytes += job.request.size_hint();
-                    jobs.push(job);
-                }
-                None => break,
-            }
-        }
+        let jobs = gather(first, &rx);
         let started = Instant::now();
         let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
         let result = backend.apply_batch(&settings, &requests);
@@ -278,8 +225,31 @@ fn writer_loop(
     }
 }
 
+/// The batch that starts with `first`: everything already queued behind
+/// it, within [`MAX_BATCH`] and [`MAX_BATCH_BYTES`]. Never blocks.
+fn gather(first: Job, rx: &mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut bytes = first.request.size_hint();
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(job) => {
+                bytes += job.request.size_hint();
+                jobs.push(job);
+            }
+            Err(mpsc::TryRecvError::Empty | mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
+    jobs
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
     use crate::tickets::model::Earlier;
     use crate::tickets::suite::{mail, request, settings};
@@ -295,6 +265,216 @@ mod tests {
         outcomes.sort_by_key(|o| matches!(o, Outcome::Duplicate(_)));
         assert!(matches!(outcomes[0], Outcome::Stored { .. }));
         assert!(matches!(outcomes[1], Outcome::Duplicate(_)));
+    }
+
+    /// Stands in for the durable store and lets the test drive the writer
+    /// step by step: each transaction reports which requests it holds, then
+    /// stays open until the test lets it commit, and marks its requests
+    /// durable as its very last act before returning.
+    struct Gated {
+        entered: Mutex<mpsc::Sender<Vec<usize>>>,
+        go: Mutex<mpsc::Receiver<()>>,
+        durable: Mutex<HashSet<usize>>,
+    }
+
+    impl Backend for Gated {
+        fn apply_batch(
+            &self,
+            _: &TicketSettings,
+            operations: &[&Operation],
+        ) -> Result<Vec<OpOutcome>, StoreError> {
+            let ids: Vec<usize> = operations.iter().map(|o| id_of(o)).collect();
+            self.entered.lock().unwrap().send(ids.clone()).unwrap();
+            self.go.lock().unwrap().recv().unwrap();
+            self.durable.lock().unwrap().extend(&ids);
+            Ok(ids.iter().map(|i| echo(*i)).collect())
+        }
+    }
+
+    /// A request that carries its number (the gated backend echoes it).
+    fn numbered(i: usize) -> Operation {
+        Operation::Update(crate::tickets::TicketUpdate {
+            ticket_id: i as u64,
+            ..Default::default()
+        })
+    }
+
+    fn id_of(op: &Operation) -> usize {
+        match op {
+            Operation::Update(u) => u.ticket_id as usize,
+            other => panic!("not a numbered request: {other:?}"),
+        }
+    }
+
+    fn echo(i: usize) -> OpOutcome {
+        OpOutcome::Updated(crate::tickets::UpdateOutcome::Invalid(i.to_string()))
+    }
+
+    type Pending = Pin<Box<dyn Future<Output = Result<OpOutcome, StoreError>> + Send>>;
+
+    /// The writer on a gated backend, the test's ends of the gate, and the
+    /// batch sizes the observer saw.
+    struct Rig {
+        committer: Committer,
+        writer: WriterHandle,
+        backend: Arc<Gated>,
+        entered: mpsc::Receiver<Vec<usize>>,
+        go: mpsc::Sender<()>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    fn rig() -> Rig {
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let backend = Arc::new(Gated {
+            entered: Mutex::new(entered_tx),
+            go: Mutex::new(go_rx),
+            durable: Mutex::new(HashSet::new()),
+        });
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let (committer, writer) = Committer::start_on(
+            backend.clone(),
+            settings(),
+            Arc::new(move |_, n| seen.lock().unwrap().push(n)),
+        );
+        Rig {
+            committer,
+            writer,
+            backend,
+            entered,
+            go,
+            batches,
+        }
+    }
+
+    impl Rig {
+        /// A request in flight: polled once, so it is in the writer's queue.
+        fn send(&self, i: usize) -> Pending {
+            let c = self.committer.clone();
+            let mut fut: Pending = Box::pin(async move { c.apply(numbered(i)).await });
+            assert!(poll(&mut fut).is_pending(), "request {i} answered at once");
+            fut
+        }
+
+        /// The requests of the transaction the writer is inside now.
+        fn next_batch(&self) -> Vec<usize> {
+            // Only a guard against hanging on a broken writer.
+            self.entered
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the writer started no transaction")
+        }
+    }
+
+    fn poll(fut: &mut Pending) -> Poll<Result<OpOutcome, StoreError>> {
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// The request's answer, which must be there already.
+    fn answered(fut: &mut Pending, i: usize) {
+        match poll(fut) {
+            Poll::Ready(Ok(outcome)) => assert_eq!(outcome, echo(i)),
+            Poll::Ready(Err(e)) => panic!("request {i} failed: {e}"),
+            Poll::Pending => panic!("request {i} not answered after its commit"),
+        }
+    }
+
+    #[test]
+    fn no_request_is_answered_before_its_transaction_committed() {
+        let rig = rig();
+        const N: usize = 1000;
+        // All in flight at once, more than one batch can take.
+        let mut futs: Vec<Pending> = (0..N).map(|i| rig.send(i)).collect();
+        let mut done = vec![false; N];
+        let mut previous: Vec<usize> = Vec::new();
+        let mut seen = 0;
+        while seen < N {
+            let batch = rig.next_batch();
+            assert!(
+                !batch.is_empty() && batch.len() <= MAX_BATCH,
+                "{}",
+                batch.len()
+            );
+            // The writer answers a batch before it takes the next one.
+            for &i in &previous {
+                assert!(rig.backend.durable.lock().unwrap().contains(&i));
+                answered(&mut futs[i], i);
+                done[i] = true;
+            }
+            // Inside this transaction (not yet durable), nothing of it or
+            // of what is still queued may have been answered.
+            for (i, fut) in futs.iter_mut().enumerate() {
+                if !done[i] {
+                    assert!(
+                        poll(fut).is_pending(),
+                        "request {i} answered before its transaction committed"
+                    );
+                }
+            }
+            for &i in &batch {
+                assert!(!done[i], "request {i} committed twice");
+            }
+            seen += batch.len();
+            previous = batch;
+            rig.go.send(()).unwrap();
+        }
+        let Rig {
+            committer, writer, ..
+        } = rig;
+        drop(committer);
+        let report = writer.join().unwrap();
+        for &i in &previous {
+            answered(&mut futs[i], i);
+            done[i] = true;
+        }
+        assert!(done.iter().all(|d| *d));
+        assert_eq!(report.requests, N as u64);
+        assert!(report.transactions >= 2, "{report:?}");
+    }
+
+    #[test]
+    fn what_arrives_during_a_commit_forms_the_next_batch() {
+        let rig = rig();
+        // An idle writer commits the first request at once, alone.
+        let mut first = rig.send(0);
+        assert_eq!(rig.next_batch(), vec![0]);
+        // While that transaction runs (its fsync), more arrive ...
+        let mut next: Vec<Pending> = (1..=5).map(|i| rig.send(i)).collect();
+        assert!(poll(&mut first).is_pending());
+        rig.go.send(()).unwrap();
+        // ... and go together in the next one, the moment the writer is back.
+        assert_eq!(rig.next_batch(), vec![1, 2, 3, 4, 5]);
+        answered(&mut first, 0);
+        for fut in next.iter_mut() {
+            assert!(poll(fut).is_pending());
+        }
+        // 600 arriving during that commit: one full batch, then the rest.
+        let mut many: Vec<Pending> = (6..606).map(|i| rig.send(i)).collect();
+        rig.go.send(()).unwrap();
+        assert_eq!(rig.next_batch(), (6..6 + MAX_BATCH).collect::<Vec<_>>());
+        for (i, fut) in next.iter_mut().enumerate() {
+            answered(fut, i + 1);
+        }
+        rig.go.send(()).unwrap();
+        assert_eq!(rig.next_batch(), (6 + MAX_BATCH..606).collect::<Vec<_>>());
+        rig.go.send(()).unwrap();
+        let Rig {
+            committer,
+            writer,
+            batches,
+            ..
+        } = rig;
+        drop(committer);
+        let report = writer.join().unwrap();
+        for (i, fut) in many.iter_mut().enumerate() {
+            answered(fut, i + 6);
+        }
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![1, 5, MAX_BATCH, 600 - MAX_BATCH]
+        );
+        assert_eq!(report.transactions, 4);
+        assert_eq!(report.requests, 606);
     }
 
     #[tokio::test]

@@ -14,7 +14,6 @@ use crate::ingest::{Inbound, Ingestor, OversizeNotice, describe_outcomes};
 use crate::metrics::Metrics;
 use crate::proto::smtp::reply::Reply;
 use crate::proto::smtp::session::{Envelope, OversizeInfo, RecipientPolicy};
-use crate::store::commit::Expected;
 
 pub struct MxHandler {
     pub ingestor: Ingestor,
@@ -38,17 +37,7 @@ impl Handler for MxHandler {
         self.metrics.count_connection(outcome);
     }
 
-    fn expect(&self) -> Option<Expected> {
-        Some(self.ingestor.expect())
-    }
-
-    async fn message(
-        &self,
-        envelope: Envelope,
-        data: Vec<u8>,
-        peer: SocketAddr,
-        expected: Option<Expected>,
-    ) -> Reply {
+    async fn message(&self, envelope: Envelope, data: Vec<u8>, peer: SocketAddr) -> Reply {
         let mailboxes = envelope
             .recipients
             .iter()
@@ -61,7 +50,7 @@ impl Handler for MxHandler {
             mailboxes,
             upstream_key: None,
         };
-        match self.ingestor.ingest_expected(inbound, expected).await {
+        match self.ingestor.ingest(inbound).await {
             Ok(outcomes) => Reply::new(
                 250,
                 Some((2, 0, 0)),

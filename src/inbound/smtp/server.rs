@@ -25,7 +25,6 @@ use crate::proto::smtp::reply::Reply;
 use crate::proto::smtp::session::{
     AuthResult, Credentials, Envelope, Event, OversizeInfo, RecipientPolicy, Session, SessionConfig,
 };
-use crate::store::commit::Expected;
 
 /// What one kind of SMTP listener does with what its sessions produce.
 pub trait Handler: Send + Sync + 'static {
@@ -36,18 +35,12 @@ pub trait Handler: Send + Sync + 'static {
     fn sessions_active(&self) -> &Gauge;
     /// Counts a connection by outcome (accepted, refused_limit, ...).
     fn count_connection(&self, outcome: &str);
-    /// Announces a coming message to the group commit, when the handler
-    /// commits through it.
-    fn expect(&self) -> Option<Expected> {
-        None
-    }
     /// A complete message: commit it and return the reply to send.
     fn message(
         &self,
         envelope: Envelope,
         data: Vec<u8>,
         peer: SocketAddr,
-        expected: Option<Expected>,
     ) -> impl Future<Output = Reply> + Send;
     /// Checks a login (sessions whose listener offers AUTH). Whatever the
     /// reason, a refusal looks the same to the client.
@@ -244,7 +237,6 @@ impl<H: Handler> SmtpServer<H> {
     {
         let mut buf = vec![0u8; READ_CHUNK];
         // Announces this session's coming message to the group commit.
-        let mut expected = None;
         loop {
             // Process everything buffered, answering as we go.
             loop {
@@ -267,25 +259,14 @@ impl<H: Handler> SmtpServer<H> {
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
                         flush(&mut stream, session).await?;
-                        let reply = self
-                            .handler
-                            .message(envelope, data, peer, expected.take())
-                            .await;
+                        let reply = self.handler.message(envelope, data, peer).await;
                         session.message_done(reply);
                     }
                     Event::Oversize(envelope, info) => {
-                        expected = None;
                         flush(&mut stream, session).await?;
                         self.handler.oversize(envelope, info, peer).await;
                     }
                 }
-            }
-            if session.in_transaction() {
-                if expected.is_none() {
-                    expected = self.handler.expect();
-                }
-            } else {
-                expected = None;
             }
             flush(&mut stream, session).await?;
             let read = tokio::select! {

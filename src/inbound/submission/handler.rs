@@ -23,7 +23,7 @@ use crate::proto::smtp::reply::Reply;
 use crate::proto::smtp::session::{
     AuthResult, Credentials, Envelope, OversizeInfo, RecipientPolicy,
 };
-use crate::store::commit::{Committer, Expected};
+use crate::store::commit::Committer;
 use crate::tickets::{OpOutcome, Operation, SubmitOutcome, SubmitRequest};
 
 /// At most this many password checks at once: each argon2 verification
@@ -145,18 +145,8 @@ impl Handler for SubmissionHandler {
 
     fn count_connection(&self, _outcome: &str) {}
 
-    fn expect(&self) -> Option<Expected> {
-        Some(self.committer.expect())
-    }
-
     /// Checks the From header, then queues the message.
-    async fn message(
-        &self,
-        envelope: Envelope,
-        data: Vec<u8>,
-        peer: SocketAddr,
-        expected: Option<Expected>,
-    ) -> Reply {
+    async fn message(&self, envelope: Envelope, data: Vec<u8>, peer: SocketAddr) -> Reply {
         let Some(account) = self.account(envelope.auth_user.as_deref()) else {
             // The session only hands over mail after a successful AUTH.
             return Reply::new(530, Some((5, 7, 0)), "Authentication required");
@@ -227,11 +217,7 @@ impl Handler for SubmissionHandler {
             at: crate::rfc3339_at(at_ms),
             at_ms,
         };
-        match self
-            .committer
-            .apply_expected(Operation::Submit(request), expected)
-            .await
-        {
+        match self.committer.apply(Operation::Submit(request)).await {
             Ok(OpOutcome::Submitted(SubmitOutcome::Queued { id, ticket })) => {
                 self.metrics.submission.count_message(&user, "queued");
                 self.outbound_wake.notify_one();
