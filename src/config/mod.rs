@@ -18,6 +18,7 @@ pub mod notify;
 pub mod oauth2;
 pub mod outbound;
 pub mod relay;
+pub mod store;
 pub mod submission;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
@@ -54,6 +55,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub smtp: SmtpConfig,
     pub limits: LimitsConfig,
+    /// `[store]`: the database's memory.
+    pub store: store::StoreConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
@@ -199,6 +202,7 @@ struct Raw {
     server: RawServer,
     smtp: RawSmtp,
     limits: RawLimits,
+    store: store::RawStore,
     tls: RawTls,
     http: RawHttp,
     tickets: RawTickets,
@@ -560,6 +564,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         &raw.limits.max_message_size,
         &mut err,
     );
+    let store = store::validate(&raw.store, &mut err);
 
     // tls
     let cert = raw.tls.cert.as_deref().map(PathBuf::from);
@@ -812,6 +817,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             max_line_length,
         },
         limits: LimitsConfig { max_message_size },
+        store,
         tls: TlsConfig {
             cert,
             key,
