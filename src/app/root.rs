@@ -60,6 +60,8 @@ pub struct Core {
     /// The OAuth2 token source of each mailbox with `[mailbox.oauth2]`
     /// (for its upstream, and for a relay or transport sending as it).
     pub oauth: crate::oauth::provider::TokenProviders,
+    /// Where large SMTP messages wait while they arrive (emptied at start).
+    pub spool: Arc<crate::inbound::smtp::spool::Spool>,
     pub(super) writer: WriterHandle,
 }
 
@@ -103,7 +105,7 @@ impl App {
 
     /// Opens the database (the caller decides what "already open" means).
     pub fn open_store(&self) -> Result<Store, StoreError> {
-        Store::open(&self.config.db_path())
+        Store::open_with_cache(&self.config.db_path(), self.config.store.cache_size)
     }
 
     /// Numbering, tags, the reply-token key (loaded, or generated on first
@@ -167,6 +169,10 @@ impl App {
             metrics.outbound.init(&m.name);
         }
         let oauth = self.token_providers(&store, &metrics)?;
+        let spool_dir = self.config.server.data_dir.join("spool");
+        let spool = crate::inbound::smtp::spool::Spool::open(&spool_dir).with_context(|| {
+            format!("cannot prepare the spool directory {}", spool_dir.display())
+        })?;
         for m in &self.config.mailboxes {
             if m.oauth2.is_some() {
                 metrics.oauth.init(&m.name);
@@ -183,6 +189,7 @@ impl App {
             fetch,
             committer,
             oauth,
+            spool: Arc::new(spool),
             writer,
         })
     }
@@ -233,17 +240,20 @@ impl App {
         // One budget for every SMTP listener (and, later, submission).
         let budget = Arc::new(ConnectionBudget::new((&config.smtp).into()));
         let make = |session| {
-            Arc::new(SmtpServer::new(
-                session,
-                MxHandler {
-                    ingestor: core.ingestor.clone(),
-                    metrics: core.metrics.clone(),
-                    max_message_size: config.limits.max_message_size,
-                },
-                Some(acceptor.clone()),
-                config.smtp.idle_timeout,
-                budget.clone(),
-            ))
+            Arc::new(
+                SmtpServer::new(
+                    session,
+                    MxHandler {
+                        ingestor: core.ingestor.clone(),
+                        metrics: core.metrics.clone(),
+                        max_message_size: config.limits.max_message_size,
+                    },
+                    Some(acceptor.clone()),
+                    config.smtp.idle_timeout,
+                    budget.clone(),
+                )
+                .with_spool(core.spool.clone()),
+            )
         };
         let plain_server = make(session);
         let tls_server = make(implicit_session);

@@ -86,13 +86,16 @@ impl Bound {
         );
         let implicit_handler = shared.clone();
         let make = |session: SessionConfig, handler| {
-            Arc::new(SmtpServer::new(
-                session,
-                handler,
-                Some(acceptor.clone()),
-                sub.idle_timeout,
-                budget.clone(),
-            ))
+            Arc::new(
+                SmtpServer::new(
+                    session,
+                    handler,
+                    Some(acceptor.clone()),
+                    sub.idle_timeout,
+                    budget.clone(),
+                )
+                .with_spool(core.spool.clone()),
+            )
         };
         let plain_server = make(session.clone(), shared);
         let tls_server = make(

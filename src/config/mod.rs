@@ -19,6 +19,7 @@ pub mod oauth2;
 pub mod outbound;
 pub mod relay;
 pub mod rules;
+pub mod store;
 pub mod submission;
 pub mod upstream;
 use upstream::{RawUpstream, UpstreamConfig};
@@ -55,6 +56,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub smtp: SmtpConfig,
     pub limits: LimitsConfig,
+    /// `[store]`: the database's memory.
+    pub store: store::StoreConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub tickets: TicketsConfig,
@@ -209,6 +212,7 @@ struct Raw {
     server: RawServer,
     smtp: RawSmtp,
     limits: RawLimits,
+    store: store::RawStore,
     tls: RawTls,
     http: RawHttp,
     tickets: RawTickets,
@@ -588,6 +592,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         &raw.limits.max_message_size,
         &mut err,
     );
+    let store = store::validate(&raw.store, &mut err);
 
     // tls
     let cert = raw.tls.cert.as_deref().map(PathBuf::from);
@@ -858,6 +863,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             max_line_length,
         },
         limits: LimitsConfig { max_message_size },
+        store,
         tls: TlsConfig {
             cert,
             key,

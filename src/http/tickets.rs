@@ -11,7 +11,7 @@ use super::respond::json;
 use super::router::{Ctx, Route};
 use crate::store::query::TicketFilter;
 use crate::tickets::model::{
-    Direction, OutboxEntry, StoredMessage, Ticket, TicketEvent, TicketStatus,
+    BodyStore, Direction, OutboxEntry, StoredMessage, Ticket, TicketEvent, TicketStatus,
 };
 use crate::tickets::{OpOutcome, Operation, TicketUpdate, UpdateOutcome};
 
@@ -175,8 +175,19 @@ pub(super) struct MessageView {
 impl MessageView {
     pub fn of(
         store: &crate::store::Store,
-        message: StoredMessage,
+        mut message: StoredMessage,
     ) -> Result<MessageView, crate::store::StoreError> {
+        if message.body == BodyStore::Raw {
+            // The record keeps no copy of the body: parse it from the raw bytes.
+            if let Some((text, html)) = store
+                .message_raw(message.id)?
+                .and_then(|raw| crate::ingest::parse::body(&raw))
+            {
+                message.text = text;
+                message.html = html;
+            }
+            message.body = BodyStore::Record;
+        }
         let delivery = match message.direction {
             Direction::Outbound => store.outbox(message.id)?,
             _ => None,

@@ -10,7 +10,7 @@ use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders, Par
 
 use super::charset;
 
-use crate::mail::{Attachment, AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
+use crate::mail::{AttachmentMeta, Markers, ParsedMail, Person, RejectReason};
 
 /// A message that cannot be a ticket message, with the fields we could read.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
         });
     };
 
-    Ok(ParsedMail {
+    let mut mail = ParsedMail {
         in_reply_to: id_header(&message, "In-Reply-To"),
         references: id_header(&message, "References"),
         to: message.to().map(people).unwrap_or_default(),
@@ -86,7 +86,29 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, Unusable> {
         markers: markers(&message),
         message_id,
         from,
-    })
+        fingerprint: None,
+    };
+    let decoded = message.attachments().map(|part| part.contents());
+    let types = mail.attachments.iter().map(|a| a.content_type.as_str());
+    mail.fingerprint = Some(crate::tickets::dedup::fingerprint_with(
+        &mail,
+        types.zip(decoded),
+    ));
+    Ok(mail)
+}
+
+/// The text and HTML bodies of a stored message, as [`parse`] gave them.
+pub fn body(raw: &[u8]) -> Option<(String, Option<String>)> {
+    let message = MessageParser::default().parse(raw)?;
+    Some((body_text(&message), real_html(&message)))
+}
+
+/// The decoded bytes of attachment `index` of a stored message: the same
+/// numbering as [`parse`] gave its attachments.
+pub fn attachment(raw: &[u8], index: u32) -> Option<Vec<u8>> {
+    let message = MessageParser::default().parse(raw)?;
+    let part = message.attachments().nth(usize::try_from(index).ok()?)?;
+    Some(part.contents().to_vec())
 }
 
 /// The first text/html body part; mail-parser would otherwise synthesize
@@ -262,7 +284,7 @@ fn people(address: &Address<'_>) -> Vec<Person> {
         .collect()
 }
 
-fn attachments(message: &Message<'_>) -> Vec<Attachment> {
+fn attachments(message: &Message<'_>) -> Vec<AttachmentMeta> {
     message
         .attachments()
         .enumerate()
@@ -275,15 +297,11 @@ fn attachments(message: &Message<'_>) -> Vec<Attachment> {
                 })
                 .unwrap_or_else(|| "application/octet-stream".into())
                 .to_ascii_lowercase();
-            let bytes = part.contents().to_vec();
-            Attachment {
-                meta: AttachmentMeta {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    name: part.attachment_name().map(str::to_string),
-                    content_type,
-                    size: bytes.len() as u64,
-                },
-                bytes,
+            AttachmentMeta {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                name: part.attachment_name().map(str::to_string),
+                content_type,
+                size: part.contents().len() as u64,
             }
         })
         .collect()
@@ -531,10 +549,11 @@ mod tests {
         let m = parse(raw).unwrap();
         assert_eq!(m.attachments.len(), 1);
         let a = &m.attachments[0];
-        assert_eq!(a.meta.name.as_deref(), Some("x.pdf"));
-        assert_eq!(a.meta.content_type, "application/pdf");
-        assert_eq!(a.bytes, b"%PDF-1.4\n");
-        assert_eq!(a.meta.size, 9);
+        assert_eq!(a.name.as_deref(), Some("x.pdf"));
+        assert_eq!(a.content_type, "application/pdf");
+        assert_eq!(attachment(raw, 0).as_deref(), Some(&b"%PDF-1.4\n"[..]));
+        assert_eq!(attachment(raw, 1), None);
+        assert_eq!(a.size, 9);
     }
 }
 

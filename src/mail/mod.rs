@@ -23,7 +23,7 @@ pub use access_token::{AccessTokens, TokenError};
 pub use bare_lf::BareLf;
 pub use credential::Credential;
 pub use origin::{EnvelopeInfo, Origin};
-pub use parsed::{Attachment, AttachmentMeta, Markers, ParsedMail, Person};
+pub use parsed::{AttachmentMeta, Markers, ParsedMail, Person};
 pub use reason::RejectReason;
 pub use reply_to::ReplyToPolicy;
 pub use secret::Secret;

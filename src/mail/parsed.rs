@@ -33,15 +33,15 @@ pub struct ParsedMail {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
-    pub attachments: Vec<Attachment>,
+    /// What the attachments are; their bytes stay in the raw message (the
+    /// API decodes them from there), so a large one is not held twice.
+    pub attachments: Vec<AttachmentMeta>,
     /// Headers the classifier looks at, lower-cased names, raw values.
     pub markers: Markers,
-}
-
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub meta: AttachmentMeta,
-    pub bytes: Vec<u8>,
+    /// The content fingerprint dedup compares (`tickets::dedup`), computed
+    /// by the parser while the decoded attachments were at hand; None for a
+    /// message built by hand, which is fingerprinted from its fields.
+    pub fingerprint: Option<String>,
 }
 
 /// Header facts that decide whether a message is automatic.

@@ -60,9 +60,21 @@ pub struct Store {
     db: Arc<Database>,
 }
 
+/// redb's page cache when the caller does not say (`store.cache_size`'s
+/// default): redb's own default is 1 GiB, which the resident memory of a
+/// long-running gateway grows toward.
+pub const DEFAULT_CACHE_SIZE: usize = crate::config::store::DEFAULT_CACHE_SIZE;
+
 impl Store {
-    /// Opens (or creates) the database file and its tables.
+    /// Opens (or creates) the database file and its tables, with the
+    /// default cache.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_SIZE)
+    }
+
+    /// [`open`](Store::open) with `cache_size` bytes of page cache (read
+    /// cache and write buffer together).
+    pub fn open_with_cache(path: &Path, cache_size: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -75,7 +87,9 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        let db = Database::create(path)?;
+        let db = Database::builder()
+            .set_cache_size(cache_size)
+            .create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(schema::COUNTERS)?;

@@ -342,19 +342,18 @@ fn store_message<T: TicketTxn>(
         cc: mail.cc.clone(),
         date: mail.date.clone(),
         subject: mail.subject.clone(),
-        text: mail.text.clone(),
-        html: mail.html.clone(),
-        attachments: mail.attachments.iter().map(|a| a.meta.clone()).collect(),
+        // Derived from the raw bytes when read: not a second copy here.
+        text: String::new(),
+        html: None,
+        attachments: mail.attachments.clone(),
         auto_submitted: automatic.is_some(),
         source: request.origin.source.clone(),
         envelope: request.origin.envelope.clone(),
         received_at: now.clone(),
         size: request.size,
+        body: super::model::BodyStore::Raw,
     };
     txn.insert_message(&stored, request.raw.as_ref())?;
-    for a in &mail.attachments {
-        txn.insert_attachment(id, a.meta.index, &a.bytes)?;
-    }
     // The first message with an id keeps it for threading: a later message
     // reusing the id (a collision) must not redirect replies to its ticket.
     if txn.thread_lookup(&mailbox.name, &message_id)?.is_none() {

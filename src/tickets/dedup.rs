@@ -76,8 +76,27 @@ pub fn collision_key(key: &str, fingerprint: &str) -> String {
 }
 
 /// What makes a parsed message the same message, wherever it travelled:
-/// not its trace headers, not its transfer encoding.
+/// not its trace headers, not its transfer encoding. The parser computes it
+/// (with the decoded attachments, see [`fingerprint_with`]); a message built
+/// by hand is fingerprinted from its fields.
 pub fn message_fingerprint(mail: &ParsedMail) -> String {
+    match &mail.fingerprint {
+        Some(f) => f.clone(),
+        None => fingerprint_with(
+            mail,
+            mail.attachments
+                .iter()
+                .map(|a| (a.content_type.as_str(), &[][..])),
+        ),
+    }
+}
+
+/// The fingerprint of `mail` whose attachments decode to `attachments`
+/// (content type, bytes), in order.
+pub fn fingerprint_with<'a>(
+    mail: &ParsedMail,
+    attachments: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> String {
     let mut h = Sha256::new();
     let mut field = |name: &str, value: &[u8]| {
         h.update(name.as_bytes());
@@ -89,9 +108,9 @@ pub fn message_fingerprint(mail: &ParsedMail) -> String {
     field("date", mail.date.as_deref().unwrap_or("").as_bytes());
     field("text", mail.text.as_bytes());
     field("html", mail.html.as_deref().unwrap_or("").as_bytes());
-    for a in &mail.attachments {
-        field("attachment", a.meta.content_type.as_bytes());
-        field("attachment-bytes", &a.bytes);
+    for (content_type, bytes) in attachments {
+        field("attachment", content_type.as_bytes());
+        field("attachment-bytes", bytes);
     }
     hex(h)
 }

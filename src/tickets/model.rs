@@ -110,7 +110,10 @@ pub struct StoredMessage {
     pub cc: Vec<Person>,
     pub date: Option<String>,
     pub subject: String,
+    /// Empty in the store when `body` is [`BodyStore::Raw`].
+    #[serde(default)]
     pub text: String,
+    #[serde(default)]
     pub html: Option<String>,
     pub attachments: Vec<AttachmentMeta>,
     pub auto_submitted: bool,
@@ -118,6 +121,30 @@ pub struct StoredMessage {
     pub envelope: EnvelopeInfo,
     pub received_at: String,
     pub size: u64,
+    /// Where `text`, `html` and the attachments' bytes are kept. Absent in
+    /// records written before it existed (which hold them), and in what
+    /// the API serves (the body is filled in by then).
+    #[serde(default, skip_serializing_if = "BodyStore::is_record")]
+    pub body: BodyStore,
+}
+
+/// Where a stored message's body lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyStore {
+    /// In the record (`text`, `html`) and the attachments table: outbound
+    /// messages, and every message stored before bodies were derived.
+    #[default]
+    Record,
+    /// Only in the raw bytes: `text`, `html` and the attachments are what
+    /// parsing the raw message gives (inbound mail, parsed at ingest).
+    Raw,
+}
+
+impl BodyStore {
+    pub fn is_record(&self) -> bool {
+        *self == BodyStore::Record
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

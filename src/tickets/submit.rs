@@ -142,12 +142,13 @@ pub fn submit<T: TicketTxn>(
         subject: mail.subject.clone(),
         text: mail.text.clone(),
         html: mail.html.clone(),
-        attachments: mail.attachments.iter().map(|a| a.meta.clone()).collect(),
+        attachments: mail.attachments.clone(),
         auto_submitted: mail.markers.auto_submitted.is_some(),
         source: "submission".into(),
         envelope: r.envelope.clone(),
         received_at: r.at.clone(),
         size: raw.len() as u64,
+        body: super::model::BodyStore::Record,
     };
     let mut entry = queued(
         id,
@@ -159,9 +160,7 @@ pub fn submit<T: TicketTxn>(
         (&r.at, r.at_ms),
     );
     entry.account = Some(r.account.clone());
-    for a in &mail.attachments {
-        txn.insert_attachment(id, a.meta.index, &a.bytes)?;
-    }
+    // The attachments' bytes stay in the raw message; the API decodes them.
     match ticket {
         Some(mut t) => {
             txn.insert_message(&stored, &raw)?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::model::{
-    Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage, SuppressReason,
-    Ticket, TicketEvent, TicketStatus,
+    BodyStore, Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage,
+    SuppressReason, Ticket, TicketEvent, TicketStatus,
 };
 use super::notify::{MailboxNotify, NotifySettings};
 use super::outgoing::{ComposeError, Composer, Mailbox, Outgoing, tagged_subject};
@@ -20,7 +20,7 @@ use super::request::{
 };
 use crate::config::notify::{Notification, NotifyConfig};
 use crate::mail::{
-    Attachment, AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
+    AttachmentMeta, EnvelopeInfo, Origin, ParsedMail, Person, RejectReason, TagFormat,
 };
 
 /// A backend under test: each `apply_ops` is one transaction.
@@ -370,7 +370,8 @@ pub fn a_planted_message_id_does_not_suppress_the_real_mail(h: &mut impl Harness
             assert!(new_ticket);
             let m = h.message(message_id).unwrap();
             assert_eq!(m.from.address, "ann@customer.test");
-            assert_eq!(m.text, "real");
+            let raw = h.raw(message_id).unwrap();
+            assert!(raw.ends_with(b"\r\n\r\nreal\r\n"), "{raw:?}");
         }
         other => panic!("the genuine message was not stored: {other:?}"),
     }
@@ -472,19 +473,23 @@ pub fn one_message_for_two_mailboxes_makes_two_tickets(h: &mut impl Harness) {
 pub fn attachments_are_kept_with_their_message(h: &mut impl Harness) {
     let m = mail("a@x.test", Some("att@x"), "s");
     let mut parsed = m.parsed();
-    parsed.attachments = vec![Attachment {
-        meta: AttachmentMeta {
-            index: 0,
-            name: Some("a.bin".into()),
-            content_type: "application/octet-stream".into(),
-            size: 3,
-        },
-        bytes: vec![1, 2, 3],
+    parsed.attachments = vec![AttachmentMeta {
+        index: 0,
+        name: Some("a.bin".into()),
+        content_type: "application/octet-stream".into(),
+        size: 3,
     }];
     let o = h.one(request_with(&m, parsed, &["support"], false));
     let (id, _, _) = stored(&o);
-    assert_eq!(h.attachment(id, 0), Some(vec![1, 2, 3]));
-    assert_eq!(h.message(id).unwrap().attachments.len(), 1);
+    let stored = h.message(id).unwrap();
+    assert_eq!(stored.attachments.len(), 1);
+    assert_eq!(stored.attachments[0].name.as_deref(), Some("a.bin"));
+    // The body and the attachments' bytes are in the raw message only: the
+    // record points there rather than holding a second copy.
+    assert_eq!(stored.body, BodyStore::Raw);
+    assert_eq!(stored.text, "");
+    assert_eq!(h.attachment(id, 0), None);
+    assert_eq!(h.raw(id).as_deref(), Some(m.raw().as_ref()));
 }
 
 pub fn a_reply_token_threads_and_a_forged_one_does_not(h: &mut impl Harness) {

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::budget::{ConnectionBudget, Refusal};
+use super::spool::{SPOOL_THRESHOLD, Spool, SpoolFile};
 use crate::mail::{EnvelopeInfo, Origin};
 use crate::proto::smtp::reply::Reply;
 use crate::proto::smtp::session::{
@@ -75,6 +76,9 @@ pub struct SmtpServer<H> {
     pub tls: Option<TlsAcceptor>,
     pub idle_timeout: Duration,
     budget: Arc<ConnectionBudget>,
+    /// Where messages above [`SPOOL_THRESHOLD`] go while they arrive;
+    /// None: held in memory.
+    spool: Option<Arc<Spool>>,
 }
 
 impl<H: Handler> SmtpServer<H> {
@@ -91,7 +95,14 @@ impl<H: Handler> SmtpServer<H> {
             tls,
             idle_timeout,
             budget,
+            spool: None,
         }
+    }
+
+    /// Spools large messages to `spool` while they arrive.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> SmtpServer<H> {
+        self.spool = Some(spool);
+        self
     }
 
     /// Accepts connections until shutdown; `implicit_tls` for port-465 style
@@ -236,7 +247,8 @@ impl<H: Handler> SmtpServer<H> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut buf = vec![0u8; READ_CHUNK];
-        // Announces this session's coming message to the group commit.
+        // The message being received, when it went to a spool file.
+        let mut spooled: Option<SpoolFile> = None;
         loop {
             // Process everything buffered, answering as we go.
             loop {
@@ -259,12 +271,44 @@ impl<H: Handler> SmtpServer<H> {
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
                         flush(&mut stream, session).await?;
-                        let reply = self.handler.message(envelope, data, peer).await;
+                        let reply = match (spooled.take(), &self.spool) {
+                            (Some(file), Some(spool)) => match file.load(&data, spool).await {
+                                Ok(mut loaded) => {
+                                    drop(data);
+                                    let bytes = std::mem::take(&mut loaded.bytes);
+                                    let reply = self.handler.message(envelope, bytes, peer).await;
+                                    // The spool file and the budget share go now.
+                                    drop(loaded);
+                                    reply
+                                }
+                                Err(e) => {
+                                    tracing::error!(client = %peer, error = %e, "cannot spool a message");
+                                    Reply::new(
+                                        451,
+                                        Some((4, 3, 0)),
+                                        "Temporary local problem storing the message, try again later",
+                                    )
+                                }
+                            },
+                            _ => self.handler.message(envelope, data, peer).await,
+                        };
                         session.message_done(reply);
                     }
                     Event::Oversize(envelope, info) => {
+                        spooled = None;
                         flush(&mut stream, session).await?;
                         self.handler.oversize(envelope, info, peer).await;
+                    }
+                }
+            }
+            if let Some(spool) = &self.spool {
+                while let Some(chunk) = session.drain_data(SPOOL_THRESHOLD) {
+                    if spooled.is_none() {
+                        // A file that cannot be made answers the message 451.
+                        spooled = Some(spool.create().await.unwrap_or_else(SpoolFile::broken));
+                    }
+                    if let Some(file) = spooled.as_mut() {
+                        file.append(&chunk).await;
                     }
                 }
             }

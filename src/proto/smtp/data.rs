@@ -12,7 +12,9 @@
 //! The decoder writes straight into the message buffer; runs of ordinary
 //! lines are found with `memchr` and copied in one piece. Past the size cap
 //! nothing more is stored except the first header block (≤ 64 KiB), so a
-//! 10 GB stream costs no more memory than the cap.
+//! 10 GB stream costs no more memory than the cap. The caller may take the
+//! content decoded so far ([`DataDecoder::drain`]) to spool a large message
+//! to a file while it arrives; [`DataDecoder::finish`] then gives the rest.
 
 use memchr::{memchr_iter, memmem};
 
@@ -77,6 +79,9 @@ pub struct DataDecoder {
     size: usize,
     buf: Vec<u8>,
     over: Option<Head>,
+    /// The first [`HEAD_MAX`] bytes of content, kept once content was
+    /// drained: the header block of an oversize report.
+    first: Option<Vec<u8>>,
 }
 
 /// Header block collected once the message went over the cap.
@@ -116,7 +121,23 @@ impl DataDecoder {
             size: 0,
             buf: Vec::new(),
             over: None,
+            first: None,
         }
+    }
+
+    /// Takes the content decoded so far when it is at least `at_least`
+    /// bytes (and the message is not over the cap); what follows is decoded
+    /// as before, and [`finish`](Self::finish) gives only the rest.
+    pub fn drain(&mut self, at_least: usize) -> Option<Vec<u8>> {
+        if self.over.is_some() || self.buf.len() < at_least.max(1) {
+            return None;
+        }
+        let next = Vec::with_capacity(at_least.saturating_mul(2).min(self.max_size));
+        let taken = std::mem::replace(&mut self.buf, next);
+        if self.first.is_none() {
+            self.first = Some(taken.get(..HEAD_MAX).unwrap_or(&taken).to_vec());
+        }
+        Some(taken)
     }
 
     /// Content bytes seen so far (after unstuffing), stored or not.
@@ -292,6 +313,9 @@ impl DataDecoder {
                     bytes: Vec::new(),
                     done: false,
                 };
+                if let Some(first) = self.first.take() {
+                    head.append(&first);
+                }
                 head.append(&self.buf);
                 head.append(bytes);
                 self.buf = Vec::new();
@@ -595,5 +619,48 @@ mod tests {
             assert_eq!((n, end), (wire.len(), Some(DataEnd::Complete)), "{wire:?}");
             assert_eq!(back, content);
         }
+    }
+
+    /// Feeds `input` in 1000-byte pieces, draining at `at_least`: the
+    /// drained pieces and the rest are the message, in order.
+    fn decode_draining(input: &[u8], max: usize, at_least: usize) -> (Vec<Vec<u8>>, Decoded) {
+        let mut d = DataDecoder::new(max, BareLf::Normalize);
+        let mut drained = Vec::new();
+        for chunk in input.chunks(1000) {
+            d.decode(chunk);
+            drained.extend(d.drain(at_least));
+        }
+        (drained, d.finish())
+    }
+
+    #[test]
+    fn drained_content_and_the_rest_are_the_message() {
+        let content: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("line {i} of the message\r\n").into_bytes())
+            .chain(b".dot line\r\n".iter().copied())
+            .collect();
+        let (drained, rest) = decode_draining(&encode(&content), 1 << 20, 10_000);
+        assert!(drained.len() >= 3, "drained {} times", drained.len());
+        assert!(drained.iter().all(|d| d.len() >= 10_000));
+        let Decoded::Message(rest) = rest else {
+            panic!("not a message: {rest:?}");
+        };
+        let mut whole = drained.concat();
+        whole.extend_from_slice(&rest);
+        assert_eq!(whole, content);
+    }
+
+    #[test]
+    fn an_oversize_message_after_draining_still_reports_its_header_block() {
+        let mut content = b"Subject: big\r\nFrom: a@b.test\r\n\r\n".to_vec();
+        content
+            .extend((0..5000).flat_map(|_| b"0123456789012345678901234567890\r\n".iter().copied()));
+        let (drained, rest) = decode_draining(&encode(&content), 100_000, 20_000);
+        assert!(!drained.is_empty());
+        let Decoded::Oversize(info) = rest else {
+            panic!("not oversize: {rest:?}");
+        };
+        assert_eq!(info.size, content.len());
+        assert_eq!(info.head, b"Subject: big\r\nFrom: a@b.test\r\n\r\n");
     }
 }

@@ -41,6 +41,16 @@ impl Session {
         }
     }
 
+    /// In the data phase: the content decoded so far, once it is at least
+    /// `at_least` bytes, for the caller to spool (see [`DataDecoder::drain`]).
+    /// The message the session reports at the end is then only the rest.
+    pub fn drain_data(&mut self, at_least: usize) -> Option<Vec<u8>> {
+        match &mut self.state {
+            State::Data { decoder, .. } => decoder.drain(at_least),
+            _ => None,
+        }
+    }
+
     /// `feed` in the data phase with nothing buffered: decode straight from
     /// the caller's bytes, keeping only what follows the end of data.
     pub(super) fn feed_data(&mut self, input: &[u8]) {
