@@ -5,6 +5,9 @@
 //! snapshots from any thread ([`query`]).
 
 pub mod commit;
+pub mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod mailbox_state;
 pub mod oauth_tokens;
 pub mod query;
@@ -113,8 +116,13 @@ impl Store {
             txn.open_table(schema::NOTIFY_BY_RECIPIENT)?;
             txn.open_table(schema::NOTIFY_BY_TICKET)?;
             txn.open_table(schema::OAUTH_TOKENS)?;
+            txn.open_table(schema::META)?;
+            txn.open_table(schema::TICKET_FILTERS)?;
+            txn.open_table(schema::REJECTIONS_BY_REASON)?;
+            txn.open_table(schema::OUTBOX_FILTERS)?;
         }
         txn.commit()?;
+        index::ensure(&db)?;
         Ok(Store { db: Arc::new(db) })
     }
 

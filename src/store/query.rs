@@ -23,12 +23,37 @@ pub struct TicketFilter {
     pub category: Option<String>,
 }
 
+/// Up to `limit` records of `ids` (newest first), and the cursor for the
+/// next page when there is one more: reads `limit + 1` ids at most.
+fn page<T>(
+    ids: impl Iterator<Item = Result<u64, StoreError>>,
+    limit: usize,
+    get: impl Fn(u64) -> Result<Option<T>, StoreError>,
+    id_of: impl Fn(&T) -> u64,
+) -> Result<Page<T>, StoreError> {
+    let mut items = Vec::new();
+    let mut next = None;
+    for id in ids {
+        let id = id?;
+        if items.len() == limit {
+            next = items.last().map(&id_of);
+            break;
+        }
+        if let Some(item) = get(id)? {
+            items.push(item);
+        }
+    }
+    Ok(Page { items, next })
+}
+
 impl Store {
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db().begin_read()?)
     }
 
-    /// Tickets newest first, ids below `before` when given.
+    /// Tickets newest first, ids below `before` when given. Every filter
+    /// combination is one seek into an index (see [`super::index`]): a page
+    /// reads `limit + 1` index rows and `limit` records, at any depth.
     pub fn list_tickets(
         &self,
         filter: &TicketFilter,
@@ -38,55 +63,39 @@ impl Store {
         let txn = self.read()?;
         let tickets = txn.open_table(TICKETS)?;
         let upper = before.unwrap_or(u64::MAX);
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut take = |ticket: Ticket, items: &mut Vec<Ticket>| -> bool {
-            if filter
-                .status
-                .as_ref()
-                .is_some_and(|s| s != ticket.status.as_str())
-            {
-                return true;
+        let get = |id: u64| -> Result<Option<Ticket>, StoreError> {
+            match tickets.get(id)? {
+                Some(v) => Ok(Some(decode("tickets", id, v.value())?)),
+                None => Ok(None),
             }
-            if filter
-                .category
-                .as_ref()
-                .is_some_and(|c| !ticket.categories.contains(c))
-            {
-                return true;
-            }
-            if items.len() == limit {
-                next = items.last().map(|t: &Ticket| t.id);
-                return false;
-            }
-            items.push(ticket);
-            true
         };
-        match &filter.mailbox {
-            Some(mailbox) => {
+        let prefix = super::index::ticket_prefix(
+            filter.mailbox.as_deref(),
+            filter.status.as_deref(),
+            filter.category.as_deref(),
+        );
+        match (prefix, &filter.mailbox) {
+            (Some((m, s, c)), _) => {
+                let index = txn.open_table(TICKET_FILTERS)?;
+                let ids = index
+                    .range((m, s, c, 0)..(m, s, c, upper))?
+                    .rev()
+                    .map(|e| Ok::<_, StoreError>(e?.0.value().3));
+                page(ids, limit, get, |t| t.id)
+            }
+            (None, Some(mailbox)) => {
                 let index = txn.open_table(TICKETS_BY_MAILBOX)?;
-                for entry in index
+                let ids = index
                     .range((mailbox.as_str(), 0)..(mailbox.as_str(), upper))?
                     .rev()
-                {
-                    let (key, _) = entry?;
-                    let id = key.value().1;
-                    let Some(v) = tickets.get(id)? else { continue };
-                    if !take(decode("tickets", id, v.value())?, &mut items) {
-                        break;
-                    }
-                }
+                    .map(|e| Ok(e?.0.value().1));
+                page(ids, limit, get, |t| t.id)
             }
-            None => {
-                for entry in tickets.range(..upper)?.rev() {
-                    let (k, v) = entry?;
-                    if !take(decode("tickets", k.value(), v.value())?, &mut items) {
-                        break;
-                    }
-                }
+            (None, None) => {
+                let ids = tickets.range(..upper)?.rev().map(|e| Ok(e?.0.value()));
+                page(ids, limit, get, |t| t.id)
             }
         }
-        Ok(Page { items, next })
     }
 
     pub fn ticket(&self, id: u64) -> Result<Option<Ticket>, StoreError> {
@@ -135,7 +144,7 @@ impl Store {
         Ok(table.get((message_id, index))?.map(|v| v.value().to_vec()))
     }
 
-    /// Rejections newest first, optionally of one reason.
+    /// Rejections newest first, optionally of one reason (an index seek).
     pub fn list_rejections(
         &self,
         reason: Option<&str>,
@@ -144,21 +153,27 @@ impl Store {
     ) -> Result<Page<Rejection>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(REJECTIONS)?;
-        let mut items: Vec<Rejection> = Vec::new();
-        let mut next = None;
-        for entry in table.range(..before.unwrap_or(u64::MAX))?.rev() {
-            let (k, v) = entry?;
-            let rejection: Rejection = decode("rejections", k.value(), v.value())?;
-            if reason.is_some_and(|r| r != rejection.reason.as_str()) {
-                continue;
+        let upper = before.unwrap_or(u64::MAX);
+        let get = |id: u64| -> Result<Option<Rejection>, StoreError> {
+            match table.get(id)? {
+                Some(v) => Ok(Some(decode("rejections", id, v.value())?)),
+                None => Ok(None),
             }
-            if items.len() == limit {
-                next = items.last().map(|r| r.id);
-                break;
+        };
+        match reason {
+            Some(r) => {
+                let index = txn.open_table(REJECTIONS_BY_REASON)?;
+                let ids = index
+                    .range((r, 0)..(r, upper))?
+                    .rev()
+                    .map(|e| Ok(e?.0.value().1));
+                page(ids, limit, get, |r| r.id)
             }
-            items.push(rejection);
+            None => {
+                let ids = table.range(..upper)?.rev().map(|e| Ok(e?.0.value()));
+                page(ids, limit, get, |r| r.id)
+            }
         }
-        Ok(Page { items, next })
     }
 
     pub fn rejection(&self, id: u64) -> Result<Option<Rejection>, StoreError> {
@@ -210,7 +225,7 @@ impl Store {
     }
 
     /// Outbox entries newest first, optionally in one state and of one
-    /// submission account.
+    /// submission account (an index seek for either or both).
     pub fn list_outbox(
         &self,
         state: Option<crate::tickets::model::DeliveryState>,
@@ -220,23 +235,27 @@ impl Store {
     ) -> Result<Page<crate::tickets::model::OutboxEntry>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(OUTBOX)?;
-        let mut items: Vec<crate::tickets::model::OutboxEntry> = Vec::new();
-        let mut next = None;
-        for entry in table.range(..before.unwrap_or(u64::MAX))?.rev() {
-            let (k, v) = entry?;
-            let e: crate::tickets::model::OutboxEntry = decode("outbox", k.value(), v.value())?;
-            if state.is_some_and(|s| s != e.state)
-                || account.is_some_and(|a| e.account.as_deref() != Some(a))
-            {
-                continue;
+        let upper = before.unwrap_or(u64::MAX);
+        let get = |id: u64| -> Result<Option<crate::tickets::model::OutboxEntry>, StoreError> {
+            match table.get(id)? {
+                Some(v) => Ok(Some(decode("outbox", id, v.value())?)),
+                None => Ok(None),
             }
-            if items.len() == limit {
-                next = items.last().map(|e| e.id);
-                break;
+        };
+        match super::index::outbox_prefix(account, state) {
+            Some((a, s)) => {
+                let index = txn.open_table(OUTBOX_FILTERS)?;
+                let ids = index
+                    .range((a, s, 0)..(a, s, upper))?
+                    .rev()
+                    .map(|e| Ok(e?.0.value().2));
+                page(ids, limit, get, |e| e.id)
             }
-            items.push(e);
+            None => {
+                let ids = table.range(..upper)?.rev().map(|e| Ok(e?.0.value()));
+                page(ids, limit, get, |e| e.id)
+            }
         }
-        Ok(Page { items, next })
     }
 
     /// What a mailbox handed to the relay since `since_ms`: (at ms, bytes,

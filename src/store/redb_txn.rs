@@ -3,6 +3,7 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::index;
 use super::schema::*;
 use super::{StoreError, decode, encode};
 use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
@@ -14,6 +15,9 @@ pub struct RedbTxn<'t> {
     tickets: Table<'t, u64, &'static [u8]>,
     numbers: Table<'t, u64, u64>,
     by_mailbox: Table<'t, (&'static str, u64), ()>,
+    ticket_filters: Table<'t, (&'static str, &'static str, &'static str, u64), ()>,
+    rejections_by_reason: Table<'t, (&'static str, u64), ()>,
+    outbox_filters: Table<'t, (&'static str, &'static str, u64), ()>,
     messages: Table<'t, u64, &'static [u8]>,
     message_raw: Table<'t, u64, &'static [u8]>,
     attachments: Table<'t, (u64, u32), &'static [u8]>,
@@ -38,6 +42,9 @@ impl<'t> RedbTxn<'t> {
             tickets: txn.open_table(TICKETS)?,
             numbers: txn.open_table(TICKET_NUMBERS)?,
             by_mailbox: txn.open_table(TICKETS_BY_MAILBOX)?,
+            ticket_filters: txn.open_table(TICKET_FILTERS)?,
+            rejections_by_reason: txn.open_table(REJECTIONS_BY_REASON)?,
+            outbox_filters: txn.open_table(OUTBOX_FILTERS)?,
             messages: txn.open_table(MESSAGES)?,
             message_raw: txn.open_table(MESSAGE_RAW)?,
             attachments: txn.open_table(ATTACHMENTS)?,
@@ -87,9 +94,23 @@ impl TicketTxn for RedbTxn<'_> {
         self.update_ticket(ticket)
     }
 
+    /// The one place a ticket record is written: its filter index rows
+    /// follow what the record it replaces matched (see `store::index`).
     fn update_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
-        self.tickets.insert(ticket.id, encode(ticket).as_slice())?;
-        Ok(())
+        let old = match self.tickets.insert(ticket.id, encode(ticket).as_slice())? {
+            Some(v) => Some(decode::<index::TicketKeys>(
+                "tickets",
+                ticket.id,
+                v.value(),
+            )?),
+            None => None,
+        };
+        index::reindex_ticket(
+            &mut self.ticket_filters,
+            ticket.id,
+            old.as_ref(),
+            (&ticket.mailbox, ticket.status, &ticket.categories),
+        )
     }
 
     fn thread_lookup(&self, mailbox: &str, id: &str) -> Result<Option<(u64, u64)>, StoreError> {
@@ -128,6 +149,8 @@ impl TicketTxn for RedbTxn<'_> {
 
     fn insert_rejection(&mut self, r: &Rejection, raw: Option<&[u8]>) -> Result<(), StoreError> {
         self.rejections.insert(r.id, encode(r).as_slice())?;
+        self.rejections_by_reason
+            .insert((r.reason.as_str(), r.id), ())?;
         if let Some(raw) = raw {
             self.rejection_raw.insert(r.id, raw)?;
         }
@@ -197,7 +220,16 @@ impl TicketTxn for RedbTxn<'_> {
     }
 
     fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        self.outbox.insert(entry.id, encode(entry).as_slice())?;
+        let old = match self.outbox.insert(entry.id, encode(entry).as_slice())? {
+            Some(v) => Some(decode::<index::OutboxKeys>("outbox", entry.id, v.value())?),
+            None => None,
+        };
+        index::reindex_outbox(
+            &mut self.outbox_filters,
+            entry.id,
+            old.as_ref(),
+            (entry.account.as_deref(), entry.state),
+        )?;
         if entry.state.pending() {
             self.outbox_pending.insert(entry.id, ())?;
         } else {

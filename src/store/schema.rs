@@ -3,6 +3,9 @@
 
 use redb::TableDefinition;
 
+/// Facts about the store itself: "schema" -> its layout version
+/// (`store::index::SCHEMA_VERSION`; missing before versions existed).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Id and number sequences: "ticket", "number", "message", "rejection".
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Ticket id -> Ticket JSON.
@@ -12,6 +15,11 @@ pub const TICKET_NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("tick
 /// (mailbox, ticket id): lists a mailbox's tickets without a scan.
 pub const TICKETS_BY_MAILBOX: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("tickets_by_mailbox");
+/// (mailbox | "", status | "", category | "", ticket id): every filter
+/// combination naming a status or a category that a ticket matches, so each
+/// filtered list is one prefix seek (see `store::index`).
+pub const TICKET_FILTERS: TableDefinition<(&str, &str, &str, u64), ()> =
+    TableDefinition::new("ticket_filters");
 /// Message id -> StoredMessage JSON.
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// Message id -> the original bytes.
@@ -30,6 +38,9 @@ pub const MESSAGE_IDS: TableDefinition<(&str, &str), (u64, u64)> =
 pub const DEDUP: TableDefinition<(&str, &str), &str> = TableDefinition::new("dedup");
 /// Rejection id -> Rejection JSON.
 pub const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
+/// (reason, rejection id): rejections of one reason without a scan.
+pub const REJECTIONS_BY_REASON: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("rejections_by_reason");
 /// Rejection id -> the original bytes, when kept.
 pub const REJECTION_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("rejection_raw");
 /// (mailbox, upstream identity) -> the record it became ("m:ID" / "r:ID"):
@@ -44,6 +55,10 @@ pub const MAILBOX_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("ma
 pub const TICKET_EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("ticket_events");
 /// Outbound message id -> OutboxEntry JSON (its delivery state).
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// (account | "", state | "", outbox id): the outbox by `?account=` and
+/// `?state=` without a scan.
+pub const OUTBOX_FILTERS: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("outbox_filters");
 /// Ids of outbox entries still to send (queued or deferred), oldest first.
 pub const OUTBOX_PENDING: TableDefinition<u64, ()> = TableDefinition::new("outbox_pending");
 /// (mailbox, sent at ms, outbox id) -> (bytes, recipients): what each
