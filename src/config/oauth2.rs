@@ -84,6 +84,10 @@ pub struct OAuth2Config {
     pub authorize_url: String,
     /// Set: these scopes for every use; unset: the defaults per use.
     pub scopes: Option<Vec<String>>,
+    /// `imap_scopes`, `smtp_scopes`, `graph_scopes`, `gmail_scopes`: one
+    /// use's own scopes, over `scopes` and the default (a Microsoft access
+    /// token is for one resource: Graph and outlook.office.com need two).
+    pub scopes_by_use: Vec<(TokenUse, Vec<String>)>,
     /// Where the refresh token the admin starts with comes from (the
     /// stored one wins once the gateway has one of its own).
     pub refresh_token: Option<SecretSource>,
@@ -97,6 +101,9 @@ pub struct OAuth2Config {
 impl OAuth2Config {
     /// The scopes requested for `use_`.
     pub fn scopes_for(&self, use_: TokenUse) -> Vec<String> {
+        if let Some((_, s)) = self.scopes_by_use.iter().find(|(u, _)| *u == use_) {
+            return s.clone();
+        }
         if let Some(s) = &self.scopes {
             return s.clone();
         }
@@ -163,6 +170,10 @@ pub(super) struct RawOAuth2 {
     token_url: Option<String>,
     authorize_url: Option<String>,
     scopes: Option<Vec<String>>,
+    imap_scopes: Option<Vec<String>>,
+    smtp_scopes: Option<Vec<String>>,
+    graph_scopes: Option<Vec<String>>,
+    gmail_scopes: Option<Vec<String>>,
     refresh_token_env: Option<String>,
     refresh_token_file: Option<String>,
     client_secret_expires: Option<String>,
@@ -359,7 +370,7 @@ pub(super) fn validate(
         .map(str::to_string)
         .unwrap_or(authorize_default);
     https_url(&k("authorize_url"), &authorize_url, err);
-    let scopes = raw.scopes.as_ref().map(|list| {
+    let mut scope_list = |field: &str, list: &Vec<String>| {
         let list: Vec<String> = list
             .iter()
             .flat_map(|s| s.split_whitespace())
@@ -367,12 +378,22 @@ pub(super) fn validate(
             .collect();
         if list.is_empty() {
             err(
-                &k("scopes"),
+                &k(field),
                 "must not be empty (leave it out for the defaults)".into(),
             );
         }
         list
-    });
+    };
+    let scopes = raw.scopes.as_ref().map(|l| scope_list("scopes", l));
+    let scopes_by_use = [
+        (TokenUse::Imap, "imap_scopes", &raw.imap_scopes),
+        (TokenUse::Smtp, "smtp_scopes", &raw.smtp_scopes),
+        (TokenUse::Graph, "graph_scopes", &raw.graph_scopes),
+        (TokenUse::Gmail, "gmail_scopes", &raw.gmail_scopes),
+    ]
+    .into_iter()
+    .filter_map(|(u, field, l)| l.as_ref().map(|l| (u, scope_list(field, l))))
+    .collect();
     let refresh_token = secret_source(
         key,
         "refresh_token",
@@ -412,6 +433,7 @@ pub(super) fn validate(
         token_url,
         authorize_url,
         scopes,
+        scopes_by_use,
         refresh_token,
         client_secret_expires,
         ca_file,
@@ -504,6 +526,27 @@ mod tests {
         );
         assert_eq!(o.scopes_for(super::TokenUse::Imap), ["a", "b", "c"]);
         assert_eq!(c.oauth.key, crate::config::TokenKeySource::Env("OK".into()));
+        // One use's own scopes win over `scopes`; the others keep `scopes`.
+        let c = Config::parse(&format!(
+            "{BASE}provider=\"microsoft\"\ntenant=\"t\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\nscopes=[\"all\"]\nsmtp_scopes=[\"https://outlook.office.com/SMTP.Send offline_access\"]\n"
+        ))
+        .unwrap();
+        let o = c.mailboxes[0].oauth2.as_ref().unwrap();
+        assert_eq!(
+            o.scopes_for(super::TokenUse::Smtp),
+            ["https://outlook.office.com/SMTP.Send", "offline_access"]
+        );
+        assert_eq!(o.scopes_for(super::TokenUse::Graph), ["all"]);
+        let p = Config::parse(&format!(
+            "{BASE}provider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\ngmail_scopes=[]\n"
+        ))
+        .unwrap_err()
+        .problems()
+        .join("\n");
+        assert!(
+            p.contains("mailbox[0].oauth2.gmail_scopes: must not be empty"),
+            "{p}"
+        );
         let c = Config::parse(&format!(
             "{BASE}provider=\"google\"\nclient_id=\"cid\"\nclient_secret_env=\"CS\"\n"
         ))

@@ -106,6 +106,7 @@ mod tests {
             token_url: "https://x/t".into(),
             authorize_url: "https://x/a".into(),
             scopes: None,
+            scopes_by_use: Vec::new(),
             refresh_token: None,
             client_secret_expires: expires.map(|d| {
                 time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))

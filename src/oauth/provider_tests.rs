@@ -123,6 +123,7 @@ impl Fake {
             token_url,
             authorize_url: format!("https://127.0.0.1:{}/authorize", self.port),
             scopes: None,
+            scopes_by_use: Vec::new(),
             refresh_token: Some(SecretSource::File(seed)),
             client_secret_expires: None,
             ca_file: Some(self.ca.clone()),
