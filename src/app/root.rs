@@ -163,7 +163,8 @@ impl App {
             }),
         );
         let router = Arc::new(Router::new(&self.config));
-        let ingestor = Ingestor::new(committer.clone(), router, metrics.clone());
+        let ingestor = Ingestor::new(committer.clone(), router, metrics.clone())
+            .with_rules(crate::ingest::rules::MailRules::new(&self.config));
         let fetch = Arc::new(FetchControl::new(&self.config, &ingestor, &store, &metrics));
         for m in &self.config.mailboxes {
             metrics.outbound.init(&m.name);

@@ -37,16 +37,22 @@ pub async fn run(config: Config) -> Result<()> {
         mailboxes = config.mailboxes.len(),
         "mailgate ready"
     );
-    let rules = config.rules.len()
-        + config
-            .mailboxes
-            .iter()
-            .map(|m| m.rules.len())
-            .sum::<usize>();
-    if rules > 0 {
+    let unapplied = (config.rules.iter())
+        .chain(config.mailboxes.iter().flat_map(|m| &m.rules))
+        .filter(|r| {
+            r.actions.iter().any(|a| {
+                matches!(
+                    a,
+                    crate::rules::Action::Forward { .. } | crate::rules::Action::Answer { .. }
+                )
+            })
+        })
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>();
+    if !unapplied.is_empty() {
         tracing::warn!(
-            rules,
-            "mail rules are configured, but this version only evaluates them in `mailgate rules test`: incoming mail is not changed by them"
+            rules = ?unapplied,
+            "these mail rules forward or answer: this version does not send those yet (their other actions apply)"
         );
     }
 

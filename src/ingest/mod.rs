@@ -57,6 +57,7 @@ pub struct Ingestor {
     committer: Committer,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    rules: Arc<rules::MailRules>,
 }
 
 impl Ingestor {
@@ -65,7 +66,14 @@ impl Ingestor {
             committer,
             router,
             metrics,
+            rules: Arc::default(),
         }
+    }
+
+    /// The mail rules run on every readable message (none by default).
+    pub fn with_rules(mut self, rules: rules::MailRules) -> Ingestor {
+        self.rules = Arc::new(rules);
+        self
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -112,10 +120,20 @@ impl Ingestor {
                         .collect(),
                     automatic => {
                         let mail = Arc::new(mail);
+                        let return_path = inbound.return_path.as_deref();
                         mailboxes
                             .iter()
                             .map(|m| Item::Message {
                                 mailbox: m.clone(),
+                                rules: self.rules.any_for(&m.name).then(|| {
+                                    let e = self.rules.evaluate(
+                                        &m.name,
+                                        &mail,
+                                        &inbound.raw,
+                                        return_path,
+                                    );
+                                    Arc::new(e.decision)
+                                }),
                                 mail: mail.clone(),
                                 automatic: automatic.clone(),
                             })

@@ -21,10 +21,12 @@ pub enum RejectReason {
     Loop,
     /// Over the configured maximum message size.
     Oversize,
+    /// A mail rule with `reject = true` matched; the detail is `rule:<name>`.
+    Rule,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::NoSender,
         RejectReason::Unparseable,
         RejectReason::AutoSubmitted,
@@ -33,6 +35,7 @@ impl RejectReason {
         RejectReason::Bounce,
         RejectReason::Loop,
         RejectReason::Oversize,
+        RejectReason::Rule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl RejectReason {
             RejectReason::Bounce => "bounce",
             RejectReason::Loop => "loop",
             RejectReason::Oversize => "oversize",
+            RejectReason::Rule => "rule",
         }
     }
 

@@ -121,6 +121,7 @@ fn apply_items<T: TicketTxn>(
                 mailbox,
                 mail,
                 automatic,
+                rules,
             } => {
                 let key = match &mail.message_id {
                     Some(id) => format!("id:{id}"),
@@ -134,9 +135,12 @@ fn apply_items<T: TicketTxn>(
                             txn,
                             settings,
                             request,
-                            mailbox,
-                            mail,
-                            automatic.as_ref(),
+                            Incoming {
+                                mailbox,
+                                mail,
+                                automatic: automatic.as_ref(),
+                                rules: rules.as_deref(),
+                            },
                             collision,
                         )?;
                         remember(txn, &mailbox.name, &key, &outcome, fingerprint)?;
@@ -264,16 +268,42 @@ pub fn find_ticket<T: TicketTxn>(
     Ok(None)
 }
 
+/// One readable message for one mailbox, as classification and the mail
+/// rules saw it.
+struct Incoming<'a> {
+    mailbox: &'a MailboxRef,
+    mail: &'a ParsedMail,
+    automatic: Option<&'a (RejectReason, String)>,
+    rules: Option<&'a crate::rules::Decision>,
+}
+
 fn store_message<T: TicketTxn>(
     txn: &mut T,
     settings: &TicketSettings,
     request: &CommitRequest,
-    mailbox: &MailboxRef,
-    mail: &ParsedMail,
-    automatic: Option<&(RejectReason, String)>,
+    incoming: Incoming<'_>,
     id_collision: bool,
 ) -> Result<Outcome, T::Error> {
+    let Incoming {
+        mailbox,
+        mail,
+        automatic,
+        rules,
+    } = incoming;
     let now = &request.origin.received_at;
+    // A rule that rejects wins over everything after classification.
+    if let Some(rule) = rules.and_then(|d| d.rejected_by.as_deref()) {
+        let detail = format!("rule:{rule}");
+        let fields = RejectFields {
+            mailbox: Some(&mailbox.name),
+            reason: RejectReason::Rule,
+            detail: &detail,
+            message_id: mail.message_id.as_deref(),
+            from: Some(&mail.from.address),
+            subject: Some(&mail.subject),
+        };
+        return reject(txn, request, fields, true);
+    }
     // A bounce of our own mail goes to that mail's ticket (and fails its
     // delivery) before any other rule; only reports and bounces count, not
     // a customer forwarding one of our messages as an attachment.
@@ -286,7 +316,11 @@ fn store_message<T: TicketTxn>(
     };
     let existing = match returned {
         Some(t) => Some(t),
-        None => find_ticket(txn, settings, &mailbox.name, mail)?,
+        None => match (find_ticket(txn, settings, &mailbox.name, mail)?, rules) {
+            (Some(t), _) => Some(t),
+            (None, Some(d)) => super::mail_rules::linked(txn, &mailbox.name, mail, d)?,
+            (None, None) => None,
+        },
     };
     if existing.is_none()
         && let Some((reason, detail)) = automatic
@@ -361,11 +395,15 @@ fn store_message<T: TicketTxn>(
     }
     ticket.message_count += 1;
     ticket.updated_at = now.clone();
+    let changes = rules
+        .map(|d| super::mail_rules::set_fields(&mut ticket, d))
+        .unwrap_or_default();
     if new_ticket {
         txn.insert_ticket(&ticket)?;
     } else {
         txn.update_ticket(&ticket)?;
     }
+    super::mail_rules::record(txn, ticket.id, changes, now)?;
     let at_ms = super::send::ms_of(now);
     let cause = |notification, by| Cause {
         notification,

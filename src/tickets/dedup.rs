@@ -218,6 +218,7 @@ mod tests {
             },
             mail: mail.clone(),
             automatic: None,
+            rules: None,
         };
         // No Message-ID: the content key and the parsed fingerprint, once
         // for two mailboxes; no raw fingerprint.

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod bounce;
 pub mod dedup;
+pub mod mail_rules;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod model;

@@ -27,6 +27,8 @@ pub enum Item {
         mailbox: MailboxRef,
         mail: Arc<ParsedMail>,
         automatic: Option<(RejectReason, String)>,
+        /// What the mail rules of this mailbox decided (None: no rules).
+        rules: Option<Arc<crate::rules::Decision>>,
     },
     /// A message refused before routing (unparseable, no sender, oversize).
     Reject {

@@ -229,6 +229,7 @@ fn request_with(
                 mailbox: mailbox(name),
                 mail: parsed.clone(),
                 automatic: automatic.then(|| (RejectReason::AutoSubmitted, "test".into())),
+                rules: None,
             })
             .collect(),
     }
