@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::ingest::route::Router;
 use crate::ingest::rules::MailRules;
 use crate::ingest::{classify, parse};
-use crate::rules::{ForwardMode, ForwardTo, Scope};
+use crate::rules::Scope;
 
 /// Most bytes read from the file (the biggest message the gateway takes).
 fn read_capped(path: &Path, limit: usize) -> Result<Vec<u8>> {
@@ -119,15 +119,10 @@ pub fn test(
         lines.push(format!("status {}", s.as_str()));
     }
     for (rule, to, mode) in &d.forwards {
-        let to = match to {
-            ForwardTo::Addresses(a) => a.join(", "),
-            ForwardTo::Team => "the mailbox's team".into(),
-        };
-        let mode = match mode {
-            ForwardMode::Attached => "attached",
-            ForwardMode::Inline => "inline",
-        };
-        lines.push(format!("forward to {to}, original {mode} (rule {rule})"));
+        lines.push(format!(
+            "forward to {to}, original {} (rule {rule})",
+            mode.as_str()
+        ));
     }
     for (rule, template) in &d.answers {
         lines.push(format!("answer with template {template} (rule {rule})"));

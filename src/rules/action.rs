@@ -16,12 +16,30 @@ pub enum ForwardMode {
     Inline,
 }
 
+impl ForwardMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardMode::Attached => "attached",
+            ForwardMode::Inline => "inline",
+        }
+    }
+}
+
 /// Where a forward goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardTo {
     Addresses(Vec<String>),
     /// The mailbox's `team` addresses.
     Team,
+}
+
+impl fmt::Display for ForwardTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardTo::Addresses(a) => f.write_str(&a.join(", ")),
+            ForwardTo::Team => f.write_str("the mailbox's team"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,15 +80,7 @@ impl fmt::Display for Action {
             Action::SetAssignee(a) => write!(f, "assign to {a}"),
             Action::SetStatus(s) => write!(f, "set status {}", s.as_str()),
             Action::Forward { to, mode } => {
-                let to = match to {
-                    ForwardTo::Addresses(a) => a.join(", "),
-                    ForwardTo::Team => "the mailbox's team".into(),
-                };
-                let mode = match mode {
-                    ForwardMode::Attached => "attached",
-                    ForwardMode::Inline => "inline",
-                };
-                write!(f, "forward to {to} (original {mode})")
+                write!(f, "forward to {to} (original {})", mode.as_str())
             }
             Action::Answer { template } => write!(f, "answer with template {template:?}"),
             Action::Link(r) => write!(f, "link by ticket number /{}/", r.as_str()),

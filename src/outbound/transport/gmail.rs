@@ -17,12 +17,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, header};
+use http::Method;
 
+use super::bearer::{self, BearerRequest};
 use super::{Delivery, Envelope, FailureKind, SendError, SendFuture, Transport};
 use crate::inbound::pull::providers::gmail::{GoogleError, rate_limited};
 use crate::mail::AccessTokens;
-use crate::oauth::http::{HttpClient, HttpError};
+use crate::oauth::http::HttpClient;
 
 /// Body cap of Gmail's answer (a small JSON object).
 const ANSWER_MAX: usize = 1024 * 1024;
@@ -84,44 +85,28 @@ impl GmailTransport {
                 ),
             });
         }
-        let body = Bytes::from(mime);
         let url = self.url();
-        let mut refreshed = false;
-        loop {
-            let token = self.tokens.token().await.map_err(|e| {
-                SendError::temporary(FailureKind::Auth, format!("no access token: {e}"))
-            })?;
-            let request = Request::post(url.as_str())
-                .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-                .header(header::CONTENT_TYPE, "message/rfc822")
-                .header(header::ACCEPT, "application/json")
-                .body(body.clone())
-                .map_err(|e| SendError::temporary(FailureKind::Protocol, e.to_string()))?;
-            let response = self
-                .http
-                .send(request, ANSWER_MAX)
-                .await
-                .map_err(http_error)?;
-            let code = response.status.as_u16();
-            if response.status.is_success() {
-                let id = serde_json::from_slice::<serde_json::Value>(&response.body)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                    .unwrap_or_default();
-                return Ok(Delivery {
-                    reply: format!("Gmail API {code}: sent as {id}"),
-                    accepted: envelope.recipients.clone(),
-                    refused: Vec::new(),
-                });
-            }
-            let error = GoogleError::parse(code, &response.body);
-            if code == 401 && !refreshed {
-                self.tokens.refused(&token);
-                refreshed = true;
-                continue;
-            }
-            return Err(classify(&error));
+        let request = BearerRequest {
+            method: Method::POST,
+            url: &url,
+            content_type: Some("message/rfc822"),
+            body: Bytes::from(mime),
+            answer_limit: ANSWER_MAX,
+        };
+        let response = bearer::send(&self.http, self.tokens.as_ref(), request).await?;
+        let code = response.status.as_u16();
+        if !response.status.is_success() {
+            return Err(classify(&GoogleError::parse(code, &response.body)));
         }
+        let id = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        Ok(Delivery {
+            reply: format!("Gmail API {code}: sent as {id}"),
+            accepted: envelope.recipients.clone(),
+            refused: Vec::new(),
+        })
     }
 }
 
@@ -133,48 +118,35 @@ impl GmailTransport {
     pub async fn check(&self) -> Result<String, SendError> {
         let user: String = form_urlencoded::byte_serialize(self.user.as_bytes()).collect();
         let url = format!("{}/gmail/v1/users/{user}/profile", self.base);
-        let mut refreshed = false;
-        loop {
-            let token = self.tokens.token().await.map_err(|e| {
-                SendError::temporary(FailureKind::Auth, format!("no access token: {e}"))
-            })?;
-            let request = Request::get(url.as_str())
-                .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-                .header(header::ACCEPT, "application/json")
-                .body(Bytes::new())
-                .map_err(|e| SendError::temporary(FailureKind::Protocol, e.to_string()))?;
-            let response = self
-                .http
-                .send(request, ANSWER_MAX)
-                .await
-                .map_err(http_error)?;
-            let code = response.status.as_u16();
-            if response.status.is_success() {
-                let profile: serde_json::Value =
-                    serde_json::from_slice(&response.body).unwrap_or_default();
-                return Ok(format!(
-                    "Gmail took the token for {}: {}, {} messages",
-                    self.user,
-                    profile["emailAddress"].as_str().unwrap_or("?"),
-                    profile["messagesTotal"]
-                ));
-            }
-            if code == 401 && !refreshed {
-                self.tokens.refused(&token);
-                refreshed = true;
-                continue;
-            }
-            let error = GoogleError::parse(code, &response.body);
-            let kind = if matches!(code, 401 | 403) && !rate_limited(&error) {
-                FailureKind::Auth
-            } else {
-                FailureKind::Refused
-            };
-            return Err(SendError::temporary(
-                kind,
-                format!("Gmail API users.getProfile: {error}"),
+        let request = BearerRequest {
+            method: Method::GET,
+            url: &url,
+            content_type: None,
+            body: Bytes::new(),
+            answer_limit: ANSWER_MAX,
+        };
+        let response = bearer::send(&self.http, self.tokens.as_ref(), request).await?;
+        let code = response.status.as_u16();
+        if response.status.is_success() {
+            let profile: serde_json::Value =
+                serde_json::from_slice(&response.body).unwrap_or_default();
+            return Ok(format!(
+                "Gmail took the token for {}: {}, {} messages",
+                self.user,
+                profile["emailAddress"].as_str().unwrap_or("?"),
+                profile["messagesTotal"]
             ));
         }
+        let error = GoogleError::parse(code, &response.body);
+        let kind = if matches!(code, 401 | 403) && !rate_limited(&error) {
+            FailureKind::Auth
+        } else {
+            FailureKind::Refused
+        };
+        Err(SendError::temporary(
+            kind,
+            format!("Gmail API users.getProfile: {error}"),
+        ))
     }
 }
 
@@ -192,16 +164,6 @@ pub fn classify(error: &GoogleError) -> SendError {
     } else {
         SendError::temporary(FailureKind::Protocol, text)
     }
-}
-
-fn http_error(e: HttpError) -> SendError {
-    let kind = match &e {
-        HttpError::Tls(_) => FailureKind::Tls,
-        HttpError::Request { .. } => FailureKind::Connect,
-        HttpError::Timeout { .. } => FailureKind::Timeout,
-        HttpError::TooLarge { .. } => FailureKind::Protocol,
-    };
-    SendError::temporary(kind, e.to_string())
 }
 
 /// The message with a `Bcc:` header for every envelope recipient not

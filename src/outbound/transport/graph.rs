@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Method, StatusCode};
 
+use super::bearer::{self, BearerRequest};
 use super::{Delivery, Envelope, FailureKind, SendError, SendFuture, Transport};
-use crate::mail::{AccessTokens, TokenError};
-use crate::oauth::http::{HttpClient, HttpError, Response};
+use crate::mail::AccessTokens;
+use crate::oauth::http::{HttpClient, Response};
 
 /// Graph's limit on a request body: 4 MB, the base64 MIME included.
 pub const REQUEST_LIMIT: usize = 4 * 1024 * 1024;
@@ -76,33 +77,20 @@ impl GraphTransport {
             });
         }
         let body = Bytes::from(base64::engine::general_purpose::STANDARD.encode(message));
-        let mut refused_once = false;
-        loop {
-            let token = self.tokens.token().await.map_err(token_error)?;
-            let request = Request::post(self.url())
-                .header("authorization", format!("Bearer {}", token.expose()))
-                .header("content-type", "text/plain")
-                .header("accept", "application/json")
-                .body(body.clone())
-                .map_err(|e| {
-                    SendError::temporary(FailureKind::Protocol, format!("bad sendMail URL: {e}"))
-                })?;
-            let response = self
-                .http
-                .send(request, ANSWER_LIMIT)
-                .await
-                .map_err(http_error)?;
-            if response.status == StatusCode::UNAUTHORIZED && !refused_once {
-                self.tokens.refused(&token);
-                refused_once = true;
-                continue;
-            }
-            return classify(&response).map(|reply| Delivery {
-                reply,
-                accepted: envelope.recipients.clone(),
-                refused: Vec::new(),
-            });
-        }
+        let url = self.url();
+        let request = BearerRequest {
+            method: Method::POST,
+            url: &url,
+            content_type: Some("text/plain"),
+            body,
+            answer_limit: ANSWER_LIMIT,
+        };
+        let response = bearer::send(&self.http, self.tokens.as_ref(), request).await?;
+        classify(&response).map(|reply| Delivery {
+            reply,
+            accepted: envelope.recipients.clone(),
+            refused: Vec::new(),
+        })
     }
 }
 
@@ -118,49 +106,35 @@ impl GraphTransport {
             self.api_base,
             crate::inbound::pull::providers::graph::segment(&self.user)
         );
-        let mut refused_once = false;
-        loop {
-            let token = self.tokens.token().await.map_err(token_error)?;
-            let request = Request::get(url.as_str())
-                .header("authorization", format!("Bearer {}", token.expose()))
-                .header("accept", "application/json")
-                .body(Bytes::new())
-                .map_err(|e| {
-                    SendError::temporary(FailureKind::Protocol, format!("bad Graph URL: {e}"))
-                })?;
-            let response = self
-                .http
-                .send(request, ANSWER_LIMIT)
-                .await
-                .map_err(http_error)?;
-            if response.status == StatusCode::UNAUTHORIZED && !refused_once {
-                self.tokens.refused(&token);
-                refused_once = true;
-                continue;
-            }
-            if !response.status.is_success() {
-                let text = crate::inbound::pull::providers::graph::status_text(&response);
-                let kind = match response.status {
-                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => FailureKind::Auth,
-                    _ => FailureKind::Refused,
-                };
-                return Err(SendError::temporary(
-                    kind,
-                    format!(
-                        "Graph GET /users/{}/mailFolders/sentitems: {text}",
-                        self.user
-                    ),
-                ));
-            }
-            let folder: serde_json::Value =
-                serde_json::from_slice(&response.body).unwrap_or_default();
-            return Ok(format!(
-                "Graph took the token for {}: folder {:?}, {} messages",
-                self.user,
-                folder["displayName"].as_str().unwrap_or("?"),
-                folder["totalItemCount"]
+        let request = BearerRequest {
+            method: Method::GET,
+            url: &url,
+            content_type: None,
+            body: Bytes::new(),
+            answer_limit: ANSWER_LIMIT,
+        };
+        let response = bearer::send(&self.http, self.tokens.as_ref(), request).await?;
+        if !response.status.is_success() {
+            let text = crate::inbound::pull::providers::graph::status_text(&response);
+            let kind = match response.status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => FailureKind::Auth,
+                _ => FailureKind::Refused,
+            };
+            return Err(SendError::temporary(
+                kind,
+                format!(
+                    "Graph GET /users/{}/mailFolders/sentitems: {text}",
+                    self.user
+                ),
             ));
         }
+        let folder: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        Ok(format!(
+            "Graph took the token for {}: folder {:?}, {} messages",
+            self.user,
+            folder["displayName"].as_str().unwrap_or("?"),
+            folder["totalItemCount"]
+        ))
     }
 }
 
@@ -194,19 +168,6 @@ pub fn classify(response: &Response) -> Result<String, SendError> {
         }
         s if s.is_client_error() => Err(SendError::Permanent { reply: text }),
         _ => Err(SendError::temporary(FailureKind::Refused, text)),
-    }
-}
-
-fn token_error(e: TokenError) -> SendError {
-    SendError::temporary(FailureKind::Auth, e.to_string())
-}
-
-fn http_error(e: HttpError) -> SendError {
-    match e {
-        HttpError::Tls(d) => SendError::temporary(FailureKind::Tls, d),
-        HttpError::Request { .. } => SendError::temporary(FailureKind::Connect, e.to_string()),
-        HttpError::Timeout { .. } => SendError::temporary(FailureKind::Timeout, e.to_string()),
-        HttpError::TooLarge { .. } => SendError::temporary(FailureKind::Protocol, e.to_string()),
     }
 }
 

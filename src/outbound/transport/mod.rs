@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+mod bearer;
 pub mod gmail;
 pub mod graph;
 pub mod smtp;
