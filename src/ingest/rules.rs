@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::mail::ParsedMail;
 use crate::mail::header_edit::Headers;
+use crate::mail::{ParsedMail, Person};
 use crate::rules::{self, Evaluation, Rule, RuleInput};
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,14 @@ impl MailRules {
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(domain))
         })
+    }
+
+    /// Whom a staff member wrote to: the first To, then Cc, address that
+    /// is neither internal nor one of ours (`own` takes it lower-cased).
+    pub fn counterpart(&self, mail: &ParsedMail, own: &dyn Fn(&str) -> bool) -> Option<Person> {
+        (mail.to.iter().chain(mail.cc.iter()))
+            .find(|p| !self.is_internal(&p.address) && !own(&p.address.to_lowercase()))
+            .cloned()
     }
 
     /// Whether any rule could run for this mailbox (skips building the input).
