@@ -102,4 +102,30 @@ mod tests {
         assert!(!r.is_internal("ann@notcorp.example"));
         assert!(!r.is_internal("corp.example"));
     }
+
+    #[test]
+    fn the_counterpart_is_the_first_outside_recipient_to_then_cc() {
+        let config = Config::parse(
+            "[server]\ndomains=[\"example.test\"]\ninternal_domains=[\"corp.example\"]\n\
+             [[mailbox]]\nname=\"s\"\naddresses=[\"s@example.test\"]\n",
+        )
+        .unwrap();
+        let r = MailRules::new(&config);
+        let p = |a: &str| Person {
+            address: a.into(),
+            name: None,
+        };
+        let own = |a: &str| a == "s@example.test";
+        let mut mail = ParsedMail {
+            to: vec![p("bob@corp.example"), p("S@example.test")],
+            cc: vec![p("ann@client.test"), p("eve@client.test")],
+            ..ParsedMail::default()
+        };
+        assert_eq!(r.counterpart(&mail, &own), Some(p("ann@client.test")));
+        mail.to.push(p("dave@client.test"));
+        assert_eq!(r.counterpart(&mail, &own), Some(p("dave@client.test")));
+        mail.to.clear();
+        mail.cc.clear();
+        assert_eq!(r.counterpart(&mail, &own), None);
+    }
 }
