@@ -18,6 +18,7 @@ pub mod notify;
 pub mod oauth2;
 pub mod outbound;
 pub mod relay;
+pub mod role;
 pub mod rules;
 pub mod store;
 pub mod submission;
@@ -202,6 +203,10 @@ pub struct MailboxConfig {
     pub notify: std::collections::BTreeMap<notify::Notification, notify::NotifyOverride>,
     /// `[[mailbox.rule]]`: this mailbox's mail rules, after the global ones.
     pub rules: Vec<crate::rules::Rule>,
+    /// `role`: a helpdesk mailbox, or a BCC importer (with its settings).
+    pub role: role::MailboxRole,
+    /// `internal_unthreaded`: what internal mail that threads nowhere becomes.
+    pub internal_unthreaded: role::InternalUnthreaded,
 }
 
 // ---- raw shape, as written in TOML ----
@@ -367,6 +372,10 @@ struct RawMailbox {
     team: Vec<String>,
     notify: std::collections::BTreeMap<String, notify::RawOverride>,
     rule: Vec<rules::RawRule>,
+    role: Option<String>,
+    import_into: Option<String>,
+    ticket_number_pattern: Option<String>,
+    internal_unthreaded: Option<String>,
 }
 
 /// A size or duration: a plain number or a string with a unit.
@@ -782,7 +791,21 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         };
         let relay = (m.relay.as_ref())
             .map(|r| relay::validate(r, &relay::Scope::Mailbox(own), &hostname, &mut err));
+        let default_name = (raw.mailbox.iter().find(|m| m.default)).map(|m| m.name.trim());
+        let (role, internal_unthreaded) = role::validate(
+            &key,
+            &role::RawRole {
+                role: m.role.as_deref(),
+                import_into: m.import_into.as_deref(),
+                ticket_number_pattern: m.ticket_number_pattern.as_deref(),
+                internal_unthreaded: m.internal_unthreaded.as_deref(),
+            },
+            default_name,
+            &mut err,
+        );
         mailboxes.push(MailboxConfig {
+            role,
+            internal_unthreaded,
             relay,
             upstream,
             oauth2,
@@ -810,6 +833,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             default: m.default,
         });
     }
+    role::check_targets(&mailboxes, &mut err);
     if mailboxes.is_empty() {
         err("mailbox", "at least one [[mailbox]] is required".into());
     }

@@ -371,7 +371,7 @@ fn condition(key: &str, c: &RawCondition, err: &mut impl FnMut(&str, String)) ->
 }
 
 /// A regex error on one line (the crate's message spans several).
-fn one_line(e: &regex::Error) -> String {
+pub(super) fn one_line(e: &regex::Error) -> String {
     e.to_string()
         .lines()
         .map(str::trim)

@@ -119,6 +119,10 @@ impl Ingestor {
                         })
                         .collect(),
                     automatic => {
+                        let internal = self.rules.is_internal(&mail.from.address);
+                        let counterpart = internal
+                            .then(|| self.rules.counterpart(&mail, &|a| router.is_own_address(a)))
+                            .flatten();
                         let mail = Arc::new(mail);
                         let return_path = inbound.return_path.as_deref();
                         mailboxes
@@ -136,6 +140,8 @@ impl Ingestor {
                                 }),
                                 mail: mail.clone(),
                                 automatic: automatic.clone(),
+                                internal,
+                                counterpart: counterpart.clone(),
                             })
                             .collect()
                     }

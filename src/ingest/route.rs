@@ -3,8 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::config::role::MailboxRole;
 use crate::tickets::MailboxRef;
+use crate::tickets::importer::Importer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -35,6 +39,8 @@ impl Router {
                 MailboxRef {
                     name: m.name.clone(),
                     queue: m.queue.clone(),
+                    internal_unthreaded: m.internal_unthreaded,
+                    importer: importer(config, &m.role),
                 },
             );
         }
@@ -74,6 +80,21 @@ impl Router {
     pub fn is_own_address(&self, address: &str) -> bool {
         self.by_address.contains_key(address)
     }
+}
+
+/// Where a `role = "importer"` mailbox files mail (None for a helpdesk one).
+fn importer(config: &Config, role: &MailboxRole) -> Option<Arc<Importer>> {
+    let MailboxRole::Importer(imp) = role else {
+        return None;
+    };
+    let queue = (config.mailboxes.iter())
+        .find(|t| t.name == imp.into)
+        .map_or_else(|| imp.into.clone(), |t| t.queue.clone());
+    Some(Arc::new(Importer {
+        into: imp.into.clone(),
+        queue,
+        ticket_number_pattern: imp.ticket_number_pattern.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::mail::ParsedMail;
 use crate::mail::header_edit::Headers;
+use crate::mail::{ParsedMail, Person};
 use crate::rules::{self, Evaluation, Rule, RuleInput};
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,14 @@ impl MailRules {
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(domain))
         })
+    }
+
+    /// Whom a staff member wrote to: the first To, then Cc, address that
+    /// is neither internal nor one of ours (`own` takes it lower-cased).
+    pub fn counterpart(&self, mail: &ParsedMail, own: &dyn Fn(&str) -> bool) -> Option<Person> {
+        (mail.to.iter().chain(mail.cc.iter()))
+            .find(|p| !self.is_internal(&p.address) && !own(&p.address.to_lowercase()))
+            .cloned()
     }
 
     /// Whether any rule could run for this mailbox (skips building the input).
@@ -93,5 +101,31 @@ mod tests {
         assert!(!r.is_internal("ann@sub.corp.example"));
         assert!(!r.is_internal("ann@notcorp.example"));
         assert!(!r.is_internal("corp.example"));
+    }
+
+    #[test]
+    fn the_counterpart_is_the_first_outside_recipient_to_then_cc() {
+        let config = Config::parse(
+            "[server]\ndomains=[\"example.test\"]\ninternal_domains=[\"corp.example\"]\n\
+             [[mailbox]]\nname=\"s\"\naddresses=[\"s@example.test\"]\n",
+        )
+        .unwrap();
+        let r = MailRules::new(&config);
+        let p = |a: &str| Person {
+            address: a.into(),
+            name: None,
+        };
+        let own = |a: &str| a == "s@example.test";
+        let mut mail = ParsedMail {
+            to: vec![p("bob@corp.example"), p("S@example.test")],
+            cc: vec![p("ann@client.test"), p("eve@client.test")],
+            ..ParsedMail::default()
+        };
+        assert_eq!(r.counterpart(&mail, &own), Some(p("ann@client.test")));
+        mail.to.push(p("dave@client.test"));
+        assert_eq!(r.counterpart(&mail, &own), Some(p("dave@client.test")));
+        mail.to.clear();
+        mail.cc.clear();
+        assert_eq!(r.counterpart(&mail, &own), None);
     }
 }

@@ -23,10 +23,15 @@ pub enum RejectReason {
     Oversize,
     /// A mail rule with `reject = true` matched; the detail is `rule:<name>`.
     Rule,
+    /// Internal mail (From in `server.internal_domains`) that continues no
+    /// ticket, in a mailbox with `internal_unthreaded = "reject"`.
+    InternalUnthreaded,
+    /// Mail to a BCC importer from outside the internal domains.
+    ImporterExternalSender,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::NoSender,
         RejectReason::Unparseable,
         RejectReason::AutoSubmitted,
@@ -36,6 +41,8 @@ impl RejectReason {
         RejectReason::Loop,
         RejectReason::Oversize,
         RejectReason::Rule,
+        RejectReason::InternalUnthreaded,
+        RejectReason::ImporterExternalSender,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +56,8 @@ impl RejectReason {
             RejectReason::Loop => "loop",
             RejectReason::Oversize => "oversize",
             RejectReason::Rule => "rule",
+            RejectReason::InternalUnthreaded => "internal_unthreaded",
+            RejectReason::ImporterExternalSender => "importer_external_sender",
         }
     }
 

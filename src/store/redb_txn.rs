@@ -199,6 +199,19 @@ impl TicketTxn for RedbTxn<'_> {
         }
     }
 
+    fn mailbox_ticket_ids(&self, mailbox: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .by_mailbox
+            .range((mailbox, 0)..=(mailbox, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
     fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
         for entry in self

@@ -59,13 +59,13 @@ pub fn apply<T: TicketTxn>(
 }
 
 /// What a rejection record says beyond its origin.
-struct RejectFields<'a> {
-    mailbox: Option<&'a str>,
-    reason: RejectReason,
-    detail: &'a str,
-    message_id: Option<&'a str>,
-    from: Option<&'a str>,
-    subject: Option<&'a str>,
+pub(super) struct RejectFields<'a> {
+    pub mailbox: Option<&'a str>,
+    pub reason: RejectReason,
+    pub detail: &'a str,
+    pub message_id: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub subject: Option<&'a str>,
 }
 
 /// How a new record relates to what the dedup table knows.
@@ -122,6 +122,8 @@ fn apply_items<T: TicketTxn>(
                 mail,
                 automatic,
                 rules,
+                internal,
+                counterpart,
             } => {
                 let key = match &mail.message_id {
                     Some(id) => format!("id:{id}"),
@@ -140,6 +142,8 @@ fn apply_items<T: TicketTxn>(
                                 mail,
                                 automatic: automatic.as_ref(),
                                 rules: rules.as_deref(),
+                                internal: *internal,
+                                counterpart: counterpart.as_ref(),
                             },
                             collision,
                         )?;
@@ -216,7 +220,7 @@ fn remember<T: TicketTxn>(
     txn.put_dedup(mailbox, key, &entry)
 }
 
-fn next<T: TicketTxn>(txn: &mut T, counter: Counter) -> Result<u64, T::Error> {
+pub(super) fn next<T: TicketTxn>(txn: &mut T, counter: Counter) -> Result<u64, T::Error> {
     let next = txn.counter(counter)?.unwrap_or(0) + 1;
     txn.set_counter(counter, next)?;
     Ok(next)
@@ -224,7 +228,10 @@ fn next<T: TicketTxn>(txn: &mut T, counter: Counter) -> Result<u64, T::Error> {
 
 /// Ticket numbers start at `first_number` and never go back, even when the
 /// configured start is lowered later.
-fn next_number<T: TicketTxn>(txn: &mut T, settings: &TicketSettings) -> Result<u64, T::Error> {
+pub(super) fn next_number<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+) -> Result<u64, T::Error> {
     let next = match txn.counter(Counter::Number)? {
         Some(n) => (n + 1).max(settings.first_number),
         None => settings.first_number,
@@ -275,6 +282,9 @@ struct Incoming<'a> {
     mail: &'a ParsedMail,
     automatic: Option<&'a (RejectReason, String)>,
     rules: Option<&'a crate::rules::Decision>,
+    /// From is in an internal domain (see [`super::internal`]).
+    internal: bool,
+    counterpart: Option<&'a crate::mail::Person>,
 }
 
 fn store_message<T: TicketTxn>(
@@ -289,6 +299,8 @@ fn store_message<T: TicketTxn>(
         mail,
         automatic,
         rules,
+        internal,
+        counterpart,
     } = incoming;
     let now = &request.origin.received_at;
     // A rule that rejects wins over everything after classification.
@@ -303,6 +315,18 @@ fn store_message<T: TicketTxn>(
             subject: Some(&mail.subject),
         };
         return reject(txn, request, fields, true);
+    }
+    if let Some(importer) = &mailbox.importer {
+        let filing = super::importer::Filing {
+            mailbox,
+            importer,
+            mail,
+            automatic,
+            rules,
+            internal,
+            counterpart,
+        };
+        return super::importer::file(txn, settings, request, filing);
     }
     // A bounce of our own mail goes to that mail's ticket (and fails its
     // delivery) before any other rule; only reports and bounces count, not
@@ -335,6 +359,26 @@ fn store_message<T: TicketTxn>(
         };
         return reject(txn, request, fields, true);
     }
+    // Staff mail never opens a ticket with the staff member as requester.
+    let requester = match (&existing, internal) {
+        (None, true) => {
+            match super::internal::unthreaded_requester(mailbox.internal_unthreaded, counterpart) {
+                Ok(p) => p,
+                Err(detail) => {
+                    let fields = RejectFields {
+                        mailbox: Some(&mailbox.name),
+                        reason: RejectReason::InternalUnthreaded,
+                        detail: &detail,
+                        message_id: mail.message_id.as_deref(),
+                        from: Some(&mail.from.address),
+                        subject: Some(&mail.subject),
+                    };
+                    return reject(txn, request, fields, true);
+                }
+            }
+        }
+        _ => mail.from.clone(),
+    };
     let new_ticket = existing.is_none();
     let mut ticket = match existing {
         Some(t) => t,
@@ -349,7 +393,7 @@ fn store_message<T: TicketTxn>(
                 queue: mailbox.queue.clone(),
                 status: TicketStatus::Open,
                 subject: mail.subject.clone(),
-                requester: mail.from.clone(),
+                requester,
                 created_at: now.clone(),
                 updated_at: now.clone(),
                 message_count: 0,
@@ -367,7 +411,11 @@ fn store_message<T: TicketTxn>(
     let stored = StoredMessage {
         id,
         ticket_id: ticket.id,
-        direction: Direction::Inbound,
+        direction: if internal {
+            Direction::Internal
+        } else {
+            Direction::Inbound
+        },
         message_id: message_id.clone(),
         in_reply_to: mail.in_reply_to.clone(),
         references: mail.references.clone(),
@@ -409,6 +457,7 @@ fn store_message<T: TicketTxn>(
         notification,
         by,
         automatic: automatic.is_some(),
+        internal,
         message: &mail.text,
         at: now,
         at_ms,
@@ -445,7 +494,7 @@ fn store_message<T: TicketTxn>(
 }
 
 /// Records a rejection, with the raw bytes when `keep_raw`.
-fn reject<T: TicketTxn>(
+pub(super) fn reject<T: TicketTxn>(
     txn: &mut T,
     request: &CommitRequest,
     fields: RejectFields<'_>,

@@ -215,10 +215,13 @@ mod tests {
             mailbox: MailboxRef {
                 name: name.into(),
                 queue: name.into(),
+                ..MailboxRef::default()
             },
             mail: mail.clone(),
             automatic: None,
             rules: None,
+            internal: false,
+            counterpart: None,
         };
         // No Message-ID: the content key and the parsed fingerprint, once
         // for two mailboxes; no raw fingerprint.

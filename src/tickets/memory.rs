@@ -158,6 +158,16 @@ impl TicketTxn for MemoryTxn {
     fn message(&self, id: u64) -> Result<Option<StoredMessage>, Infallible> {
         Ok(self.messages.get(&id).map(|(m, _)| m.clone()))
     }
+    fn mailbox_ticket_ids(&self, mailbox: &str, limit: usize) -> Result<Vec<u64>, Infallible> {
+        let m = mailbox.to_string();
+        Ok(self
+            .by_mailbox
+            .range((m.clone(), 0)..=(m, u64::MAX))
+            .rev()
+            .take(limit)
+            .map(|((_, t), _)| *t)
+            .collect())
+    }
     fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, Infallible> {
         Ok(self
             .ticket_messages

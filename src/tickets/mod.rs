@@ -6,6 +6,8 @@
 pub mod apply;
 pub mod bounce;
 pub mod dedup;
+pub mod importer;
+pub mod internal;
 pub mod mail_rules;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -16,6 +18,8 @@ pub mod render;
 pub mod reply;
 pub mod request;
 mod send;
+#[cfg(test)]
+mod staff_tests;
 pub mod submit;
 #[cfg(test)]
 pub(crate) mod suite;

@@ -17,6 +17,9 @@ pub enum Direction {
     Outbound,
     /// An agent's internal note: stored on the ticket, never sent.
     Note,
+    /// Mail a staff member (From in `server.internal_domains`) sent that
+    /// threaded onto a ticket: an agent's message, received, not sent.
+    Internal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,8 @@ pub enum SuppressReason {
     TemplateError,
     /// The message could not be built.
     ComposeError,
+    /// Staff mail caused it: the requester is not told as if they wrote.
+    InternalMail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

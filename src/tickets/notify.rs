@@ -59,6 +59,9 @@ pub struct Cause<'a> {
     pub by: Option<&'a str>,
     /// It was automatic mail: nothing goes to the requester.
     pub automatic: bool,
+    /// Staff mail (an internal domain) caused it: nothing goes to the
+    /// requester, who did not write it (no acknowledgement either).
+    pub internal: bool,
     /// The message or note that caused it.
     pub message: &'a str,
     pub at: &'a str,
@@ -179,6 +182,8 @@ pub fn notify<T: TicketTxn>(
     for (address, requester) in recipients {
         let reason = if requester && cause.automatic {
             Some(SuppressReason::AutomaticMail)
+        } else if requester && cause.internal {
+            Some(SuppressReason::InternalMail)
         } else if ns.own_addresses.contains(&address) {
             Some(SuppressReason::OwnAddress)
         } else if !valid_address(&address) {

@@ -169,6 +169,7 @@ pub fn reply<T: TicketTxn>(
             notification: Notification::InternalNote,
             by: r.author.as_deref(),
             automatic: false,
+            internal: false,
             message: &r.text,
             at: &r.at,
             at_ms: r.at_ms,

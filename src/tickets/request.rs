@@ -12,10 +12,14 @@ use super::token::TokenKey;
 use crate::mail::{Origin, ParsedMail, RejectReason, TagFormat};
 
 /// The mailbox an item is for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MailboxRef {
     pub name: String,
     pub queue: String,
+    /// What internal mail that threads nowhere becomes here.
+    pub internal_unthreaded: crate::config::role::InternalUnthreaded,
+    /// Set for a `role = "importer"` mailbox: where it files mail.
+    pub importer: Option<Arc<super::importer::Importer>>,
 }
 
 /// What to record for one mailbox.
@@ -29,6 +33,12 @@ pub enum Item {
         automatic: Option<(RejectReason, String)>,
         /// What the mail rules of this mailbox decided (None: no rules).
         rules: Option<Arc<crate::rules::Decision>>,
+        /// From is in `server.internal_domains`: a staff member wrote it.
+        internal: bool,
+        /// Whom a staff member wrote to: the first To, then Cc, address
+        /// outside the internal domains and not one of the gateway's own
+        /// (None for external mail).
+        counterpart: Option<crate::mail::Person>,
     },
     /// A message refused before routing (unparseable, no sender, oversize).
     Reject {

@@ -202,6 +202,7 @@ fn mailbox(name: &str) -> MailboxRef {
     MailboxRef {
         name: name.into(),
         queue: name.to_uppercase(),
+        ..MailboxRef::default()
     }
 }
 
@@ -230,6 +231,8 @@ fn request_with(
                 mail: parsed.clone(),
                 automatic: automatic.then(|| (RejectReason::AutoSubmitted, "test".into())),
                 rules: None,
+                internal: false,
+                counterpart: None,
             })
             .collect(),
     }

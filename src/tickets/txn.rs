@@ -126,6 +126,8 @@ pub trait TicketTxn {
     ) -> Result<(), Self::Error>;
 
     fn message(&self, id: u64) -> Result<Option<StoredMessage>, Self::Error>;
+    /// A mailbox's ticket ids, newest first, at most `limit`.
+    fn mailbox_ticket_ids(&self, mailbox: &str, limit: usize) -> Result<Vec<u64>, Self::Error>;
     /// A ticket's message ids, newest first, at most `limit`.
     fn latest_message_ids(&self, ticket: u64, limit: usize) -> Result<Vec<u64>, Self::Error>;
 

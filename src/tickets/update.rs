@@ -119,6 +119,7 @@ pub fn update<T: TicketTxn>(
             notification,
             by: u.by.as_deref(),
             automatic: false,
+            internal: false,
             message: "",
             at: &u.at,
             at_ms,

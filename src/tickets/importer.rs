@@ -1,0 +1,218 @@
+//! The BCC importer (`role = "importer"`): staff put its address in BCC of
+//! mail they send a customer, and the gateway files that mail on the
+//! customer's ticket in `import_into` as an outbound message. Nothing is
+//! sent and nobody is notified: the mail already went out.
+//!
+//! Matching, first hit wins, always within the `import_into` mailbox: the
+//! subject tag, a signed reply token, In-Reply-To / References (see
+//! [`super::apply::find_ticket`]); the importer's `ticket_number_pattern`
+//! in the subject, then the text; a mail rule's link; the recipient (the
+//! first To, then Cc, address outside the internal domains) being the
+//! requester of an open ticket; else a new ticket for that recipient with
+//! status `done`. Only staff (From in `server.internal_domains`) may use it.
+//!
+//! The requester match reads at most [`REQUESTER_SCAN`] of the mailbox's
+//! newest tickets (there is no requester index yet): an open ticket older
+//! than that is not found and the mail opens a new, done ticket instead.
+
+use super::apply::{RejectFields, find_ticket, next, next_number, reject};
+use super::model::{BodyStore, Direction, Outcome, StoredMessage, Ticket, TicketStatus};
+use super::request::{CommitRequest, MailboxRef, TicketSettings};
+use super::txn::{Counter, TicketTxn};
+use crate::mail::{ParsedMail, Person, RejectReason};
+use crate::rules::{Decision, ticket_number};
+
+/// The `source` of every message the importer files.
+pub const SOURCE: &str = "bcc_import";
+/// How many of a mailbox's newest tickets the requester match reads.
+pub const REQUESTER_SCAN: usize = 2_000;
+
+/// Where an importer files mail, fixed at start.
+#[derive(Debug, Clone)]
+pub struct Importer {
+    /// The `import_into` mailbox.
+    pub into: String,
+    /// Its queue, for the tickets the importer opens.
+    pub queue: String,
+    pub ticket_number_pattern: Option<regex::Regex>,
+}
+
+/// One message for an importer, as ingest saw it.
+pub struct Filing<'a> {
+    pub mailbox: &'a MailboxRef,
+    pub importer: &'a Importer,
+    pub mail: &'a ParsedMail,
+    pub automatic: Option<&'a (RejectReason, String)>,
+    pub rules: Option<&'a Decision>,
+    pub internal: bool,
+    pub counterpart: Option<&'a Person>,
+}
+
+/// Files one message (or records why not).
+pub fn file<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    request: &CommitRequest,
+    f: Filing<'_>,
+) -> Result<Outcome, T::Error> {
+    let mail = f.mail;
+    let refuse = |txn: &mut T, reason, detail: &str| {
+        let fields = RejectFields {
+            mailbox: Some(&f.mailbox.name),
+            reason,
+            detail,
+            message_id: mail.message_id.as_deref(),
+            from: Some(&mail.from.address),
+            subject: Some(&mail.subject),
+        };
+        reject(txn, request, fields, true)
+    };
+    if !f.internal {
+        let detail = format!(
+            "the importer takes mail from the internal domains only, not from {}",
+            mail.from.address
+        );
+        return refuse(txn, RejectReason::ImporterExternalSender, &detail);
+    }
+    // An out-of-office or a bounce is nothing a staff member sent.
+    if let Some((reason, detail)) = f.automatic {
+        return refuse(txn, *reason, detail);
+    }
+    let into = f.importer.into.as_str();
+    let existing = match matched(txn, settings, &f)? {
+        Some(t) => Some(t),
+        None => match f.counterpart {
+            Some(p) => open_for(txn, into, &p.address)?,
+            None => None,
+        },
+    };
+    let now = &request.origin.received_at;
+    let new_ticket = existing.is_none();
+    let mut ticket = match existing {
+        Some(t) => t,
+        None => {
+            let Some(requester) = f.counterpart else {
+                return refuse(
+                    txn,
+                    RejectReason::InternalUnthreaded,
+                    "importer: continues no ticket and names no recipient outside the internal domains to open one for",
+                );
+            };
+            let id = next(txn, Counter::Ticket)?;
+            let number = next_number(txn, settings)?;
+            Ticket {
+                id,
+                number,
+                tag: settings.tag.format(number),
+                mailbox: into.to_string(),
+                queue: f.importer.queue.clone(),
+                // The CRM's "mail out, done": the answer has been given.
+                status: TicketStatus::Done,
+                subject: mail.subject.clone(),
+                requester: requester.clone(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                message_count: 0,
+                assignee: None,
+                categories: Vec::new(),
+            }
+        }
+    };
+    let id = next(txn, Counter::Message)?;
+    let message_id = mail
+        .message_id
+        .clone()
+        .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
+    let stored = StoredMessage {
+        id,
+        ticket_id: ticket.id,
+        direction: Direction::Outbound,
+        message_id: message_id.clone(),
+        in_reply_to: mail.in_reply_to.clone(),
+        references: mail.references.clone(),
+        from: mail.from.clone(),
+        to: mail.to.clone(),
+        cc: mail.cc.clone(),
+        date: mail.date.clone(),
+        subject: mail.subject.clone(),
+        text: String::new(),
+        html: None,
+        attachments: mail.attachments.clone(),
+        auto_submitted: false,
+        source: SOURCE.to_string(),
+        envelope: request.origin.envelope.clone(),
+        received_at: now.clone(),
+        size: request.size,
+        body: BodyStore::Raw,
+    };
+    txn.insert_message(&stored, request.raw.as_ref())?;
+    // The customer's answer to this mail threads onto the ticket.
+    if txn.thread_lookup(into, &message_id)?.is_none() {
+        txn.index_message_id(into, &message_id, id, ticket.id)?;
+    }
+    ticket.message_count += 1;
+    ticket.updated_at = now.clone();
+    let changes = (f.rules)
+        .map(|d| super::mail_rules::set_fields(&mut ticket, d))
+        .unwrap_or_default();
+    if new_ticket {
+        txn.insert_ticket(&ticket)?;
+    } else {
+        txn.update_ticket(&ticket)?;
+    }
+    super::mail_rules::record(txn, ticket.id, changes, now)?;
+    Ok(Outcome::Stored {
+        message_id: id,
+        ticket_id: ticket.id,
+        ticket_number: ticket.number,
+        new_ticket,
+        id_collision: false,
+    })
+}
+
+/// The ticket of `import_into` the mail names: tag, token, references,
+/// the number pattern, a rule's link.
+fn matched<T: TicketTxn>(
+    txn: &T,
+    settings: &TicketSettings,
+    f: &Filing<'_>,
+) -> Result<Option<Ticket>, T::Error> {
+    let into = f.importer.into.as_str();
+    let mail = f.mail;
+    if let Some(t) = find_ticket(txn, settings, into, mail)? {
+        return Ok(Some(t));
+    }
+    if let Some(pattern) = &f.importer.ticket_number_pattern {
+        let number =
+            ticket_number(pattern, &mail.subject).or_else(|| ticket_number(pattern, &mail.text));
+        if let Some(n) = number
+            && let Some(id) = txn.ticket_by_number(n)?
+            && let Some(ticket) = txn.ticket(id)?
+            && ticket.mailbox == into
+        {
+            return Ok(Some(ticket));
+        }
+    }
+    match f.rules {
+        Some(d) => super::mail_rules::linked(txn, into, mail, d),
+        None => Ok(None),
+    }
+}
+
+/// The newest open ticket (status neither done nor rejected) of `mailbox`
+/// whose requester is `address`, among its newest [`REQUESTER_SCAN`].
+fn open_for<T: TicketTxn>(
+    txn: &T,
+    mailbox: &str,
+    address: &str,
+) -> Result<Option<Ticket>, T::Error> {
+    for id in txn.mailbox_ticket_ids(mailbox, REQUESTER_SCAN)? {
+        let Some(t) = txn.ticket(id)? else { continue };
+        if !matches!(t.status, TicketStatus::Done | TicketStatus::Rejected)
+            && t.requester.address.eq_ignore_ascii_case(address)
+        {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
