@@ -305,6 +305,7 @@ impl App {
             max_message_size: config.limits.max_message_size,
             categories: config.categories.clone(),
             oauth_degraded_after: config.oauth.degraded_after,
+            ingestor: core.ingestor.clone(),
         });
 
         let mut smtp = Vec::new();

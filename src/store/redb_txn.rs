@@ -157,6 +157,18 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, StoreError> {
+        match self.rejections.get(id)? {
+            Some(v) => Ok(Some(super::decode("rejections", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn update_rejection(&mut self, r: &Rejection) -> Result<(), StoreError> {
+        self.rejections.insert(r.id, encode(r).as_slice())?;
+        Ok(())
+    }
+
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, StoreError> {
         Ok(self
             .dedup
@@ -393,6 +405,9 @@ mod tests {
         }
         fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
             self.store.rejection_raw(id).unwrap()
+        }
+        fn rejection(&self, id: u64) -> Option<crate::tickets::model::Rejection> {
+            self.store.rejection(id).unwrap()
         }
         fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
             self.store.attachment(message, index).unwrap()

@@ -13,6 +13,7 @@ use super::dedup;
 use super::model::{Direction, Earlier, Outcome, Rejection, StoredMessage, Ticket, TicketStatus};
 use super::notify::{Cause, notify};
 use super::request::{CommitRequest, Item, MailboxRef, OpOutcome, Operation, TicketSettings};
+use super::trace::{DecisionTrace, Dedup, DedupOutcome, ThreadBy, Threading};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 use crate::config::notify::Notification;
 use crate::mail::{ParsedMail, RejectReason};
@@ -35,6 +36,9 @@ pub fn apply_op<T: TicketTxn>(
         Operation::Submit(request) => {
             OpOutcome::Submitted(super::submit::submit(txn, settings, request)?)
         }
+        Operation::Replay(request) => {
+            OpOutcome::Replayed(super::replay::replay(txn, settings, request)?)
+        }
     })
 }
 
@@ -45,13 +49,13 @@ pub fn apply<T: TicketTxn>(
     request: &CommitRequest,
 ) -> Result<Vec<Outcome>, T::Error> {
     let Some(key) = &request.upstream_key else {
-        return apply_items(txn, settings, request);
+        return apply_items(txn, settings, request, None);
     };
     let scope = request.items.first().map(Item::mailbox).unwrap_or("");
     if let Some(earlier) = txn.upstream(scope, key)? {
         return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
     }
-    let outcomes = apply_items(txn, settings, request)?;
+    let outcomes = apply_items(txn, settings, request, None)?;
     if let Some(first) = outcomes.first() {
         txn.put_upstream(scope, key, first.earlier())?;
     }
@@ -74,7 +78,7 @@ enum Seen {
     Duplicate(Earlier),
     /// New: remember it under this key (the primary key, or the collision
     /// key when another message already holds the primary one).
-    New { key: String, collision: bool },
+    New { key: String, outcome: DedupOutcome },
 }
 
 fn seen<T: TicketTxn>(
@@ -82,12 +86,23 @@ fn seen<T: TicketTxn>(
     mailbox: &str,
     key: &str,
     fingerprint: &str,
+    replay_of: Option<u64>,
 ) -> Result<Seen, T::Error> {
-    let Some(entry) = txn.dedup(mailbox, key)? else {
-        return Ok(Seen::New {
-            key: key.to_string(),
-            collision: false,
-        });
+    let entry = match txn.dedup(mailbox, key)? {
+        // The rejection being replayed holds the key: this record takes it.
+        Some(e) if replay_of.is_some_and(|r| e.earlier == Earlier::Rejection(r)) => {
+            return Ok(Seen::New {
+                key: key.to_string(),
+                outcome: DedupOutcome::Replayed,
+            });
+        }
+        Some(e) => e,
+        None => {
+            return Ok(Seen::New {
+                key: key.to_string(),
+                outcome: DedupOutcome::New,
+            });
+        }
     };
     // Entries from before fingerprints existed compare equal, as they did.
     if entry
@@ -99,18 +114,25 @@ fn seen<T: TicketTxn>(
     }
     let second = dedup::collision_key(key, fingerprint);
     Ok(match txn.dedup(mailbox, &second)? {
+        Some(e) if replay_of.is_some_and(|r| e.earlier == Earlier::Rejection(r)) => Seen::New {
+            key: second,
+            outcome: DedupOutcome::Replayed,
+        },
         Some(e) => Seen::Duplicate(e.earlier),
         None => Seen::New {
             key: second,
-            collision: true,
+            outcome: DedupOutcome::IdCollision,
         },
     })
 }
 
-fn apply_items<T: TicketTxn>(
+/// Records every item; `replay_of` is the rejection being replayed, whose
+/// dedup entries the new records take over.
+pub(super) fn apply_items<T: TicketTxn>(
     txn: &mut T,
     settings: &TicketSettings,
     request: &CommitRequest,
+    replay_of: Option<u64>,
 ) -> Result<Vec<Outcome>, T::Error> {
     let mut digests = request.digests.clone();
     digests.fill(&request.raw, &request.items);
@@ -122,15 +144,25 @@ fn apply_items<T: TicketTxn>(
                 mail,
                 automatic,
                 rules,
+                trace,
             } => {
                 let key = match &mail.message_id {
                     Some(id) => format!("id:{id}"),
                     None => digests.content.clone().unwrap_or_default(),
                 };
                 let fingerprint = digests.message.clone().unwrap_or_default();
-                match seen(txn, &mailbox.name, &key, &fingerprint)? {
+                match seen(txn, &mailbox.name, &key, &fingerprint, replay_of)? {
                     Seen::Duplicate(e) => Outcome::Duplicate(e),
-                    Seen::New { key, collision } => {
+                    Seen::New { key, outcome } => {
+                        let collision = outcome == DedupOutcome::IdCollision;
+                        let trace = DecisionTrace {
+                            dedup: Some(Dedup {
+                                key: Some(key.clone()),
+                                outcome,
+                            }),
+                            replay_of,
+                            ..trace.clone()
+                        };
                         let outcome = store_message(
                             txn,
                             settings,
@@ -140,6 +172,7 @@ fn apply_items<T: TicketTxn>(
                                 mail,
                                 automatic: automatic.as_ref(),
                                 rules: rules.as_deref(),
+                                trace,
                             },
                             collision,
                         )?;
@@ -156,6 +189,7 @@ fn apply_items<T: TicketTxn>(
                 from,
                 subject,
                 keep_raw,
+                trace,
             } => {
                 // Oversize mail is not kept: without a Message-ID it cannot
                 // be compared, so it is never deduplicated.
@@ -171,15 +205,23 @@ fn apply_items<T: TicketTxn>(
                 };
                 let scope = mailbox.as_deref().unwrap_or("");
                 let seen = match &key {
-                    Some(k) => seen(txn, scope, k, &fingerprint)?,
+                    Some(k) => seen(txn, scope, k, &fingerprint, replay_of)?,
                     None => Seen::New {
                         key: String::new(),
-                        collision: false,
+                        outcome: DedupOutcome::NotCompared,
                     },
                 };
                 match seen {
                     Seen::Duplicate(e) => Outcome::Duplicate(e),
-                    Seen::New { key: k, .. } => {
+                    Seen::New { key: k, outcome } => {
+                        let trace = DecisionTrace {
+                            dedup: Some(Dedup {
+                                key: key.is_some().then(|| k.clone()),
+                                outcome,
+                            }),
+                            replay_of,
+                            ..trace.clone()
+                        };
                         let fields = RejectFields {
                             mailbox: mailbox.as_deref(),
                             reason: *reason,
@@ -188,7 +230,7 @@ fn apply_items<T: TicketTxn>(
                             from: from.as_deref(),
                             subject: subject.as_deref(),
                         };
-                        let outcome = reject(txn, request, fields, *keep_raw)?;
+                        let outcome = reject(txn, request, fields, *keep_raw, trace)?;
                         if key.is_some() {
                             remember(txn, scope, &k, &outcome, fingerprint)?;
                         }
@@ -243,18 +285,41 @@ pub fn find_ticket<T: TicketTxn>(
     mailbox: &str,
     mail: &ParsedMail,
 ) -> Result<Option<Ticket>, T::Error> {
-    let referenced = mail.in_reply_to.iter().chain(mail.references.iter().rev());
-    for id in referenced {
+    Ok(find_thread(txn, settings, mailbox, mail)?.map(|(t, _)| t))
+}
+
+/// [`find_ticket`], and how it matched (for the decision trace).
+pub fn find_thread<T: TicketTxn>(
+    txn: &T,
+    settings: &TicketSettings,
+    mailbox: &str,
+    mail: &ParsedMail,
+) -> Result<Option<(Ticket, Threading)>, T::Error> {
+    let found = |ticket: Ticket, by, value: String| {
+        let threading = Threading {
+            by,
+            value: Some(value),
+            ticket_id: Some(ticket.id),
+        };
+        Some((ticket, threading))
+    };
+    let referenced = (mail.in_reply_to.iter().map(|id| (ThreadBy::InReplyTo, id))).chain(
+        mail.references
+            .iter()
+            .rev()
+            .map(|id| (ThreadBy::References, id)),
+    );
+    for (by, id) in referenced {
         if let Some((_, ticket_id)) = txn.thread_lookup(mailbox, id)?
             && let Some(ticket) = txn.ticket(ticket_id)?
         {
-            return Ok(Some(ticket));
+            return Ok(found(ticket, by, id.clone()));
         }
         if let Some(token) = settings.token.as_ref().and_then(|k| k.verify(id))
             && let Some(ticket) = txn.ticket(token.ticket_id)?
             && ticket.mailbox == mailbox
         {
-            return Ok(Some(ticket));
+            return Ok(found(ticket, ThreadBy::ReplyToken, id.clone()));
         }
     }
     for number in settings.tag.find_all(&mail.subject) {
@@ -262,7 +327,8 @@ pub fn find_ticket<T: TicketTxn>(
             && let Some(ticket) = txn.ticket(id)?
             && ticket.mailbox == mailbox
         {
-            return Ok(Some(ticket));
+            let tag = ticket.tag.clone();
+            return Ok(found(ticket, ThreadBy::SubjectTag, tag));
         }
     }
     Ok(None)
@@ -275,6 +341,7 @@ struct Incoming<'a> {
     mail: &'a ParsedMail,
     automatic: Option<&'a (RejectReason, String)>,
     rules: Option<&'a crate::rules::Decision>,
+    trace: DecisionTrace,
 }
 
 fn store_message<T: TicketTxn>(
@@ -289,6 +356,7 @@ fn store_message<T: TicketTxn>(
         mail,
         automatic,
         rules,
+        mut trace,
     } = incoming;
     let now = &request.origin.received_at;
     // A rule that rejects wins over everything after classification.
@@ -302,7 +370,7 @@ fn store_message<T: TicketTxn>(
             from: Some(&mail.from.address),
             subject: Some(&mail.subject),
         };
-        return reject(txn, request, fields, true);
+        return reject(txn, request, fields, true, trace);
     }
     // A bounce of our own mail goes to that mail's ticket (and fails its
     // delivery) before any other rule; only reports and bounces count, not
@@ -315,13 +383,23 @@ fn store_message<T: TicketTxn>(
         None
     };
     let existing = match returned {
-        Some(t) => Some(t),
-        None => match (find_ticket(txn, settings, &mailbox.name, mail)?, rules) {
-            (Some(t), _) => Some(t),
-            (None, Some(d)) => super::mail_rules::linked(txn, &mailbox.name, mail, d)?,
+        Some(t) => Some((t, ThreadBy::Bounce, None)),
+        None => match (find_thread(txn, settings, &mailbox.name, mail)?, rules) {
+            (Some((t, how)), _) => Some((t, how.by, how.value)),
+            (None, Some(d)) => super::mail_rules::linked(txn, &mailbox.name, mail, d)?
+                .map(|t| (t, ThreadBy::RuleLink, None)),
             (None, None) => None,
         },
     };
+    trace.threading = Some(match &existing {
+        Some((t, by, value)) => Threading {
+            by: *by,
+            value: value.clone().or_else(|| Some(t.tag.clone())),
+            ticket_id: Some(t.id),
+        },
+        None => Threading::new_ticket(),
+    });
+    let existing = existing.map(|(t, _, _)| t);
     if existing.is_none()
         && let Some((reason, detail)) = automatic
     {
@@ -333,7 +411,7 @@ fn store_message<T: TicketTxn>(
             from: Some(&mail.from.address),
             subject: Some(&mail.subject),
         };
-        return reject(txn, request, fields, true);
+        return reject(txn, request, fields, true, trace);
     }
     let new_ticket = existing.is_none();
     let mut ticket = match existing {
@@ -386,6 +464,7 @@ fn store_message<T: TicketTxn>(
         received_at: now.clone(),
         size: request.size,
         body: super::model::BodyStore::Raw,
+        trace,
     };
     txn.insert_message(&stored, request.raw.as_ref())?;
     // The first message with an id keeps it for threading: a later message
@@ -450,6 +529,7 @@ fn reject<T: TicketTxn>(
     request: &CommitRequest,
     fields: RejectFields<'_>,
     keep_raw: bool,
+    trace: DecisionTrace,
 ) -> Result<Outcome, T::Error> {
     let rejection = Rejection {
         id: next(txn, Counter::Rejection)?,
@@ -464,6 +544,8 @@ fn reject<T: TicketTxn>(
         size: request.size,
         received_at: request.origin.received_at.clone(),
         raw_available: keep_raw,
+        trace,
+        replayed: None,
     };
     txn.insert_rejection(&rejection, keep_raw.then_some(request.raw.as_ref()))?;
     Ok(Outcome::Rejected {

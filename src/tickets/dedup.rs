@@ -219,6 +219,7 @@ mod tests {
             mail: mail.clone(),
             automatic: None,
             rules: None,
+            trace: Default::default(),
         };
         // No Message-ID: the content key and the parsed fingerprint, once
         // for two mailboxes; no raw fingerprint.
@@ -234,6 +235,7 @@ mod tests {
             from: None,
             subject: None,
             keep_raw: true,
+            trace: Default::default(),
         };
         let d = Digests::for_request(raw, std::slice::from_ref(&reject));
         assert_eq!((d.content, d.raw), (None, Some(raw_fingerprint(raw))));

@@ -141,6 +141,15 @@ impl TicketTxn for MemoryTxn {
             .insert(r.id, (r.clone(), raw.map(<[u8]>::to_vec)));
         Ok(())
     }
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, Infallible> {
+        Ok(self.rejections.get(&id).map(|(r, _)| r.clone()))
+    }
+    fn update_rejection(&mut self, r: &Rejection) -> Result<(), Infallible> {
+        if let Some(entry) = self.rejections.get_mut(&r.id) {
+            entry.0 = r.clone();
+        }
+        Ok(())
+    }
     fn dedup(&self, mailbox: &str, k: &str) -> Result<Option<DedupEntry>, Infallible> {
         Ok(self.dedup.get(&key(mailbox, k)).cloned())
     }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod notify;
 pub mod outgoing;
 pub mod render;
+pub mod replay;
 pub mod reply;
 pub mod request;
 mod send;
@@ -20,12 +21,14 @@ pub mod submit;
 #[cfg(test)]
 pub(crate) mod suite;
 pub mod token;
+pub mod trace;
 pub mod txn;
 pub mod update;
 
 pub use apply::{apply, apply_op};
 pub use request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
-    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
+    Operation, ReplayOutcome, ReplayRequest, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+    TicketUpdate, UpdateOutcome,
 };
 pub use submit::{SubmitOutcome, SubmitRequest};

@@ -108,6 +108,10 @@ pub trait TicketTxn {
         raw: Option<&[u8]>,
     ) -> Result<(), Self::Error>;
 
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, Self::Error>;
+    /// Rewrites a rejection record (same id and reason: the index stays).
+    fn update_rejection(&mut self, rejection: &Rejection) -> Result<(), Self::Error>;
+
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, Self::Error>;
     fn put_dedup(
         &mut self,
