@@ -154,8 +154,16 @@ async fn list(c: Ctx) -> ApiResult {
     {
         return Err(ApiError::BadRequest(format!("unknown reason {r:?}")));
     }
+    let since = match filter(&c.query, "since") {
+        None => None,
+        Some(v) => Some(crate::parse_rfc3339(&v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "since {v:?} is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z)"
+            ))
+        })?),
+    };
     let page = read(&c.state.store, move |s| {
-        s.list_rejections(reason.as_deref(), cursor, limit)
+        s.list_rejections_since(reason.as_deref(), since, cursor, limit)
     })
     .await?;
     Ok(json(

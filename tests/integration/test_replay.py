@@ -128,3 +128,18 @@ def test_oversize_has_nothing_to_replay_and_the_post_is_protected(make_gateway):
     assert replay(g, o.id, token="wrong").status == 401
     assert replay(g, o.id, content_type="text/plain").status in (403, 415)
     assert "replayed" not in g.rejection(o.id)
+
+
+def test_the_quarantine_lists_by_reason_and_since(make_gateway):
+    g = gateway(make_gateway, {})
+    bulk = g.send(make_msg(f"bulk {unique()}", headers=[("Precedence", "bulk")])).rejection()
+    auto = g.send(make_msg(f"auto {unique()}",
+                           headers=[("Auto-Submitted", "auto-replied")])).rejection()
+    received = g.rejection(bulk.id)["received_at"]
+    ids = lambda **p: [str(r["id"]) for r in g.rejections(**p)]  # noqa: E731
+    assert ids(since=received) == [auto.id, bulk.id]
+    assert ids(since=received, reason="bulk") == [bulk.id]
+    assert ids(since="2999-01-01T00:00:00Z") == []
+    assert ids(since="2000-01-01T00:00:00+02:00", reason="auto_submitted") == [auto.id]
+    r = g.http("GET", "/api/v1/rejections?since=yesterday", token=TOKEN)
+    assert r.status == 400 and "RFC 3339" in r.json()["message"], r
