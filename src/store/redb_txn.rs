@@ -169,6 +169,35 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
+    fn old_rejections(
+        &self,
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.rejections.iter()? {
+            let (id, v) = entry?;
+            let r: Rejection = super::decode("rejections", id.value(), v.value())?;
+            if crate::parse_rfc3339(&r.received_at).is_some_and(|t| t < cutoff) {
+                out.push(r.id);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_rejection(&mut self, id: u64) -> Result<(), StoreError> {
+        let reason = match self.rejections.remove(id)? {
+            Some(v) => super::decode::<Rejection>("rejections", id, v.value())?.reason,
+            None => return Ok(()),
+        };
+        self.rejections_by_reason.remove((reason.as_str(), id))?;
+        self.rejection_raw.remove(id)?;
+        Ok(())
+    }
+
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, StoreError> {
         Ok(self
             .dedup

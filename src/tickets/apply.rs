@@ -39,6 +39,9 @@ pub fn apply_op<T: TicketTxn>(
         Operation::Replay(request) => {
             OpOutcome::Replayed(super::replay::replay(txn, settings, request)?)
         }
+        Operation::PruneRejections { cutoff, max } => {
+            OpOutcome::Pruned(super::replay::prune(txn, *cutoff, *max)?)
+        }
     })
 }
 

@@ -150,6 +150,23 @@ impl TicketTxn for MemoryTxn {
         }
         Ok(())
     }
+    fn old_rejections(
+        &self,
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<u64>, Infallible> {
+        Ok(self
+            .rejections
+            .values()
+            .filter(|(r, _)| crate::parse_rfc3339(&r.received_at).is_some_and(|t| t < cutoff))
+            .map(|(r, _)| r.id)
+            .take(max)
+            .collect())
+    }
+    fn delete_rejection(&mut self, id: u64) -> Result<(), Infallible> {
+        self.rejections.remove(&id);
+        Ok(())
+    }
     fn dedup(&self, mailbox: &str, k: &str) -> Result<Option<DedupEntry>, Infallible> {
         Ok(self.dedup.get(&key(mailbox, k)).cloned())
     }

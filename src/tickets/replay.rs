@@ -60,3 +60,17 @@ pub fn replay<T: TicketTxn>(
         first: Some(first),
     })
 }
+
+/// Retention: removes rejections received before `cutoff` (at most `max`
+/// in one transaction), with their raw bytes and index rows.
+pub fn prune<T: TicketTxn>(
+    txn: &mut T,
+    cutoff: time::OffsetDateTime,
+    max: usize,
+) -> Result<u64, T::Error> {
+    let ids = txn.old_rejections(cutoff, max)?;
+    for id in &ids {
+        txn.delete_rejection(*id)?;
+    }
+    Ok(ids.len() as u64)
+}

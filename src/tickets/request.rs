@@ -172,6 +172,11 @@ pub enum Operation {
     Submit(super::submit::SubmitRequest),
     /// Runs a rejection's kept bytes through ingest again, once.
     Replay(ReplayRequest),
+    /// Removes rejections received before `cutoff` (at most `max`).
+    PruneRejections {
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    },
 }
 
 /// A rejection replayed: `request` is what ingest made of its raw bytes
@@ -239,7 +244,7 @@ impl Operation {
             }
             Operation::Submit(r) => r.raw.len(),
             Operation::Replay(r) => r.request.raw.len(),
-            Operation::Delivery(_) | Operation::Update(_) => 0,
+            Operation::Delivery(_) | Operation::Update(_) | Operation::PruneRejections { .. } => 0,
         }
     }
 }
@@ -253,6 +258,8 @@ pub enum OpOutcome {
     Updated(UpdateOutcome),
     Submitted(super::submit::SubmitOutcome),
     Replayed(ReplayOutcome),
+    /// How many rejections were removed.
+    Pruned(u64),
 }
 
 /// What a reply request did.

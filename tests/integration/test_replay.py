@@ -143,3 +143,19 @@ def test_the_quarantine_lists_by_reason_and_since(make_gateway):
     assert ids(since="2000-01-01T00:00:00+02:00", reason="auto_submitted") == [auto.id]
     r = g.http("GET", "/api/v1/rejections?since=yesterday", token=TOKEN)
     assert r.status == 400 and "RFC 3339" in r.json()["message"], r
+
+
+def test_old_rejections_are_pruned_with_their_raw_bytes(make_gateway):
+    import time
+    g = gateway(make_gateway, {"tickets": {"rejection_retention": "1s"}})
+    o = g.send(make_msg(f"bulk {unique()}", headers=[("Precedence", "bulk")])).rejection()
+    # Waits for the periodic task (every second here); no timing asserted.
+    deadline = time.monotonic() + 60
+    while g.http("GET", f"/api/v1/rejections/{o.id}", token=TOKEN).status == 200:
+        assert time.monotonic() < deadline, "the rejection was never pruned"
+        time.sleep(0.2)
+    assert g.http("GET", f"/api/v1/rejections/{o.id}", token=TOKEN).status == 404
+    assert g.raw("rejections", o.id).status == 404
+    assert g.rejections() == [] and g.rejections(reason="bulk") == []
+    assert g.metrics().get("mailgate_rejections_pruned_total") == 1
+    assert replay(g, o.id).status == 404
