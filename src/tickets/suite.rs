@@ -1890,6 +1890,35 @@ pub fn a_rejection_is_replayed_once_and_links_its_result(h: &mut impl Harness) {
     );
 }
 
+pub fn old_rejections_are_pruned_with_their_raw_bytes(h: &mut impl Harness) {
+    // Received 2026-01-01 (the suite's origin).
+    let Outcome::Rejected { rejection_id, .. } = h.one(request_for(
+        &mail("a@x.test", Some("old@x"), "s"),
+        &["support"],
+        true,
+    )) else {
+        panic!("not rejected")
+    };
+    let at = |s: &str| crate::parse_rfc3339(s).unwrap();
+    let prune = |cutoff| Operation::PruneRejections { cutoff, max: 10 };
+    // Not older than the cutoff: kept.
+    assert_eq!(
+        h.op(prune(at("2026-01-01T00:00:00Z"))),
+        OpOutcome::Pruned(0)
+    );
+    assert!(h.rejection(rejection_id).is_some());
+    assert_eq!(
+        h.op(prune(at("2026-01-02T00:00:00Z"))),
+        OpOutcome::Pruned(1)
+    );
+    assert!(h.rejection(rejection_id).is_none());
+    assert!(h.rejection_raw(rejection_id).is_none());
+    assert_eq!(
+        h.op(prune(at("2026-01-02T00:00:00Z"))),
+        OpOutcome::Pruned(0)
+    );
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -1921,6 +1950,7 @@ macro_rules! ticket_rules_suite {
             the_trace_says_how_each_message_threaded_and_deduplicated,
             the_trace_of_a_rejection_keeps_what_ingest_saw,
             a_rejection_is_replayed_once_and_links_its_result,
+            old_rejections_are_pruned_with_their_raw_bytes,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
