@@ -32,6 +32,11 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 time, as records store it (None when it is not one).
+pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// The current time in milliseconds since the epoch, as the outbox keeps it.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

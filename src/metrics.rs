@@ -59,6 +59,8 @@ pub struct Metrics {
     pub duplicates: Family<SourceMailbox, Counter>,
     /// Same Message-ID as an earlier, different message: stored as its own.
     pub id_collisions: Family<SourceMailbox, Counter>,
+    /// Rejections removed by `tickets.rejection_retention`.
+    pub rejections_pruned: Counter,
     pub tickets_created: Family<MailboxLabel, Counter>,
     pub smtp_sessions_active: Gauge,
     pub smtp_connections: Family<OutcomeLabel, Counter>,
@@ -328,6 +330,12 @@ impl Metrics {
             "Messages whose Message-ID an earlier, different message of the mailbox carried; stored as their own message",
             id_collisions.clone(),
         );
+        let rejections_pruned = Counter::default();
+        registry.register(
+            "mailgate_rejections_pruned",
+            "Rejections (with their raw bytes) removed after tickets.rejection_retention",
+            rejections_pruned.clone(),
+        );
         let tickets_created = Family::<MailboxLabel, Counter>::default();
         registry.register(
             "mailgate_tickets_created",
@@ -407,6 +415,7 @@ impl Metrics {
             rejected,
             duplicates,
             id_collisions,
+            rejections_pruned,
             tickets_created,
             smtp_sessions_active,
             smtp_connections,

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod hash_password;
 pub mod oauth_cli;
 pub mod relay_test;
+pub mod retention;
 pub mod root;
 pub mod rules_cli;
 pub mod serve;

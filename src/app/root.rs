@@ -293,6 +293,12 @@ impl App {
         let outbound_wake = worker.waker();
         let mx_session = plain_server.session.as_ref().clone();
         let outbound = tokio::spawn(worker.run(stopped.clone()));
+        tokio::spawn(super::retention::run(
+            core.committer.clone(),
+            core.metrics.clone(),
+            config.tickets.rejection_retention,
+            stopped.clone(),
+        ));
         let http_state = Arc::new(crate::http::HttpState {
             store: core.store.clone(),
             metrics: core.metrics.clone(),
@@ -305,6 +311,7 @@ impl App {
             max_message_size: config.limits.max_message_size,
             categories: config.categories.clone(),
             oauth_degraded_after: config.oauth.degraded_after,
+            ingestor: core.ingestor.clone(),
         });
 
         let mut smtp = Vec::new();

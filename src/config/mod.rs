@@ -170,6 +170,8 @@ pub struct TicketsConfig {
     pub first_number: u64,
     /// Where the key that signs reply tokens comes from.
     pub reply_token_key: TokenKeySource,
+    /// Rejections older than this are pruned with their raw bytes.
+    pub rejection_retention: Duration,
 }
 
 /// The reply-token key: an environment variable (hex, at least 32 bytes),
@@ -344,6 +346,7 @@ struct RawTickets {
     first_number: i64,
     reply_token_key_env: Option<String>,
     reply_token_key_file: Option<String>,
+    rejection_retention: Quantity,
 }
 
 impl Default for RawTickets {
@@ -353,6 +356,7 @@ impl Default for RawTickets {
             first_number: 1000,
             reply_token_key_env: None,
             reply_token_key_file: None,
+            rejection_retention: Quantity::Text("30d".into()),
         }
     }
 }
@@ -904,6 +908,11 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             tag,
             first_number,
             reply_token_key,
+            rejection_retention: duration(
+                "tickets.rejection_retention",
+                &raw.tickets.rejection_retention,
+                &mut err,
+            ),
         },
         outbound,
         notify,

@@ -126,6 +126,7 @@ mod tests {
             received_at: "2026-01-01T00:00:00Z".into(),
             size: RAW.len() as u64,
             body,
+            trace: Default::default(),
         }
     }
 

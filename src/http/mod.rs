@@ -63,6 +63,8 @@ pub struct HttpState {
     pub categories: Vec<crate::config::categories::CategoryConfig>,
     /// `[oauth] degraded_after`: failing refreshes this long make /healthz degraded.
     pub oauth_degraded_after: std::time::Duration,
+    /// The ingest pipeline, for replaying a rejection the way SMTP ingests.
+    pub ingestor: crate::ingest::Ingestor,
 }
 
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {

@@ -77,6 +77,40 @@ pub fn classify(
     None
 }
 
+/// Every marker of automatic mail the message carries, for the decision
+/// trace (classification stops at the first; this lists them all).
+pub fn signals(mail: &ParsedMail, return_path: Option<&str>) -> Vec<String> {
+    let m = &mail.markers;
+    let mut out = Vec::new();
+    if return_path.or(m.return_path.as_deref()) == Some("") {
+        out.push("null sender".to_string());
+    }
+    if m.is_report {
+        out.push("Content-Type: multipart/report".to_string());
+    }
+    let local = mail.from.address.rsplit_once('@').map(|(l, _)| l);
+    if let Some(l) = local
+        .filter(|l| l.eq_ignore_ascii_case("mailer-daemon") || l.eq_ignore_ascii_case("postmaster"))
+    {
+        out.push(format!("From: {l}@"));
+    }
+    for (name, value) in [
+        ("Auto-Submitted", &m.auto_submitted),
+        ("Precedence", &m.precedence),
+        ("X-Autoreply", &m.x_autoreply),
+        ("X-Autorespond", &m.x_autorespond),
+        ("X-Auto-Response-Suppress", &m.x_auto_response_suppress),
+    ] {
+        if let Some(v) = value {
+            out.push(format!(
+                "{name}: {}",
+                v.chars().take(80).collect::<String>()
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +119,24 @@ mod tests {
     fn verdict(raw: &str, return_path: Option<&str>) -> Option<RejectReason> {
         let mail = parse(raw.as_bytes()).unwrap();
         classify(&mail, return_path, &|a| a == "support@example.test").map(|(r, _)| r)
+    }
+
+    #[test]
+    fn signals_list_every_marker_seen() {
+        let mail = parse(
+            b"From: a@x.test\r\nAuto-Submitted: auto-replied\r\nPrecedence: bulk\r\n\r\nhi\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            signals(&mail, Some("")),
+            vec![
+                "null sender".to_string(),
+                "Auto-Submitted: auto-replied".to_string(),
+                "Precedence: bulk".to_string(),
+            ]
+        );
+        let person = parse(b"From: a@x.test\r\n\r\nhi\r\n").unwrap();
+        assert!(signals(&person, Some("a@x.test")).is_empty());
     }
 
     #[test]

@@ -23,7 +23,10 @@ use crate::store::StoreError;
 use crate::store::commit::Committer;
 use crate::tickets::dedup::Digests;
 use crate::tickets::model::{Earlier, Outcome};
-use crate::tickets::{CommitRequest, Item, MailboxRef};
+use crate::tickets::trace::{Automatic, Classification, DecisionTrace};
+use crate::tickets::{
+    CommitRequest, Item, MailboxRef, OpOutcome, Operation, ReplayOutcome, ReplayRequest,
+};
 use route::Router;
 
 /// One received message, before parsing.
@@ -83,6 +86,55 @@ impl Ingestor {
     /// Parses, classifies and durably commits one message for its mailboxes.
     pub async fn ingest(&self, inbound: Inbound) -> Result<Vec<Outcome>, StoreError> {
         let mailboxes = self.resolve(&inbound.mailboxes);
+        let request = self.prepare(inbound, &mailboxes, false).await;
+        self.commit_and_report(request, &mailboxes).await
+    }
+
+    /// Runs a rejection's kept bytes through the pipeline again, as
+    /// `inbound` (its original origin and mailbox); `as_ticket` sets the
+    /// classification aside. The rejection is replayed once: a second
+    /// replay answers the first result (decided in the commit).
+    pub async fn replay(
+        &self,
+        rejection_id: u64,
+        inbound: Inbound,
+        as_ticket: bool,
+        at: String,
+    ) -> Result<ReplayOutcome, StoreError> {
+        let mailboxes = self.resolve(&inbound.mailboxes);
+        if mailboxes.is_empty() {
+            return Ok(ReplayOutcome::NoMailbox);
+        }
+        let mut request = self.prepare(inbound, &mailboxes, as_ticket).await;
+        request.upstream_key = None;
+        let (source, origin) = (request.origin.source.clone(), request.origin.clone());
+        let op = Operation::Replay(ReplayRequest {
+            rejection_id,
+            request,
+            as_ticket,
+            at,
+        });
+        let outcome = match self.committer.apply(op).await? {
+            OpOutcome::Replayed(o) => o,
+            other => return Err(StoreError::Failed(format!("unexpected outcome {other:?}"))),
+        };
+        if let ReplayOutcome::Done {
+            first: Some(done), ..
+        } = &outcome
+        {
+            tracing::info!(rejection = rejection_id, "rejection replayed");
+            self.report(&source, &mailboxes[0].name, &origin, done);
+        }
+        Ok(outcome)
+    }
+
+    /// What to commit for one message: parse, classify, rules, trace.
+    async fn prepare(
+        &self,
+        inbound: Inbound,
+        mailboxes: &[MailboxRef],
+        as_ticket: bool,
+    ) -> CommitRequest {
         let raw = inbound.raw.clone();
         // Parsing a large message takes a while: keep it off the I/O threads.
         // A panic inside the parser becomes an "unparseable" record, not a crash.
@@ -97,12 +149,32 @@ impl Ingestor {
                     subject: None,
                 })
             });
+        let routing = |m: &str| {
+            self.router
+                .routing(m, &inbound.origin.envelope.rcpt_to, &inbound.origin.source)
+        };
         let items: Vec<Item> = match parsed {
             Ok(mail) => {
                 let router = &self.router;
-                let automatic = classify::classify(&mail, inbound.return_path.as_deref(), &|a| {
-                    router.is_own_address(a)
-                });
+                let return_path = inbound.return_path.as_deref();
+                let automatic =
+                    classify::classify(&mail, return_path, &|a| router.is_own_address(a));
+                let classification = Classification {
+                    automatic: automatic.as_ref().map(|(reason, detail)| Automatic {
+                        reason: *reason,
+                        detail: detail.clone(),
+                    }),
+                    signals: classify::signals(&mail, return_path),
+                    overridden: as_ticket && automatic.is_some(),
+                };
+                let trace_for = |m: &str, rules: Vec<crate::rules::RuleTrace>| DecisionTrace {
+                    routing: Some(routing(m)),
+                    classification: Some(classification.clone()),
+                    rules,
+                    ..DecisionTrace::default()
+                };
+                // A replay "as ticket": written by a person, whatever it looks like.
+                let automatic = if as_ticket { None } else { automatic };
                 match automatic {
                     // Our own mail coming back never joins a ticket: that
                     // is how notification loops start.
@@ -116,6 +188,7 @@ impl Ingestor {
                             from: Some(mail.from.address.clone()),
                             subject: Some(mail.subject.clone()),
                             keep_raw: true,
+                            trace: trace_for(&m.name, Vec::new()),
                         })
                         .collect(),
                     automatic => {
@@ -124,24 +197,26 @@ impl Ingestor {
                             .then(|| self.rules.counterpart(&mail, &|a| router.is_own_address(a)))
                             .flatten();
                         let mail = Arc::new(mail);
-                        let return_path = inbound.return_path.as_deref();
                         mailboxes
                             .iter()
-                            .map(|m| Item::Message {
-                                mailbox: m.clone(),
-                                rules: self.rules.any_for(&m.name).then(|| {
-                                    let e = self.rules.evaluate(
-                                        &m.name,
-                                        &mail,
-                                        &inbound.raw,
-                                        return_path,
-                                    );
-                                    Arc::new(e.decision)
-                                }),
-                                mail: mail.clone(),
-                                automatic: automatic.clone(),
-                                internal,
-                                counterpart: counterpart.clone(),
+                            .map(|m| {
+                                let evaluation = self.rules.any_for(&m.name).then(|| {
+                                    self.rules
+                                        .evaluate(&m.name, &mail, &inbound.raw, return_path)
+                                });
+                                let (rules, trace) = match evaluation {
+                                    Some(e) => (Some(Arc::new(e.decision)), e.trace),
+                                    None => (None, Vec::new()),
+                                };
+                                Item::Message {
+                                    mailbox: m.clone(),
+                                    rules,
+                                    mail: mail.clone(),
+                                    automatic: automatic.clone(),
+                                    trace: trace_for(&m.name, trace),
+                                    internal,
+                                    counterpart: counterpart.clone(),
+                                }
                             })
                             .collect()
                     }
@@ -166,6 +241,10 @@ impl Ingestor {
                         from: unusable.from.clone(),
                         subject: unusable.subject.clone(),
                         keep_raw: true,
+                        trace: DecisionTrace {
+                            routing: Some(routing(&m.name)),
+                            ..DecisionTrace::default()
+                        },
                     })
                     .collect()
             }
@@ -176,15 +255,14 @@ impl Ingestor {
         let digests = tokio::task::spawn_blocking(move || Digests::for_request(&raw, &for_digests))
             .await
             .unwrap_or_default();
-        let request = CommitRequest {
+        CommitRequest {
             origin: inbound.origin,
             raw: inbound.raw,
             size,
             upstream_key: inbound.upstream_key,
             items,
             digests,
-        };
-        self.commit_and_report(request, &mailboxes).await
+        }
     }
 
     /// Records a message refused for its size (metadata and headers only).
@@ -215,6 +293,16 @@ impl Ingestor {
         let items = targets
             .into_iter()
             .map(|mailbox| Item::Reject {
+                trace: DecisionTrace {
+                    routing: mailbox.as_deref().map(|m| {
+                        self.router.routing(
+                            m,
+                            &notice.origin.envelope.rcpt_to,
+                            &notice.origin.source,
+                        )
+                    }),
+                    ..DecisionTrace::default()
+                },
                 mailbox,
                 reason: RejectReason::Oversize,
                 detail: detail.clone(),

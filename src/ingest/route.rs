@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::config::role::MailboxRole;
 use crate::tickets::MailboxRef;
 use crate::tickets::importer::Importer;
+use crate::tickets::trace::Routing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -72,6 +73,28 @@ impl Router {
         }
     }
 
+    /// How mail reached `mailbox`, for the decision trace: the first
+    /// envelope recipient routed there, and whether only the default took
+    /// it. Pulled mail (not `smtp`) is routed by its upstream: no address.
+    pub fn routing(&self, mailbox: &str, rcpt_to: &[String], source: &str) -> Routing {
+        let address = (source == "smtp")
+            .then(|| {
+                rcpt_to
+                    .iter()
+                    .find(|a| self.route(a).is_ok_and(|m| m == mailbox))
+            })
+            .flatten();
+        Routing {
+            address: address.cloned(),
+            mailbox: mailbox.to_string(),
+            default_used: address.is_some_and(|a| {
+                let a = a.trim().to_lowercase();
+                let a = a.trim_end_matches('.');
+                !self.by_address.contains_key(a)
+            }),
+        }
+    }
+
     pub fn mailbox(&self, name: &str) -> Option<&MailboxRef> {
         self.mailboxes.get(name)
     }
@@ -121,5 +144,23 @@ mod tests {
             Err(RouteError::UnknownUser)
         );
         assert!(r.is_own_address("sales@example.test"));
+    }
+
+    #[test]
+    fn routing_names_the_address_and_whether_the_default_took_it() {
+        let r = router(true);
+        let rcpts = vec![
+            "Sales@example.test".to_string(),
+            "who@example.test".to_string(),
+        ];
+        let sales = r.routing("sales", &rcpts, "smtp");
+        assert_eq!(sales.address.as_deref(), Some("Sales@example.test"));
+        assert!(!sales.default_used);
+        let support = r.routing("support", &rcpts, "smtp");
+        assert_eq!(support.address.as_deref(), Some("who@example.test"));
+        assert!(support.default_used);
+        // Pulled mail: its upstream is the route.
+        let pulled = r.routing("support", &rcpts, "imap");
+        assert_eq!((pulled.address, pulled.default_used), (None, false));
     }
 }

@@ -13,7 +13,7 @@ pub mod action;
 pub mod condition;
 pub mod input;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use action::{Action, ForwardMode, ForwardTo};
 pub use condition::{Condition, Field, Test, TextTest};
@@ -50,7 +50,7 @@ impl Rule {
 }
 
 /// Where a rule was configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Global,
@@ -58,7 +58,7 @@ pub enum Scope {
 }
 
 /// One evaluated rule, for the decision trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleTrace {
     pub rule: String,
     pub scope: Scope,

@@ -272,6 +272,8 @@ fn rejection(id: u64, reason: RejectReason) -> Rejection {
         size: 1,
         received_at: "2026-01-01T00:00:00Z".into(),
         raw_available: false,
+        trace: Default::default(),
+        replayed: None,
     }
 }
 

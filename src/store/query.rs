@@ -151,14 +151,33 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Page<Rejection>, StoreError> {
+        self.list_rejections_since(reason, None, before, limit)
+    }
+
+    /// [`Self::list_rejections`], only those received at or after `since`.
+    /// Ids follow commit order, not `received_at` (a replay keeps the time
+    /// its message arrived), so `since` filters while the page is read:
+    /// a page reads records until it has `limit` matches, over at most the
+    /// rejections kept (`tickets.rejection_retention` bounds them).
+    pub fn list_rejections_since(
+        &self,
+        reason: Option<&str>,
+        since: Option<time::OffsetDateTime>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Rejection>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(REJECTIONS)?;
         let upper = before.unwrap_or(u64::MAX);
         let get = |id: u64| -> Result<Option<Rejection>, StoreError> {
-            match table.get(id)? {
-                Some(v) => Ok(Some(decode("rejections", id, v.value())?)),
-                None => Ok(None),
-            }
+            let Some(v) = table.get(id)? else {
+                return Ok(None);
+            };
+            let r: Rejection = decode("rejections", id, v.value())?;
+            Ok(match since {
+                Some(t) if crate::parse_rfc3339(&r.received_at).is_some_and(|at| at < t) => None,
+                _ => Some(r),
+            })
         };
         match reason {
             Some(r) => {

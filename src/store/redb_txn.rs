@@ -157,6 +157,47 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, StoreError> {
+        match self.rejections.get(id)? {
+            Some(v) => Ok(Some(super::decode("rejections", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn update_rejection(&mut self, r: &Rejection) -> Result<(), StoreError> {
+        self.rejections.insert(r.id, encode(r).as_slice())?;
+        Ok(())
+    }
+
+    fn old_rejections(
+        &self,
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.rejections.iter()? {
+            let (id, v) = entry?;
+            let r: Rejection = super::decode("rejections", id.value(), v.value())?;
+            if crate::parse_rfc3339(&r.received_at).is_some_and(|t| t < cutoff) {
+                out.push(r.id);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_rejection(&mut self, id: u64) -> Result<(), StoreError> {
+        let reason = match self.rejections.remove(id)? {
+            Some(v) => super::decode::<Rejection>("rejections", id, v.value())?.reason,
+            None => return Ok(()),
+        };
+        self.rejections_by_reason.remove((reason.as_str(), id))?;
+        self.rejection_raw.remove(id)?;
+        Ok(())
+    }
+
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, StoreError> {
         Ok(self
             .dedup
@@ -406,6 +447,9 @@ mod tests {
         }
         fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
             self.store.rejection_raw(id).unwrap()
+        }
+        fn rejection(&self, id: u64) -> Option<crate::tickets::model::Rejection> {
+            self.store.rejection(id).unwrap()
         }
         fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
             self.store.attachment(message, index).unwrap()

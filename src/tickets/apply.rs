@@ -13,6 +13,7 @@ use super::dedup;
 use super::model::{Direction, Earlier, Outcome, Rejection, StoredMessage, Ticket, TicketStatus};
 use super::notify::{Cause, notify};
 use super::request::{CommitRequest, Item, MailboxRef, OpOutcome, Operation, TicketSettings};
+use super::trace::{DecisionTrace, Dedup, DedupOutcome, ThreadBy, Threading};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 use crate::config::notify::Notification;
 use crate::mail::{ParsedMail, RejectReason};
@@ -35,6 +36,12 @@ pub fn apply_op<T: TicketTxn>(
         Operation::Submit(request) => {
             OpOutcome::Submitted(super::submit::submit(txn, settings, request)?)
         }
+        Operation::Replay(request) => {
+            OpOutcome::Replayed(super::replay::replay(txn, settings, request)?)
+        }
+        Operation::PruneRejections { cutoff, max } => {
+            OpOutcome::Pruned(super::replay::prune(txn, *cutoff, *max)?)
+        }
     })
 }
 
@@ -45,13 +52,13 @@ pub fn apply<T: TicketTxn>(
     request: &CommitRequest,
 ) -> Result<Vec<Outcome>, T::Error> {
     let Some(key) = &request.upstream_key else {
-        return apply_items(txn, settings, request);
+        return apply_items(txn, settings, request, None);
     };
     let scope = request.items.first().map(Item::mailbox).unwrap_or("");
     if let Some(earlier) = txn.upstream(scope, key)? {
         return Ok(vec![Outcome::Duplicate(earlier); request.items.len()]);
     }
-    let outcomes = apply_items(txn, settings, request)?;
+    let outcomes = apply_items(txn, settings, request, None)?;
     if let Some(first) = outcomes.first() {
         txn.put_upstream(scope, key, first.earlier())?;
     }
@@ -74,7 +81,7 @@ enum Seen {
     Duplicate(Earlier),
     /// New: remember it under this key (the primary key, or the collision
     /// key when another message already holds the primary one).
-    New { key: String, collision: bool },
+    New { key: String, outcome: DedupOutcome },
 }
 
 fn seen<T: TicketTxn>(
@@ -82,12 +89,23 @@ fn seen<T: TicketTxn>(
     mailbox: &str,
     key: &str,
     fingerprint: &str,
+    replay_of: Option<u64>,
 ) -> Result<Seen, T::Error> {
-    let Some(entry) = txn.dedup(mailbox, key)? else {
-        return Ok(Seen::New {
-            key: key.to_string(),
-            collision: false,
-        });
+    let entry = match txn.dedup(mailbox, key)? {
+        // The rejection being replayed holds the key: this record takes it.
+        Some(e) if replay_of.is_some_and(|r| e.earlier == Earlier::Rejection(r)) => {
+            return Ok(Seen::New {
+                key: key.to_string(),
+                outcome: DedupOutcome::Replayed,
+            });
+        }
+        Some(e) => e,
+        None => {
+            return Ok(Seen::New {
+                key: key.to_string(),
+                outcome: DedupOutcome::New,
+            });
+        }
     };
     // Entries from before fingerprints existed compare equal, as they did.
     if entry
@@ -99,18 +117,25 @@ fn seen<T: TicketTxn>(
     }
     let second = dedup::collision_key(key, fingerprint);
     Ok(match txn.dedup(mailbox, &second)? {
+        Some(e) if replay_of.is_some_and(|r| e.earlier == Earlier::Rejection(r)) => Seen::New {
+            key: second,
+            outcome: DedupOutcome::Replayed,
+        },
         Some(e) => Seen::Duplicate(e.earlier),
         None => Seen::New {
             key: second,
-            collision: true,
+            outcome: DedupOutcome::IdCollision,
         },
     })
 }
 
-fn apply_items<T: TicketTxn>(
+/// Records every item; `replay_of` is the rejection being replayed, whose
+/// dedup entries the new records take over.
+pub(super) fn apply_items<T: TicketTxn>(
     txn: &mut T,
     settings: &TicketSettings,
     request: &CommitRequest,
+    replay_of: Option<u64>,
 ) -> Result<Vec<Outcome>, T::Error> {
     let mut digests = request.digests.clone();
     digests.fill(&request.raw, &request.items);
@@ -124,15 +149,25 @@ fn apply_items<T: TicketTxn>(
                 rules,
                 internal,
                 counterpart,
+                trace,
             } => {
                 let key = match &mail.message_id {
                     Some(id) => format!("id:{id}"),
                     None => digests.content.clone().unwrap_or_default(),
                 };
                 let fingerprint = digests.message.clone().unwrap_or_default();
-                match seen(txn, &mailbox.name, &key, &fingerprint)? {
+                match seen(txn, &mailbox.name, &key, &fingerprint, replay_of)? {
                     Seen::Duplicate(e) => Outcome::Duplicate(e),
-                    Seen::New { key, collision } => {
+                    Seen::New { key, outcome } => {
+                        let collision = outcome == DedupOutcome::IdCollision;
+                        let trace = DecisionTrace {
+                            dedup: Some(Dedup {
+                                key: Some(key.clone()),
+                                outcome,
+                            }),
+                            replay_of,
+                            ..trace.clone()
+                        };
                         let outcome = store_message(
                             txn,
                             settings,
@@ -144,6 +179,7 @@ fn apply_items<T: TicketTxn>(
                                 rules: rules.as_deref(),
                                 internal: *internal,
                                 counterpart: counterpart.as_ref(),
+                                trace,
                             },
                             collision,
                         )?;
@@ -160,6 +196,7 @@ fn apply_items<T: TicketTxn>(
                 from,
                 subject,
                 keep_raw,
+                trace,
             } => {
                 // Oversize mail is not kept: without a Message-ID it cannot
                 // be compared, so it is never deduplicated.
@@ -175,15 +212,23 @@ fn apply_items<T: TicketTxn>(
                 };
                 let scope = mailbox.as_deref().unwrap_or("");
                 let seen = match &key {
-                    Some(k) => seen(txn, scope, k, &fingerprint)?,
+                    Some(k) => seen(txn, scope, k, &fingerprint, replay_of)?,
                     None => Seen::New {
                         key: String::new(),
-                        collision: false,
+                        outcome: DedupOutcome::NotCompared,
                     },
                 };
                 match seen {
                     Seen::Duplicate(e) => Outcome::Duplicate(e),
-                    Seen::New { key: k, .. } => {
+                    Seen::New { key: k, outcome } => {
+                        let trace = DecisionTrace {
+                            dedup: Some(Dedup {
+                                key: key.is_some().then(|| k.clone()),
+                                outcome,
+                            }),
+                            replay_of,
+                            ..trace.clone()
+                        };
                         let fields = RejectFields {
                             mailbox: mailbox.as_deref(),
                             reason: *reason,
@@ -192,7 +237,7 @@ fn apply_items<T: TicketTxn>(
                             from: from.as_deref(),
                             subject: subject.as_deref(),
                         };
-                        let outcome = reject(txn, request, fields, *keep_raw)?;
+                        let outcome = reject(txn, request, fields, *keep_raw, trace)?;
                         if key.is_some() {
                             remember(txn, scope, &k, &outcome, fingerprint)?;
                         }
@@ -250,18 +295,41 @@ pub fn find_ticket<T: TicketTxn>(
     mailbox: &str,
     mail: &ParsedMail,
 ) -> Result<Option<Ticket>, T::Error> {
-    let referenced = mail.in_reply_to.iter().chain(mail.references.iter().rev());
-    for id in referenced {
+    Ok(find_thread(txn, settings, mailbox, mail)?.map(|(t, _)| t))
+}
+
+/// [`find_ticket`], and how it matched (for the decision trace).
+pub fn find_thread<T: TicketTxn>(
+    txn: &T,
+    settings: &TicketSettings,
+    mailbox: &str,
+    mail: &ParsedMail,
+) -> Result<Option<(Ticket, Threading)>, T::Error> {
+    let found = |ticket: Ticket, by, value: String| {
+        let threading = Threading {
+            by,
+            value: Some(value),
+            ticket_id: Some(ticket.id),
+        };
+        Some((ticket, threading))
+    };
+    let referenced = (mail.in_reply_to.iter().map(|id| (ThreadBy::InReplyTo, id))).chain(
+        mail.references
+            .iter()
+            .rev()
+            .map(|id| (ThreadBy::References, id)),
+    );
+    for (by, id) in referenced {
         if let Some((_, ticket_id)) = txn.thread_lookup(mailbox, id)?
             && let Some(ticket) = txn.ticket(ticket_id)?
         {
-            return Ok(Some(ticket));
+            return Ok(found(ticket, by, id.clone()));
         }
         if let Some(token) = settings.token.as_ref().and_then(|k| k.verify(id))
             && let Some(ticket) = txn.ticket(token.ticket_id)?
             && ticket.mailbox == mailbox
         {
-            return Ok(Some(ticket));
+            return Ok(found(ticket, ThreadBy::ReplyToken, id.clone()));
         }
     }
     for number in settings.tag.find_all(&mail.subject) {
@@ -269,7 +337,8 @@ pub fn find_ticket<T: TicketTxn>(
             && let Some(ticket) = txn.ticket(id)?
             && ticket.mailbox == mailbox
         {
-            return Ok(Some(ticket));
+            let tag = ticket.tag.clone();
+            return Ok(found(ticket, ThreadBy::SubjectTag, tag));
         }
     }
     Ok(None)
@@ -285,6 +354,7 @@ struct Incoming<'a> {
     /// From is in an internal domain (see [`super::internal`]).
     internal: bool,
     counterpart: Option<&'a crate::mail::Person>,
+    trace: DecisionTrace,
 }
 
 fn store_message<T: TicketTxn>(
@@ -301,6 +371,7 @@ fn store_message<T: TicketTxn>(
         rules,
         internal,
         counterpart,
+        mut trace,
     } = incoming;
     let now = &request.origin.received_at;
     // A rule that rejects wins over everything after classification.
@@ -314,7 +385,7 @@ fn store_message<T: TicketTxn>(
             from: Some(&mail.from.address),
             subject: Some(&mail.subject),
         };
-        return reject(txn, request, fields, true);
+        return reject(txn, request, fields, true, trace);
     }
     if let Some(importer) = &mailbox.importer {
         let filing = super::importer::Filing {
@@ -325,6 +396,7 @@ fn store_message<T: TicketTxn>(
             rules,
             internal,
             counterpart,
+            trace,
         };
         return super::importer::file(txn, settings, request, filing);
     }
@@ -339,13 +411,23 @@ fn store_message<T: TicketTxn>(
         None
     };
     let existing = match returned {
-        Some(t) => Some(t),
-        None => match (find_ticket(txn, settings, &mailbox.name, mail)?, rules) {
-            (Some(t), _) => Some(t),
-            (None, Some(d)) => super::mail_rules::linked(txn, &mailbox.name, mail, d)?,
+        Some(t) => Some((t, ThreadBy::Bounce, None)),
+        None => match (find_thread(txn, settings, &mailbox.name, mail)?, rules) {
+            (Some((t, how)), _) => Some((t, how.by, how.value)),
+            (None, Some(d)) => super::mail_rules::linked(txn, &mailbox.name, mail, d)?
+                .map(|t| (t, ThreadBy::RuleLink, None)),
             (None, None) => None,
         },
     };
+    trace.threading = Some(match &existing {
+        Some((t, by, value)) => Threading {
+            by: *by,
+            value: value.clone().or_else(|| Some(t.tag.clone())),
+            ticket_id: Some(t.id),
+        },
+        None => Threading::new_ticket(),
+    });
+    let existing = existing.map(|(t, _, _)| t);
     if existing.is_none()
         && let Some((reason, detail)) = automatic
     {
@@ -357,7 +439,7 @@ fn store_message<T: TicketTxn>(
             from: Some(&mail.from.address),
             subject: Some(&mail.subject),
         };
-        return reject(txn, request, fields, true);
+        return reject(txn, request, fields, true, trace);
     }
     // Staff mail never opens a ticket with the staff member as requester.
     let requester = match (&existing, internal) {
@@ -373,7 +455,7 @@ fn store_message<T: TicketTxn>(
                         from: Some(&mail.from.address),
                         subject: Some(&mail.subject),
                     };
-                    return reject(txn, request, fields, true);
+                    return reject(txn, request, fields, true, trace);
                 }
             }
         }
@@ -434,6 +516,7 @@ fn store_message<T: TicketTxn>(
         received_at: now.clone(),
         size: request.size,
         body: super::model::BodyStore::Raw,
+        trace,
     };
     txn.insert_message(&stored, request.raw.as_ref())?;
     // The first message with an id keeps it for threading: a later message
@@ -499,6 +582,7 @@ pub(super) fn reject<T: TicketTxn>(
     request: &CommitRequest,
     fields: RejectFields<'_>,
     keep_raw: bool,
+    trace: DecisionTrace,
 ) -> Result<Outcome, T::Error> {
     let rejection = Rejection {
         id: next(txn, Counter::Rejection)?,
@@ -513,6 +597,8 @@ pub(super) fn reject<T: TicketTxn>(
         size: request.size,
         received_at: request.origin.received_at.clone(),
         raw_available: keep_raw,
+        trace,
+        replayed: None,
     };
     txn.insert_rejection(&rejection, keep_raw.then_some(request.raw.as_ref()))?;
     Ok(Outcome::Rejected {

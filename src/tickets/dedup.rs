@@ -222,6 +222,7 @@ mod tests {
             rules: None,
             internal: false,
             counterpart: None,
+            trace: Default::default(),
         };
         // No Message-ID: the content key and the parsed fingerprint, once
         // for two mailboxes; no raw fingerprint.
@@ -237,6 +238,7 @@ mod tests {
             from: None,
             subject: None,
             keep_raw: true,
+            trace: Default::default(),
         };
         let d = Digests::for_request(raw, std::slice::from_ref(&reject));
         assert_eq!((d.content, d.raw), (None, Some(raw_fingerprint(raw))));

@@ -46,6 +46,8 @@ pub struct Filing<'a> {
     pub rules: Option<&'a Decision>,
     pub internal: bool,
     pub counterpart: Option<&'a Person>,
+    /// What ingest and the commit know of the decision so far.
+    pub trace: super::trace::DecisionTrace,
 }
 
 /// Files one message (or records why not).
@@ -65,7 +67,7 @@ pub fn file<T: TicketTxn>(
             from: Some(&mail.from.address),
             subject: Some(&mail.subject),
         };
-        reject(txn, request, fields, true)
+        reject(txn, request, fields, true, f.trace.clone())
     };
     if !f.internal {
         let detail = format!(
@@ -138,6 +140,7 @@ pub fn file<T: TicketTxn>(
         text: String::new(),
         html: None,
         attachments: mail.attachments.clone(),
+        trace: f.trace.clone(),
         auto_submitted: false,
         source: SOURCE.to_string(),
         envelope: request.origin.envelope.clone(),

@@ -141,6 +141,32 @@ impl TicketTxn for MemoryTxn {
             .insert(r.id, (r.clone(), raw.map(<[u8]>::to_vec)));
         Ok(())
     }
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, Infallible> {
+        Ok(self.rejections.get(&id).map(|(r, _)| r.clone()))
+    }
+    fn update_rejection(&mut self, r: &Rejection) -> Result<(), Infallible> {
+        if let Some(entry) = self.rejections.get_mut(&r.id) {
+            entry.0 = r.clone();
+        }
+        Ok(())
+    }
+    fn old_rejections(
+        &self,
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<u64>, Infallible> {
+        Ok(self
+            .rejections
+            .values()
+            .filter(|(r, _)| crate::parse_rfc3339(&r.received_at).is_some_and(|t| t < cutoff))
+            .map(|(r, _)| r.id)
+            .take(max)
+            .collect())
+    }
+    fn delete_rejection(&mut self, id: u64) -> Result<(), Infallible> {
+        self.rejections.remove(&id);
+        Ok(())
+    }
     fn dedup(&self, mailbox: &str, k: &str) -> Result<Option<DedupEntry>, Infallible> {
         Ok(self.dedup.get(&key(mailbox, k)).cloned())
     }

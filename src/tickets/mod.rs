@@ -15,6 +15,7 @@ pub mod model;
 pub mod notify;
 pub mod outgoing;
 pub mod render;
+pub mod replay;
 pub mod reply;
 pub mod request;
 mod send;
@@ -24,12 +25,14 @@ pub mod submit;
 #[cfg(test)]
 pub(crate) mod suite;
 pub mod token;
+pub mod trace;
 pub mod txn;
 pub mod update;
 
 pub use apply::{apply, apply_op};
 pub use request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
-    Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
+    Operation, ReplayOutcome, ReplayRequest, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
+    TicketUpdate, UpdateOutcome,
 };
 pub use submit::{SubmitOutcome, SubmitRequest};

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::trace::DecisionTrace;
 pub use crate::mail::TicketStatus;
 use crate::mail::{AttachmentMeta, EnvelopeInfo, Person, RejectReason};
 
@@ -131,6 +132,9 @@ pub struct StoredMessage {
     /// the API serves (the body is filled in by then).
     #[serde(default, skip_serializing_if = "BodyStore::is_record")]
     pub body: BodyStore,
+    /// How ingest decided (inbound mail; empty for the gateway's own).
+    #[serde(default, skip_serializing_if = "DecisionTrace::is_empty")]
+    pub trace: DecisionTrace,
 }
 
 /// Where a stored message's body lives.
@@ -166,6 +170,38 @@ pub struct Rejection {
     pub size: u64,
     pub received_at: String,
     pub raw_available: bool,
+    /// How ingest decided to refuse it.
+    #[serde(default)]
+    pub trace: DecisionTrace,
+    /// What replaying it gave, once it was replayed (it is replayed once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
+}
+
+/// The link from a replayed rejection to what the replay became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// RFC 3339, when it was replayed.
+    pub at: String,
+    /// Whether the classification was set aside (`{"as": "ticket"}`).
+    #[serde(default)]
+    pub as_ticket: bool,
+    pub outcome: ReplayResult,
+}
+
+/// What the replay of a rejection became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReplayResult {
+    /// A ticket message.
+    Message { message_id: u64, ticket_id: u64 },
+    /// Refused again: a new rejection record.
+    Rejection {
+        rejection_id: u64,
+        reason: RejectReason,
+    },
+    /// The same message is already recorded elsewhere (`m:ID` / `r:ID`).
+    Duplicate { of: String },
 }
 
 /// What happened to one message for one mailbox once committed.

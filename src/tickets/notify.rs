@@ -305,6 +305,7 @@ pub fn notify<T: TicketTxn>(
         received_at: cause.at.to_string(),
         size: raw.len() as u64,
         body: super::model::BodyStore::Record,
+        trace: Default::default(),
     };
     txn.insert_unlisted(&stored, &raw)?;
     for r in &rcpt_to {

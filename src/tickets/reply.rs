@@ -142,6 +142,7 @@ pub fn reply<T: TicketTxn>(
         received_at: r.at.clone(),
         size: raw.len() as u64,
         body: super::model::BodyStore::Record,
+        trace: Default::default(),
     };
     txn.insert_message(&stored, &raw)?;
     for (i, a) in r.attachments.iter().enumerate() {

@@ -39,6 +39,9 @@ pub enum Item {
         /// outside the internal domains and not one of the gateway's own
         /// (None for external mail).
         counterpart: Option<crate::mail::Person>,
+        /// What ingest knows of the decision (routing, classification,
+        /// rules); threading and dedup are added at commit.
+        trace: super::trace::DecisionTrace,
     },
     /// A message refused before routing (unparseable, no sender, oversize).
     Reject {
@@ -50,6 +53,7 @@ pub enum Item {
         subject: Option<String>,
         /// Keep the raw bytes with the record (false for oversize).
         keep_raw: bool,
+        trace: super::trace::DecisionTrace,
     },
 }
 
@@ -176,6 +180,41 @@ pub enum Operation {
     Delivery(DeliveryUpdate),
     Update(TicketUpdate),
     Submit(super::submit::SubmitRequest),
+    /// Runs a rejection's kept bytes through ingest again, once.
+    Replay(ReplayRequest),
+    /// Removes rejections received before `cutoff` (at most `max`).
+    PruneRejections {
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    },
+}
+
+/// A rejection replayed: `request` is what ingest made of its raw bytes
+/// now. Applied only if the rejection was not replayed before.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    pub rejection_id: u64,
+    pub request: CommitRequest,
+    /// The classification was set aside (`{"as": "ticket"}`).
+    pub as_ticket: bool,
+    /// RFC 3339: now.
+    pub at: String,
+}
+
+/// What a replay request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Replayed now, or earlier (`first: false`): the link as recorded.
+    Done {
+        replayed: super::model::Replayed,
+        /// What this replay stored (None: it answers an earlier replay).
+        first: Option<super::model::Outcome>,
+    },
+    NotFound,
+    /// No raw bytes were kept (oversize).
+    NoRaw,
+    /// The request had no item (its mailbox is no longer configured).
+    NoMailbox,
 }
 
 /// An agent's change to a ticket's fields; `None` leaves a field as it is.
@@ -214,7 +253,8 @@ impl Operation {
                     + r.attachments.iter().map(|a| a.bytes.len()).sum::<usize>()
             }
             Operation::Submit(r) => r.raw.len(),
-            Operation::Delivery(_) | Operation::Update(_) => 0,
+            Operation::Replay(r) => r.request.raw.len(),
+            Operation::Delivery(_) | Operation::Update(_) | Operation::PruneRejections { .. } => 0,
         }
     }
 }
@@ -227,6 +267,9 @@ pub enum OpOutcome {
     Delivery(DeliveryOutcome),
     Updated(UpdateOutcome),
     Submitted(super::submit::SubmitOutcome),
+    Replayed(ReplayOutcome),
+    /// How many rejections were removed.
+    Pruned(u64),
 }
 
 /// What a reply request did.

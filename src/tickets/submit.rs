@@ -149,6 +149,7 @@ pub fn submit<T: TicketTxn>(
         received_at: r.at.clone(),
         size: raw.len() as u64,
         body: super::model::BodyStore::Record,
+        trace: Default::default(),
     };
     let mut entry = queued(
         id,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::model::ReplayResult;
 use super::model::{
     BodyStore, Change, DeliveryState, Direction, Earlier, OutboxEntry, Outcome, StoredMessage,
     SuppressReason, Ticket, TicketEvent, TicketStatus,
@@ -17,6 +18,11 @@ use super::render::{RenderError, Rendered, Renderer, TemplateData};
 use super::request::{
     Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
     Operation, ReplyOutcome, ReplyRequest, Sender, TicketSettings, TicketUpdate, UpdateOutcome,
+};
+use super::request::{ReplayOutcome, ReplayRequest};
+use super::trace::{
+    Automatic, Classification, DecisionTrace, DedupOutcome, Routing, RuleScope, RuleTrace,
+    ThreadBy, Threading,
 };
 use crate::config::notify::{Notification, NotifyConfig};
 use crate::mail::{
@@ -39,6 +45,7 @@ pub trait Harness {
     fn ticket_message_ids(&self, ticket: u64) -> Vec<u64>;
     fn message(&self, id: u64) -> Option<StoredMessage>;
     fn rejection_raw(&self, id: u64) -> Option<Vec<u8>>;
+    fn rejection(&self, id: u64) -> Option<super::model::Rejection>;
     fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>>;
 
     fn commit_batch(&mut self, requests: &[CommitRequest]) -> Vec<Vec<Outcome>> {
@@ -233,6 +240,7 @@ fn request_with(
                 rules: None,
                 internal: false,
                 counterpart: None,
+                trace: Default::default(),
             })
             .collect(),
     }
@@ -265,6 +273,7 @@ fn reject_request(raw: &'static [u8], message_id: Option<&str>, keep_raw: bool) 
             from: None,
             subject: Some("s".into()),
             keep_raw,
+            trace: Default::default(),
         }],
     }
 }
@@ -1684,6 +1693,235 @@ X-Mailer: mailgate/"
     assert!(h.pending_outbox().contains(&id));
 }
 
+fn trace_of(h: &impl Harness, id: u64) -> DecisionTrace {
+    h.message(id).unwrap().trace
+}
+
+fn with_trace(mut r: CommitRequest, t: DecisionTrace) -> CommitRequest {
+    match &mut r.items[0] {
+        Item::Message { trace, .. } | Item::Reject { trace, .. } => *trace = t,
+    }
+    r
+}
+
+pub fn the_trace_says_how_each_message_threaded_and_deduplicated(h: &mut impl Harness) {
+    let (m1, _, _) = stored(&h.one(request(&mail("a@x.test", Some("t1@x"), "printer"))));
+    let t1 = h.message(m1).unwrap().ticket_id;
+    let t = trace_of(h, m1);
+    assert_eq!(t.threading, Some(Threading::new_ticket()));
+    let dedup = t.dedup.unwrap();
+    assert_eq!(dedup.key.as_deref(), Some("id:t1@x"));
+    assert_eq!(dedup.outcome, DedupOutcome::New);
+    let ticket = h.ticket(t1).unwrap();
+
+    let (m2, _, _) = stored(&h.one(request(
+        &mail("a@x.test", Some("t2@x"), "Re: printer").replying("t1@x"),
+    )));
+    let threading = trace_of(h, m2).threading.unwrap();
+    assert_eq!(threading.by, ThreadBy::InReplyTo);
+    assert_eq!(threading.value.as_deref(), Some("t1@x"));
+    assert_eq!(threading.ticket_id, Some(t1));
+
+    let (m3, _, _) = stored(&h.one(request(
+        &mail("a@x.test", Some("t3@x"), "again").referencing(&["zz@x", "t2@x"]),
+    )));
+    assert_eq!(trace_of(h, m3).threading.unwrap().by, ThreadBy::References);
+
+    let subject: &'static str = format!("Re: {} printer", ticket.tag).leak();
+    let (m4, _, _) = stored(&h.one(request(&mail("b@x.test", Some("t4@x"), subject))));
+    let threading = trace_of(h, m4).threading.unwrap();
+    assert_eq!(threading.by, ThreadBy::SubjectTag);
+    assert_eq!(threading.value, Some(ticket.tag.clone()));
+
+    // The same message again: a duplicate, nothing written, the first
+    // record's trace unchanged.
+    let before = trace_of(h, m4);
+    assert_eq!(
+        h.one(request(&mail("b@x.test", Some("t4@x"), subject))),
+        Outcome::Duplicate(Earlier::Message(m4))
+    );
+    assert_eq!(trace_of(h, m4), before);
+    // A different message reusing the id: its own record, marked so.
+    let (m5, _, _) = stored(&h.one(request(
+        &mail("c@x.test", Some("t4@x"), "other").text("different"),
+    )));
+    let dedup = trace_of(h, m5).dedup.unwrap();
+    assert_eq!(dedup.outcome, DedupOutcome::IdCollision);
+    assert!(dedup.key.unwrap().starts_with("id:t4@x"));
+}
+
+pub fn the_trace_of_a_rejection_keeps_what_ingest_saw(h: &mut impl Harness) {
+    let seen = DecisionTrace {
+        routing: Some(Routing {
+            address: Some("help@gw.test".into()),
+            mailbox: "support".into(),
+            default_used: true,
+        }),
+        classification: Some(Classification {
+            automatic: Some(Automatic {
+                reason: RejectReason::AutoSubmitted,
+                detail: "Auto-Submitted: auto-replied".into(),
+            }),
+            signals: vec!["Auto-Submitted: auto-replied".into()],
+            overridden: false,
+        }),
+        ..DecisionTrace::default()
+    };
+    let r = with_trace(
+        request_for(
+            &mail("a@x.test", Some("ooo@x"), "Out of office"),
+            &["support"],
+            true,
+        ),
+        seen.clone(),
+    );
+    let Outcome::Rejected { rejection_id, .. } = h.one(r) else {
+        panic!("not rejected")
+    };
+    let t = h.rejection(rejection_id).unwrap().trace;
+    assert_eq!(t.routing, seen.routing);
+    assert_eq!(t.classification, seen.classification);
+    assert_eq!(t.threading, Some(Threading::new_ticket()));
+    assert_eq!(t.dedup.unwrap().key.as_deref(), Some("id:ooo@x"));
+
+    // Rejected by a rule: the rules evaluated are kept.
+    let mut r = request(&mail("spam@x.test", Some("sp@x"), "buy"));
+    let rules = vec![
+        RuleTrace {
+            rule: "vip".into(),
+            scope: RuleScope::Global,
+            matched: false,
+        },
+        RuleTrace {
+            rule: "drop-spam".into(),
+            scope: RuleScope::Mailbox,
+            matched: true,
+        },
+    ];
+    if let Item::Message {
+        rules: decision,
+        trace,
+        ..
+    } = &mut r.items[0]
+    {
+        *decision = Some(Arc::new(crate::rules::Decision {
+            rejected_by: Some("drop-spam".into()),
+            ..Default::default()
+        }));
+        trace.rules = rules.clone();
+    }
+    let Outcome::Rejected {
+        rejection_id,
+        reason,
+    } = h.one(r)
+    else {
+        panic!("not rejected")
+    };
+    assert_eq!(reason, RejectReason::Rule);
+    let rejection = h.rejection(rejection_id).unwrap();
+    assert_eq!(rejection.detail, "rule:drop-spam");
+    assert_eq!(rejection.trace.rules, rules);
+    assert_eq!(rejection.trace.dedup.unwrap().outcome, DedupOutcome::New);
+    // Served as JSON: kinds are snake_case strings.
+    let json = serde_json::to_value(h.rejection(1).unwrap()).unwrap();
+    assert_eq!(json["trace"]["threading"]["by"], "new_ticket");
+    assert_eq!(json["trace"]["routing"]["default_used"], true);
+}
+
+fn replay_op(id: u64, request: CommitRequest) -> Operation {
+    Operation::Replay(ReplayRequest {
+        rejection_id: id,
+        request,
+        as_ticket: false,
+        at: "2026-01-02T00:00:00Z".into(),
+    })
+}
+
+pub fn a_rejection_is_replayed_once_and_links_its_result(h: &mut impl Harness) {
+    let m = mail("a@x.test", Some("r1@x"), "help");
+    let Outcome::Rejected { rejection_id, .. } = h.one(request_for(&m, &["support"], true)) else {
+        panic!("not rejected")
+    };
+    // Now as a person's mail: a ticket message that takes over the dedup key.
+    let OpOutcome::Replayed(ReplayOutcome::Done { replayed, first }) =
+        h.op(replay_op(rejection_id, request(&m)))
+    else {
+        panic!("not replayed")
+    };
+    assert!(matches!(first, Some(Outcome::Stored { .. })), "{first:?}");
+    let ReplayResult::Message {
+        message_id,
+        ticket_id,
+    } = replayed.outcome
+    else {
+        panic!("{replayed:?}")
+    };
+    assert_eq!(
+        h.rejection(rejection_id).unwrap().replayed,
+        Some(replayed.clone())
+    );
+    let t = trace_of(h, message_id);
+    assert_eq!(t.replay_of, Some(rejection_id));
+    assert_eq!(t.dedup.unwrap().outcome, DedupOutcome::Replayed);
+    // Again: the first result, nothing new.
+    assert_eq!(
+        h.op(replay_op(rejection_id, request(&m))),
+        OpOutcome::Replayed(ReplayOutcome::Done {
+            replayed,
+            first: None
+        })
+    );
+    assert_eq!(h.ticket_message_ids(ticket_id), vec![message_id]);
+    // The same mail delivered again is a duplicate of the new message.
+    assert_eq!(
+        h.one(request(&m)),
+        Outcome::Duplicate(Earlier::Message(message_id))
+    );
+    // Oversize: nothing to replay.
+    let Outcome::Rejected { rejection_id, .. } =
+        h.one(reject_request(b"Subject: big\r\n\r\n", None, false))
+    else {
+        panic!("not rejected")
+    };
+    assert_eq!(
+        h.op(replay_op(rejection_id, request(&m))),
+        OpOutcome::Replayed(ReplayOutcome::NoRaw)
+    );
+    assert_eq!(
+        h.op(replay_op(999, request(&m))),
+        OpOutcome::Replayed(ReplayOutcome::NotFound)
+    );
+}
+
+pub fn old_rejections_are_pruned_with_their_raw_bytes(h: &mut impl Harness) {
+    // Received 2026-01-01 (the suite's origin).
+    let Outcome::Rejected { rejection_id, .. } = h.one(request_for(
+        &mail("a@x.test", Some("old@x"), "s"),
+        &["support"],
+        true,
+    )) else {
+        panic!("not rejected")
+    };
+    let at = |s: &str| crate::parse_rfc3339(s).unwrap();
+    let prune = |cutoff| Operation::PruneRejections { cutoff, max: 10 };
+    // Not older than the cutoff: kept.
+    assert_eq!(
+        h.op(prune(at("2026-01-01T00:00:00Z"))),
+        OpOutcome::Pruned(0)
+    );
+    assert!(h.rejection(rejection_id).is_some());
+    assert_eq!(
+        h.op(prune(at("2026-01-02T00:00:00Z"))),
+        OpOutcome::Pruned(1)
+    );
+    assert!(h.rejection(rejection_id).is_none());
+    assert!(h.rejection_raw(rejection_id).is_none());
+    assert_eq!(
+        h.op(prune(at("2026-01-02T00:00:00Z"))),
+        OpOutcome::Pruned(0)
+    );
+}
+
 /// One `#[test]` per rule for the backend built by `$make`.
 macro_rules! ticket_rules_suite {
     ($make:expr) => {
@@ -1712,6 +1950,10 @@ macro_rules! ticket_rules_suite {
             loops_are_never_answered_and_each_suppression_is_recorded,
             the_caps_hold_across_transactions_and_the_window,
             a_submission_continues_its_ticket_or_goes_to_the_outbound_log,
+            the_trace_says_how_each_message_threaded_and_deduplicated,
+            the_trace_of_a_rejection_keeps_what_ingest_saw,
+            a_rejection_is_replayed_once_and_links_its_result,
+            old_rejections_are_pruned_with_their_raw_bytes,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -1777,6 +2019,10 @@ mod memory {
         }
         fn rejection_raw(&self, id: u64) -> Option<Vec<u8>> {
             self.0.rejection_raw(id)
+        }
+        fn rejection(&self, id: u64) -> Option<super::super::model::Rejection> {
+            use crate::tickets::txn::TicketTxn;
+            self.0.rejection(id).unwrap_or_else(|never| match never {})
         }
         fn attachment(&self, message: u64, index: u32) -> Option<Vec<u8>> {
             self.0.attachment(message, index)

@@ -108,6 +108,18 @@ pub trait TicketTxn {
         raw: Option<&[u8]>,
     ) -> Result<(), Self::Error>;
 
+    fn rejection(&self, id: u64) -> Result<Option<Rejection>, Self::Error>;
+    /// Rewrites a rejection record (same id and reason: the index stays).
+    fn update_rejection(&mut self, rejection: &Rejection) -> Result<(), Self::Error>;
+    /// Ids of rejections received before `cutoff`, at most `max`.
+    fn old_rejections(
+        &self,
+        cutoff: time::OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<u64>, Self::Error>;
+    /// Removes a rejection, its raw bytes and its index row.
+    fn delete_rejection(&mut self, id: u64) -> Result<(), Self::Error>;
+
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, Self::Error>;
     fn put_dedup(
         &mut self,
