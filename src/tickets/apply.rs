@@ -377,15 +377,8 @@ fn store_message<T: TicketTxn>(
     // A rule that rejects wins over everything after classification.
     if let Some(rule) = rules.and_then(|d| d.rejected_by.as_deref()) {
         let detail = format!("rule:{rule}");
-        let fields = RejectFields {
-            mailbox: Some(&mailbox.name),
-            reason: RejectReason::Rule,
-            detail: &detail,
-            message_id: mail.message_id.as_deref(),
-            from: Some(&mail.from.address),
-            subject: Some(&mail.subject),
-        };
-        return reject(txn, request, fields, true, trace);
+        let why = (RejectReason::Rule, detail.as_str());
+        return reject_mail(txn, request, &mailbox.name, mail, why, trace);
     }
     if let Some(importer) = &mailbox.importer {
         let filing = super::importer::Filing {
@@ -431,15 +424,7 @@ fn store_message<T: TicketTxn>(
     if existing.is_none()
         && let Some((reason, detail)) = automatic
     {
-        let fields = RejectFields {
-            mailbox: Some(&mailbox.name),
-            reason: *reason,
-            detail,
-            message_id: mail.message_id.as_deref(),
-            from: Some(&mail.from.address),
-            subject: Some(&mail.subject),
-        };
-        return reject(txn, request, fields, true, trace);
+        return reject_mail(txn, request, &mailbox.name, mail, (*reason, detail), trace);
     }
     // Staff mail never opens a ticket with the staff member as requester.
     let requester = match (&existing, internal) {
@@ -447,15 +432,8 @@ fn store_message<T: TicketTxn>(
             match super::internal::unthreaded_requester(mailbox.internal_unthreaded, counterpart) {
                 Ok(p) => p,
                 Err(detail) => {
-                    let fields = RejectFields {
-                        mailbox: Some(&mailbox.name),
-                        reason: RejectReason::InternalUnthreaded,
-                        detail: &detail,
-                        message_id: mail.message_id.as_deref(),
-                        from: Some(&mail.from.address),
-                        subject: Some(&mail.subject),
-                    };
-                    return reject(txn, request, fields, true, trace);
+                    let why = (RejectReason::InternalUnthreaded, detail.as_str());
+                    return reject_mail(txn, request, &mailbox.name, mail, why, trace);
                 }
             }
         }
@@ -490,34 +468,17 @@ fn store_message<T: TicketTxn>(
         .message_id
         .clone()
         .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
-    let stored = StoredMessage {
-        id,
-        ticket_id: ticket.id,
+    let filed = Filed {
         direction: if internal {
             Direction::Internal
         } else {
             Direction::Inbound
         },
-        message_id: message_id.clone(),
-        in_reply_to: mail.in_reply_to.clone(),
-        references: mail.references.clone(),
-        from: mail.from.clone(),
-        to: mail.to.clone(),
-        cc: mail.cc.clone(),
-        date: mail.date.clone(),
-        subject: mail.subject.clone(),
-        // Derived from the raw bytes when read: not a second copy here.
-        text: String::new(),
-        html: None,
-        attachments: mail.attachments.clone(),
         auto_submitted: automatic.is_some(),
         source: request.origin.source.clone(),
-        envelope: request.origin.envelope.clone(),
-        received_at: now.clone(),
-        size: request.size,
-        body: super::model::BodyStore::Raw,
         trace,
     };
+    let stored = mail_record(request, mail, (id, ticket.id), &message_id, filed);
     txn.insert_message(&stored, request.raw.as_ref())?;
     // The first message with an id keeps it for threading: a later message
     // reusing the id (a collision) must not redirect replies to its ticket.
@@ -574,6 +535,69 @@ fn store_message<T: TicketTxn>(
         new_ticket,
         id_collision,
     })
+}
+
+/// Rejects a readable message of `mailbox` (raw bytes kept).
+pub(super) fn reject_mail<T: TicketTxn>(
+    txn: &mut T,
+    request: &CommitRequest,
+    mailbox: &str,
+    mail: &ParsedMail,
+    (reason, detail): (RejectReason, &str),
+    trace: DecisionTrace,
+) -> Result<Outcome, T::Error> {
+    let fields = RejectFields {
+        mailbox: Some(mailbox),
+        reason,
+        detail,
+        message_id: mail.message_id.as_deref(),
+        from: Some(&mail.from.address),
+        subject: Some(&mail.subject),
+    };
+    reject(txn, request, fields, true, trace)
+}
+
+/// How a parsed message is filed: which way it went, who says so.
+pub(super) struct Filed {
+    pub direction: Direction,
+    pub auto_submitted: bool,
+    pub source: String,
+    pub trace: DecisionTrace,
+}
+
+/// The record of a parsed message on `ticket_id`: its fields, not its
+/// body (derived from the raw bytes when read), and `message_id` (the
+/// message's own, or ours when it had none).
+pub(super) fn mail_record(
+    request: &CommitRequest,
+    mail: &ParsedMail,
+    (id, ticket_id): (u64, u64),
+    message_id: &str,
+    filed: Filed,
+) -> StoredMessage {
+    StoredMessage {
+        id,
+        ticket_id,
+        direction: filed.direction,
+        message_id: message_id.to_string(),
+        in_reply_to: mail.in_reply_to.clone(),
+        references: mail.references.clone(),
+        from: mail.from.clone(),
+        to: mail.to.clone(),
+        cc: mail.cc.clone(),
+        date: mail.date.clone(),
+        subject: mail.subject.clone(),
+        text: String::new(),
+        html: None,
+        attachments: mail.attachments.clone(),
+        auto_submitted: filed.auto_submitted,
+        source: filed.source,
+        envelope: request.origin.envelope.clone(),
+        received_at: request.origin.received_at.clone(),
+        size: request.size,
+        body: super::model::BodyStore::Raw,
+        trace: filed.trace,
+    }
 }
 
 /// Records a rejection, with the raw bytes when `keep_raw`.

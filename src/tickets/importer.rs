@@ -15,8 +15,8 @@
 //! newest tickets (there is no requester index yet): an open ticket older
 //! than that is not found and the mail opens a new, done ticket instead.
 
-use super::apply::{RejectFields, find_ticket, next, next_number, reject};
-use super::model::{BodyStore, Direction, Outcome, StoredMessage, Ticket, TicketStatus};
+use super::apply::{Filed, find_ticket, mail_record, next, next_number, reject_mail};
+use super::model::{Direction, Outcome, Ticket, TicketStatus};
 use super::request::{CommitRequest, MailboxRef, TicketSettings};
 use super::txn::{Counter, TicketTxn};
 use crate::mail::{ParsedMail, Person, RejectReason};
@@ -59,15 +59,8 @@ pub fn file<T: TicketTxn>(
 ) -> Result<Outcome, T::Error> {
     let mail = f.mail;
     let refuse = |txn: &mut T, reason, detail: &str| {
-        let fields = RejectFields {
-            mailbox: Some(&f.mailbox.name),
-            reason,
-            detail,
-            message_id: mail.message_id.as_deref(),
-            from: Some(&mail.from.address),
-            subject: Some(&mail.subject),
-        };
-        reject(txn, request, fields, true, f.trace.clone())
+        let why = (reason, detail);
+        reject_mail(txn, request, &f.mailbox.name, mail, why, f.trace.clone())
     };
     if !f.internal {
         let detail = format!(
@@ -125,29 +118,13 @@ pub fn file<T: TicketTxn>(
         .message_id
         .clone()
         .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
-    let stored = StoredMessage {
-        id,
-        ticket_id: ticket.id,
+    let filed = Filed {
         direction: Direction::Outbound,
-        message_id: message_id.clone(),
-        in_reply_to: mail.in_reply_to.clone(),
-        references: mail.references.clone(),
-        from: mail.from.clone(),
-        to: mail.to.clone(),
-        cc: mail.cc.clone(),
-        date: mail.date.clone(),
-        subject: mail.subject.clone(),
-        text: String::new(),
-        html: None,
-        attachments: mail.attachments.clone(),
-        trace: f.trace.clone(),
         auto_submitted: false,
         source: SOURCE.to_string(),
-        envelope: request.origin.envelope.clone(),
-        received_at: now.clone(),
-        size: request.size,
-        body: BodyStore::Raw,
+        trace: f.trace.clone(),
     };
+    let stored = mail_record(request, mail, (id, ticket.id), &message_id, filed);
     txn.insert_message(&stored, request.raw.as_ref())?;
     // The customer's answer to this mail threads onto the ticket.
     if txn.thread_lookup(into, &message_id)?.is_none() {
