@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::store::Store;
 use crate::store::commit::Committer;
 use crate::tickets::{OpOutcome, Operation};
 
@@ -22,6 +23,7 @@ fn period(retention: Duration) -> Duration {
 
 /// Runs until `stopped` turns true.
 pub async fn run(
+    store: Store,
     committer: Committer,
     metrics: Arc<Metrics>,
     retention: Duration,
@@ -40,6 +42,10 @@ pub async fn run(
             return;
         };
         let cutoff = time::OffsetDateTime::now_utc() - retention;
+        // Nothing old enough (read-only, cheap): no write transaction at all.
+        if !due(&store, cutoff) {
+            continue;
+        }
         loop {
             let op = Operation::PruneRejections { cutoff, max: BATCH };
             match committer.apply(op).await {
@@ -62,6 +68,16 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Whether the oldest rejection (by id, i.e. commit order) is past the
+/// cutoff; a record whose time cannot be read lets the prune decide.
+fn due(store: &Store, cutoff: time::OffsetDateTime) -> bool {
+    match store.oldest_rejection() {
+        Ok(Some(r)) => crate::parse_rfc3339(&r.received_at).is_none_or(|at| at < cutoff),
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 

@@ -294,6 +294,7 @@ impl App {
         let mx_session = plain_server.session.as_ref().clone();
         let outbound = tokio::spawn(worker.run(stopped.clone()));
         tokio::spawn(super::retention::run(
+            core.store.clone(),
             core.committer.clone(),
             core.metrics.clone(),
             config.tickets.rejection_retention,

@@ -204,6 +204,16 @@ impl Store {
         }
     }
 
+    /// The rejection with the lowest id (the oldest committed), if any.
+    pub fn oldest_rejection(&self) -> Result<Option<Rejection>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(REJECTIONS)?;
+        match table.first()? {
+            Some((k, v)) => Ok(Some(decode("rejections", k.value(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn rejection_raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read()?;
         let raw = txn.open_table(REJECTION_RAW)?;
