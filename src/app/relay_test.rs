@@ -324,6 +324,7 @@ fn test_message(
         ),
         html: None,
         attachments: Vec::new(),
+        original: None,
     };
     let bytes = compose::compose(&outgoing)?;
     Ok((

@@ -83,10 +83,17 @@ pub fn test(
         if internal { "internal" } else { "external" }
     )?;
     writeln!(out, "subject: {:?}", mail.subject)?;
-    match classify::classify(&mail, envelope_from, &|a| router.is_own_address(a)) {
+    let automatic = classify::classify(&mail, envelope_from, &|a| router.is_own_address(a));
+    match &automatic {
         Some((reason, detail)) => writeln!(out, "classification: automatic: {reason} ({detail})")?,
         None => writeln!(out, "classification: written by a person")?,
     }
+    // What stops a forward or an answer before any cap is counted.
+    let unsent = match (&automatic, internal) {
+        (Some(_), _) => Some("not sent: automatic mail"),
+        (None, true) => Some("not sent: internal mail"),
+        (None, false) => None,
+    };
     let evaluation = rules.evaluate(&name, &mail, &raw, envelope_from);
     if evaluation.trace.is_empty() {
         writeln!(out, "rules: none configured for this mailbox")?;
@@ -119,13 +126,27 @@ pub fn test(
         lines.push(format!("status {}", s.as_str()));
     }
     for (rule, to, mode) in &d.forwards {
+        let unsent = match &automatic {
+            Some(_) => "; not sent: automatic mail",
+            None => "",
+        };
         lines.push(format!(
-            "forward to {to}, original {} (rule {rule})",
+            "forward to {to}, original {} (rule {rule}{unsent})",
             mode.as_str()
         ));
     }
-    for (rule, template) in &d.answers {
-        lines.push(format!("answer with template {template} (rule {rule})"));
+    for a in &d.answers {
+        let note = match unsent {
+            Some(why) => format!("; {why}"),
+            None => format!(
+                "; once per sender per {}",
+                humantime::format_duration(a.window)
+            ),
+        };
+        lines.push(format!(
+            "answer {} with template {} (rule {}{note})",
+            mail.from.address, a.template, a.rule
+        ));
     }
     for (rule, pattern) in &d.links {
         match crate::rules::ticket_number(pattern, &mail.subject) {

@@ -37,25 +37,6 @@ pub async fn run(config: Config) -> Result<()> {
         mailboxes = config.mailboxes.len(),
         "mailgate ready"
     );
-    let unapplied = (config.rules.iter())
-        .chain(config.mailboxes.iter().flat_map(|m| &m.rules))
-        .filter(|r| {
-            r.actions.iter().any(|a| {
-                matches!(
-                    a,
-                    crate::rules::Action::Forward { .. } | crate::rules::Action::Answer { .. }
-                )
-            })
-        })
-        .map(|r| r.name.as_str())
-        .collect::<Vec<_>>();
-    if !unapplied.is_empty() {
-        tracing::warn!(
-            rules = ?unapplied,
-            "these mail rules forward or answer: this version does not send those yet (their other actions apply)"
-        );
-    }
-
     signals.wait().await;
     super::shutdown::shutdown(front, core).await?;
     tracing::info!("stopped");

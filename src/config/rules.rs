@@ -31,6 +31,18 @@ use crate::rules::{Action, Condition, Field, ForwardMode, ForwardTo, Match, Rule
 /// Where preset answers live: `<notify.templates_dir>/answers/<name>.txt`.
 pub const ANSWERS_DIR: &str = "answers";
 
+/// How long a sender answered by a rule gets no second answer from it.
+pub const DEFAULT_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A preset answer's name: letters, digits, `_` and `-`.
+pub fn answer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct RawRule {
@@ -45,6 +57,7 @@ pub(super) struct RawRule {
     forward: Option<RawForward>,
     forward_mode: Option<String>,
     answer: Option<String>,
+    answer_window: Option<Quantity>,
     link: Option<String>,
     reject: bool,
     stop: bool,
@@ -205,10 +218,12 @@ fn rule(
         }
     }
     if let Some(t) = &r.answer {
+        let window = match &r.answer_window {
+            Some(q) => super::duration(&k("answer_window"), q, err),
+            None => DEFAULT_ANSWER_WINDOW,
+        };
         let t = t.trim();
-        let valid = !t.is_empty()
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+        let valid = answer_name(t);
         let path = known
             .templates_dir
             .join(ANSWERS_DIR)
@@ -226,8 +241,12 @@ fn rule(
         } else {
             actions.push(Action::Answer {
                 template: t.to_string(),
+                window,
             });
         }
+    }
+    if r.answer.is_none() && r.answer_window.is_some() {
+        err(&k("answer_window"), "set without answer".into());
     }
     if let Some(p) = &r.link {
         match TextTest::regex(p) {
@@ -408,7 +427,7 @@ mod tests {
              assignee=\"Boss@Example.test\"\nstatus=\"open\"\nforward=\"team\"\nforward_mode=\"inline\"\n\
              [[rule]]\nname=\"invoices\"\n\
              when=[{{field=\"subject\", regex=\"(?i)invoice\"}}, {{field=\"size\", over=\"5MB\"}}, {{field=\"internal\", is=false}}]\n\
-             queue=\"billing\"\ncategories=[\"invoice\"]\nanswer=\"vendor_ack\"\nlink=\"Ticket #(\\\\d+)\"\nstop=true\n",
+             queue=\"billing\"\ncategories=[\"invoice\"]\nanswer=\"vendor_ack\"\nanswer_window=\"2h\"\nlink=\"Ticket #(\\\\d+)\"\nstop=true\n",
             dir.display().to_string()
         ))
         .unwrap();
@@ -425,7 +444,7 @@ mod tests {
             [
                 "set queue \"billing\"",
                 "add category \"invoice\"",
-                "answer with template \"vendor_ack\"",
+                "answer with template \"vendor_ack\" (once per sender per 2h)",
                 "link by ticket number /Ticket #(\\d+)/",
                 "stop"
             ]
@@ -458,7 +477,9 @@ mod tests {
              link=\"(\"\nforward=[\"not an address\"]\nmatch=\"some\"\n\
              [[rule]]\nname=\"\"\n\
              [[rule]]\nname=\"r\"\nreject=true\nanswer=\"x\"\n\
-             [[mailbox.rule]]\nname=\"m\"\nforward_mode=\"attached\"\n",
+             [[rule]]\nname=\"w\"\nstop=true\nanswer_window=\"1h\"\n\
+             [[mailbox.rule]]\nname=\"m\"\nforward_mode=\"attached\"\n\
+             [[mailbox.rule]]\nname=\"n\"\nanswer=\"missing\"\nanswer_window=\"soon\"\n",
         );
         for expected in [
             "rule[0].when[0].regex: invalid regex:",
@@ -478,7 +499,10 @@ mod tests {
             "rule[2].name: missing or invalid",
             "rule[2]: the rule has no action",
             "rule[3].reject: a rejecting rule cannot also answer or forward",
+            "rule[4].answer_window: set without answer",
             "mailbox[0].rule[0].forward_mode: set without forward",
+            "mailbox[0].rule[1].answer: unknown template",
+            "mailbox[0].rule[1].answer_window: invalid duration \"soon\"",
         ] {
             assert!(p.contains(expected), "missing {expected:?} in:\n{p}");
         }

@@ -111,6 +111,15 @@ pub fn attachment(raw: &[u8], index: u32) -> Option<Vec<u8>> {
     Some(part.contents().to_vec())
 }
 
+/// The decoded bytes of every attachment, in [`parse`]'s numbering, from
+/// one parse (empty when the message does not parse).
+pub fn all_attachments(raw: &[u8]) -> Vec<Vec<u8>> {
+    MessageParser::default()
+        .parse(raw)
+        .map(|m| m.attachments().map(|p| p.contents().to_vec()).collect())
+        .unwrap_or_default()
+}
+
 /// The first text/html body part; mail-parser would otherwise synthesize
 /// HTML from a plain-text body, which is not what the sender wrote.
 fn real_html(message: &Message<'_>) -> Option<String> {

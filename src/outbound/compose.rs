@@ -11,9 +11,13 @@ use mail_builder::headers::address::Address;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+
+use crate::rules::ForwardMode;
 
 pub use crate::tickets::outgoing::{
-    Attachment, ComposeError, Kind, Mailbox, Outgoing, header_text, tagged_subject, valid_address,
+    Attachment, ComposeError, Kind, Mailbox, Original, Outgoing, header_text, tagged_subject,
+    valid_address,
 };
 
 /// A Message-ID (without `<>`) we are willing to write: `left@right`,
@@ -126,8 +130,75 @@ pub fn compose(m: &Outgoing) -> Result<Vec<u8>, ComposeError> {
         };
         b = b.attachment(content_type, name, a.bytes.as_slice());
     }
+    if let Some(original) = &m.original {
+        b = with_original(b, original);
+    }
     // Writing into a Vec cannot fail.
     Ok(b.write_to_vec().unwrap_or_default())
+}
+
+/// A forward's original: attached as `message/rfc822` byte for byte (RFC
+/// 2046 allows only 7bit/8bit there, so a message with overlong lines or a
+/// bare CR/LF goes as a base64 `application/octet-stream` file instead),
+/// or inline, where the text is already in the body and its attachments
+/// are decoded from the raw bytes and attached again.
+fn with_original<'x>(mut b: MessageBuilder<'x>, original: &'x Original) -> MessageBuilder<'x> {
+    match original.mode {
+        ForwardMode::Attached => {
+            let raw = original.raw.as_ref();
+            let part = match line_clean(raw) {
+                Some(encoding) => MimePart::new("message/rfc822", BodyPart::Binary(raw.into()))
+                    .attachment("original.eml")
+                    .header("Content-Transfer-Encoding", Raw::new(encoding)),
+                None => MimePart::new("application/octet-stream", BodyPart::Binary(raw.into()))
+                    .attachment("original.eml"),
+            };
+            b.attachments.get_or_insert_with(Vec::new).push(part);
+        }
+        ForwardMode::Inline if !original.attachments.is_empty() => {
+            let mut decoded = crate::ingest::parse::all_attachments(&original.raw);
+            for a in &original.attachments {
+                let Some(bytes) = usize::try_from(a.index)
+                    .ok()
+                    .and_then(|i| decoded.get_mut(i))
+                    .map(std::mem::take)
+                else {
+                    continue;
+                };
+                let content_type = if valid_content_type(&a.content_type) {
+                    a.content_type.as_str()
+                } else {
+                    "application/octet-stream"
+                };
+                let name = header_text(a.name.as_deref().unwrap_or(""), 200);
+                let name = if name.is_empty() {
+                    format!("attachment-{}", a.index)
+                } else {
+                    name
+                };
+                b = b.attachment(content_type, name, bytes);
+            }
+        }
+        ForwardMode::Inline => {}
+    }
+    b
+}
+
+/// `7bit` or `8bit` when every line ends in CRLF and is at most 998 bytes
+/// (RFC 5322 2.1.1) and no NUL occurs; None otherwise.
+fn line_clean(raw: &[u8]) -> Option<&'static str> {
+    let mut eight = false;
+    for line in raw.split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > 998 || line.contains(&b'\r') || line.contains(&0) {
+            return None;
+        }
+        eight |= line.iter().any(|&c| c >= 0x80);
+    }
+    // Every LF must follow a CR.
+    let lf = raw.iter().filter(|&&c| c == b'\n').count();
+    let crlf = raw.windows(2).filter(|w| w == b"\r\n").count();
+    (lf == crlf).then_some(if eight { "8bit" } else { "7bit" })
 }
 
 /// `type/subtype` of token characters only.
@@ -169,6 +240,7 @@ mod tests {
             text: "We are on it.".into(),
             html: None,
             attachments: vec![],
+            original: None,
         }
     }
 
@@ -323,6 +395,87 @@ mod tests {
         assert_eq!(a.contents(), (0u8..=255).collect::<Vec<_>>().as_slice());
         use mail_parser::MimeHeaders;
         assert_eq!(a.attachment_name(), Some("log.bin"));
+    }
+
+    const ORIGINAL: &[u8] = b"From: Ann <ann@customer.test>\r\nTo: support@example.test\r\n\
+Subject: Invoice\r\nMessage-ID: <orig.1@customer.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+Gr\xc3\xbc\xc3\x9fe, see the invoice.\r\n--b1\r\n\
+Content-Type: application/pdf; name=\"inv.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"inv.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n--b1--\r\n";
+
+    fn forward_of(mode: ForwardMode, raw: &[u8]) -> Outgoing {
+        let mut o = outgoing();
+        o.subject = "Fwd: Invoice".into();
+        o.original = Some(Original {
+            mode,
+            raw: bytes::Bytes::copy_from_slice(raw),
+            attachments: vec![crate::mail::AttachmentMeta {
+                index: 0,
+                name: Some("inv.pdf".into()),
+                content_type: "application/pdf".into(),
+                size: 12,
+            }],
+        });
+        o
+    }
+
+    #[test]
+    fn an_attached_original_is_a_byte_for_byte_message_part() {
+        let raw = compose(&forward_of(ForwardMode::Attached, ORIGINAL)).unwrap();
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(text.contains("Content-Type: message/rfc822"), "{text}");
+        assert!(text.contains("Content-Transfer-Encoding: 8bit"), "{text}");
+        // The original's bytes appear unchanged inside the forward.
+        assert!(raw.windows(ORIGINAL.len()).any(|w| w == ORIGINAL));
+        let m = parse(&raw);
+        let part = m.attachment(0).unwrap();
+        let inner = part.message().expect("an embedded message");
+        assert_eq!(inner.subject(), Some("Invoice"));
+        assert_eq!(inner.message_id(), Some("orig.1@customer.test"));
+        assert!(inner.body_text(0).unwrap().contains("Grüße"));
+        // A 7-bit original says so.
+        let ascii = b"From: a@b.test\r\nSubject: x\r\n\r\nhello\r\n";
+        let raw = compose(&forward_of(ForwardMode::Attached, ascii)).unwrap();
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(text.contains("Content-Transfer-Encoding: 7bit"), "{text}");
+    }
+
+    #[test]
+    fn an_original_that_is_not_line_clean_goes_as_a_base64_file() {
+        let long = format!(
+            "From: a@b.test\r\nSubject: x\r\n\r\n{}\r\n",
+            "y".repeat(1200)
+        );
+        for bad in [
+            long.as_bytes(),
+            b"From: a@b.test\nSubject: bare LF\n\nhi\n".as_slice(),
+        ] {
+            let raw = compose(&forward_of(ForwardMode::Attached, bad)).unwrap();
+            let text = String::from_utf8_lossy(&raw).to_string();
+            assert!(!text.contains("message/rfc822"), "{text}");
+            assert!(text.lines().all(|l| l.len() <= 998));
+            let m = parse(&raw);
+            let a = m.attachment(0).unwrap();
+            use mail_parser::MimeHeaders;
+            assert_eq!(a.attachment_name(), Some("original.eml"));
+            assert_eq!(a.contents(), bad);
+        }
+    }
+
+    #[test]
+    fn an_inline_forward_attaches_the_originals_attachments_again() {
+        let raw = compose(&forward_of(ForwardMode::Inline, ORIGINAL)).unwrap();
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(!text.contains("message/rfc822"), "{text}");
+        let m = parse(&raw);
+        let a = m.attachment(0).unwrap();
+        use mail_parser::MimeHeaders;
+        assert_eq!(a.attachment_name(), Some("inv.pdf"));
+        assert_eq!(a.contents(), b"%PDF-1.4\n%\xc7\xec");
+        assert_eq!(m.attachment_count(), 1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Notification templates: `<notify.templates_dir>/<name>.txt` (and an
 //! optional `<name>.html`, HTML-escaped), else the defaults compiled into
-//! the binary, rendered with minijinja. Loading parses every template once;
+//! the binary, and the rules' preset answers in `answers/` (no defaults), rendered with minijinja. Loading parses every template once;
 //! rendering runs inside the writer's transaction, so it is bounded (fuel,
 //! output size) and never panics: an error is returned and the ticket
 //! rules skip the notification and record it.
@@ -12,6 +12,7 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Value, context};
 
 use crate::config::notify::{Notification, NotifyConfig};
+use crate::config::rules::ANSWERS_DIR;
 use crate::tickets::render::{RenderError, Rendered, Renderer, TemplateData};
 
 /// Instructions a template may run per rendering (loops, filters).
@@ -96,6 +97,7 @@ impl TemplateRenderer {
                 origin.insert(name, from);
             }
         }
+        load_answers(&mut env, &mut origin, &mut problems, &dir.join(ANSWERS_DIR));
         if problems.is_empty() {
             Ok(TemplateRenderer { env, origin })
         } else {
@@ -128,10 +130,28 @@ impl TemplateRenderer {
     /// Renders every template with sample data: one line per failure.
     pub fn check(&self) -> Vec<String> {
         let data = sample();
+        let answers = (self.origin.keys())
+            .filter_map(|k| k.strip_prefix("answers/")?.strip_suffix(".txt"))
+            .filter_map(|name| self.render_answer(name, &data).err());
         Notification::ALL
             .into_iter()
-            .filter_map(|n| self.render(n, &data).err().map(|e| e.to_string()))
+            .filter_map(|n| self.render(n, &data).err())
+            .chain(answers)
+            .map(|e| e.to_string())
             .collect()
+    }
+
+    fn render_pair(&self, base: &str, ctx: &Value) -> Result<Rendered, RenderError> {
+        let text = self
+            .render_one(&format!("{base}.txt"), ctx)?
+            .unwrap_or_default();
+        let (subject, text) = split_subject(&text);
+        let html = self.render_one(&format!("{base}.html"), ctx)?;
+        Ok(Rendered {
+            subject,
+            text,
+            html,
+        })
     }
 }
 
@@ -143,9 +163,48 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
-fn context_of(n: Notification, d: &TemplateData) -> Value {
+/// The preset answers a rule may name: every `<name>.txt` (and optional
+/// `<name>.html`) in `<templates_dir>/answers/` with a valid name; none
+/// when the directory is missing (`check-config` reports a rule naming
+/// one that is not there).
+fn load_answers(
+    env: &mut Environment<'static>,
+    origin: &mut BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+    dir: &Path,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for path in files {
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some((stem, ext)) = file.rsplit_once('.') else {
+            continue;
+        };
+        if !matches!(ext, "txt" | "html") || !crate::config::rules::answer_name(stem) {
+            continue;
+        }
+        let name = format!("{ANSWERS_DIR}/{file}");
+        let from = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(source) => match env.add_template_owned(name.clone(), source) {
+                Ok(()) => {
+                    origin.insert(name, from);
+                }
+                Err(e) => problems.push(format!("{from}: does not parse: {}", describe(&e))),
+            },
+            Err(e) => problems.push(format!("{from}: cannot read: {e}")),
+        }
+    }
+}
+
+fn context_of(what: &str, d: &TemplateData) -> Value {
     context! {
-        notification => n.as_str(),
+        notification => what,
         message => d.message.as_str(),
         ticket => context! {
             number => d.number,
@@ -183,17 +242,18 @@ fn split_subject(text: &str) -> (Option<String>, String) {
 
 impl Renderer for TemplateRenderer {
     fn render(&self, n: Notification, data: &TemplateData) -> Result<Rendered, RenderError> {
-        let ctx = context_of(n, data);
-        let text = self
-            .render_one(&format!("{}.txt", n.as_str()), &ctx)?
-            .unwrap_or_default();
-        let (subject, text) = split_subject(&text);
-        let html = self.render_one(&format!("{}.html", n.as_str()), &ctx)?;
-        Ok(Rendered {
-            subject,
-            text,
-            html,
-        })
+        self.render_pair(n.as_str(), &context_of(n.as_str(), data))
+    }
+
+    fn render_answer(&self, name: &str, data: &TemplateData) -> Result<Rendered, RenderError> {
+        let base = format!("{ANSWERS_DIR}/{name}");
+        if !self.origin.contains_key(&format!("{base}.txt")) {
+            return Err(RenderError {
+                template: format!("{base}.txt"),
+                detail: "no such preset answer (was the file removed?)".into(),
+            });
+        }
+        self.render_pair(&base, &context_of("answer", data))
     }
 }
 
@@ -270,6 +330,43 @@ mod tests {
             out.html.as_deref(),
             Some("<p>It started smoking &lt;b&gt;after&lt;&#x2f;b&gt; the update.</p>")
         );
+    }
+
+    #[test]
+    fn preset_answers_load_from_the_answers_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = dir.path().join("answers");
+        std::fs::create_dir_all(&answers).unwrap();
+        std::fs::write(
+            answers.join("vendor_ack.txt"),
+            "Subject: Thanks, {{ requester.name }}\n\nWe got {{ ticket.tag }}.",
+        )
+        .unwrap();
+        std::fs::write(answers.join("vendor_ack.html"), "<p>{{ message }}</p>").unwrap();
+        std::fs::write(answers.join("bad name.txt"), "ignored").unwrap();
+        std::fs::write(answers.join("plain.txt"), "Hello").unwrap();
+        let r = TemplateRenderer::load(dir.path()).unwrap();
+        assert!(r.check().is_empty(), "{:?}", r.check());
+        let out = r.render_answer("vendor_ack", &sample()).unwrap();
+        assert_eq!(out.subject.as_deref(), Some("Thanks, Ann Customer"));
+        assert_eq!(out.text, "We got [MG#1000].");
+        assert!(out.html.unwrap().contains("&lt;b&gt;after"));
+        let plain = r.render_answer("plain", &sample()).unwrap();
+        assert_eq!((plain.subject, plain.text.as_str()), (None, "Hello"));
+        let missing = r.render_answer("gone", &sample()).unwrap_err();
+        assert_eq!(missing.template, "answers/gone.txt");
+        // A broken answer is named by check-config like any template.
+        std::fs::write(answers.join("broken.txt"), "{{ 1 / 0 }}").unwrap();
+        let r = TemplateRenderer::load(dir.path()).unwrap();
+        let problems = r.check();
+        let file = answers.join("broken.txt").display().to_string();
+        assert!(
+            problems.len() == 1 && problems[0].starts_with(&file),
+            "{problems:?}"
+        );
+        std::fs::write(answers.join("broken.txt"), "{% if %}").unwrap();
+        let problems = TemplateRenderer::load(dir.path()).unwrap_err();
+        assert!(problems[0].starts_with(&file), "{problems:?}");
     }
 
     #[test]

@@ -53,9 +53,11 @@ pub enum Action {
         to: ForwardTo,
         mode: ForwardMode,
     },
-    /// Answers with the named template (at most once per sender per window).
+    /// Answers the sender with the named template, at most once per
+    /// sender per `window`, never automatic mail.
     Answer {
         template: String,
+        window: std::time::Duration,
     },
     /// Links the message to the ticket whose number the pattern's first
     /// capture group finds in the subject or body.
@@ -82,7 +84,11 @@ impl fmt::Display for Action {
             Action::Forward { to, mode } => {
                 write!(f, "forward to {to} (original {})", mode.as_str())
             }
-            Action::Answer { template } => write!(f, "answer with template {template:?}"),
+            Action::Answer { template, window } => write!(
+                f,
+                "answer with template {template:?} (once per sender per {})",
+                humantime::format_duration(*window)
+            ),
             Action::Link(r) => write!(f, "link by ticket number /{}/", r.as_str()),
             Action::Reject => f.write_str("reject"),
             Action::Stop => f.write_str("stop"),

@@ -75,14 +75,22 @@ pub struct Decision {
     pub status: Option<TicketStatus>,
     /// (rule, where to, how).
     pub forwards: Vec<(String, ForwardTo, ForwardMode)>,
-    /// (rule, template).
-    pub answers: Vec<(String, String)>,
+    pub answers: Vec<Answer>,
     /// (rule, pattern): ticket-number patterns to link by, first first.
     pub links: Vec<(String, regex::Regex)>,
     /// The rule that rejected the message (reason `rule:<name>`).
     pub rejected_by: Option<String>,
     /// The rule whose `stop` ended the evaluation.
     pub stopped_by: Option<String>,
+}
+
+/// A preset answer a rule decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub rule: String,
+    pub template: String,
+    /// At most one answer of this rule per sender per window.
+    pub window: std::time::Duration,
 }
 
 /// Every rule evaluated, and what the matching ones decided.
@@ -124,9 +132,11 @@ pub fn evaluate(global: &[Rule], mailbox: &[Rule], input: &RuleInput<'_>) -> Eva
                 Action::Forward { to, mode } => {
                     d.forwards.push((rule.name.clone(), to.clone(), *mode))
                 }
-                Action::Answer { template } => {
-                    d.answers.push((rule.name.clone(), template.clone()))
-                }
+                Action::Answer { template, window } => d.answers.push(Answer {
+                    rule: rule.name.clone(),
+                    template: template.clone(),
+                    window: *window,
+                }),
                 Action::Link(r) => d.links.push((rule.name.clone(), r.clone())),
                 Action::Reject => d.rejected_by = Some(rule.name.clone()),
                 Action::Stop => d.stopped_by = Some(rule.name.clone()),

@@ -528,6 +528,17 @@ fn store_message<T: TicketTxn>(
             &cause(Notification::NewMessage, sender),
         )?;
     }
+    if let Some(d) = rules.filter(|d| !d.forwards.is_empty() || !d.answers.is_empty()) {
+        let matched = super::rule_mail::Matched {
+            mail,
+            raw: &request.raw,
+            automatic: automatic.is_some(),
+            internal,
+            at: now,
+            at_ms,
+        };
+        super::rule_mail::send(txn, settings, &ticket, d, &matched)?;
+    }
     Ok(Outcome::Stored {
         message_id: id,
         ticket_id: ticket.id,

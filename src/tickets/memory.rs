@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use super::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
+use super::model::{
+    Change, Earlier, OutboxEntry, Rejection, StoredMessage, SuppressReason, Ticket, TicketEvent,
+};
 use super::txn::{Counter, DedupEntry, TicketTxn};
 
 /// Everything one store holds. A transaction is a clone that replaces the
@@ -60,6 +62,11 @@ impl MemoryTxn {
             .range((ticket, 0)..=(ticket, u64::MAX))
             .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    /// (what, recipient, reason) of every suppression on a ticket.
+    pub fn suppressions(&self, ticket: u64) -> Vec<(String, Option<String>, SuppressReason)> {
+        suppressions_in(self.events(ticket))
     }
 
     pub fn pending_outbox(&self) -> Vec<u64> {
@@ -268,4 +275,19 @@ impl TicketTxn for MemoryTxn {
         ids.dedup();
         Ok(ids.len() as u64)
     }
+}
+
+/// (what, recipient, reason) of the suppressions among `events`.
+pub fn suppressions_in(events: Vec<TicketEvent>) -> Vec<(String, Option<String>, SuppressReason)> {
+    events
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::NotificationSuppressed {
+                notification,
+                recipient,
+                reason,
+            } => Some((notification, recipient, reason)),
+            _ => None,
+        })
+        .collect()
 }

@@ -18,6 +18,9 @@ pub mod render;
 pub mod replay;
 pub mod reply;
 pub mod request;
+mod rule_mail;
+#[cfg(test)]
+mod rule_mail_tests;
 mod send;
 #[cfg(test)]
 mod staff_tests;

@@ -77,6 +77,22 @@ pub enum Change {
         recipient: Option<String>,
         reason: SuppressReason,
     },
+    /// A mail rule forwarded the message or answered its sender.
+    RuleMail {
+        rule: String,
+        action: RuleMailAction,
+        to: Vec<String>,
+        /// The record id of the message sent (see the outbox).
+        message: u64,
+    },
+}
+
+/// What a rule sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleMailAction {
+    Forward,
+    Answer,
 }
 
 /// Why a notification was not sent (an inactive one is not recorded).
@@ -101,6 +117,8 @@ pub enum SuppressReason {
     ComposeError,
     /// Staff mail caused it: the requester is not told as if they wrote.
     InternalMail,
+    /// The sender had this rule's preset answer within its window.
+    AlreadyAnswered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

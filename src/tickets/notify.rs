@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::model::{Change, Direction, StoredMessage, SuppressReason, Ticket, TicketEvent};
-use super::outgoing::{Kind, Mailbox, Outgoing, tagged_subject, valid_address};
-use super::render::{Renderer, TemplateData};
+use super::outgoing::{Kind, Mailbox, Original, Outgoing, tagged_subject, valid_address};
+use super::render::{Rendered, Renderer, TemplateData};
 use super::request::TicketSettings;
 use super::send::{enqueue, new_message_id, next, reply_subject, thread};
 use super::txn::{Counter, TicketTxn};
@@ -71,7 +71,7 @@ pub struct Cause<'a> {
 impl NotifySettings {
     /// The team chain: the mailbox's team, else the default mailbox's,
     /// else `notify.fallback`.
-    fn team(&self, mailbox: &str) -> &[String] {
+    pub(super) fn team(&self, mailbox: &str) -> &[String] {
         let own = self.mailboxes.get(mailbox).map(|m| m.team.as_slice());
         if let Some(team) = own.filter(|t| !t.is_empty()) {
             return team;
@@ -122,30 +122,90 @@ impl NotifySettings {
     }
 }
 
-fn suppressed<T: TicketTxn>(
+/// Records on `ticket` that `what` (a notification's name, or
+/// `forward:<rule>` / `answer:<rule>`) was not sent, to `recipient` or at all.
+pub(super) fn suppressed<T: TicketTxn>(
     txn: &mut T,
     ticket: &Ticket,
-    cause: &Cause<'_>,
+    (what, at): (&str, &str),
     recipient: Option<&str>,
     reason: SuppressReason,
 ) -> Result<(), T::Error> {
     tracing::info!(
         ticket = ticket.number,
-        notification = cause.notification.as_str(),
+        notification = what,
         reason = ?reason,
-        "notification suppressed"
+        "automatic message suppressed"
     );
     let seq = next(txn, Counter::Event)?;
     let event = TicketEvent {
-        at: cause.at.to_string(),
+        at: at.to_string(),
         by: None,
         change: Change::NotificationSuppressed {
-            notification: cause.notification.as_str().to_string(),
+            notification: what.to_string(),
             recipient: recipient.map(str::to_string),
             reason,
         },
     };
     txn.insert_event(ticket.id, seq, &event)
+}
+
+/// What keeps an automatic message from one recipient whoever caused it:
+/// our own addresses (a loop through the gateway), unusable addresses,
+/// and the per-recipient cap over `notify.per_recipient_window`.
+pub(super) fn screen<T: TicketTxn>(
+    txn: &T,
+    ns: &NotifySettings,
+    address: &str,
+    at_ms: i64,
+) -> Result<Option<SuppressReason>, T::Error> {
+    Ok(if ns.own_addresses.contains(address) {
+        Some(SuppressReason::OwnAddress)
+    } else if !valid_address(address) {
+        Some(SuppressReason::InvalidAddress)
+    } else if ns.config.per_recipient_limit > 0
+        && txn.notifications_to(address, ns.window_start(at_ms))? >= ns.config.per_recipient_limit
+    {
+        Some(SuppressReason::RecipientLimit)
+    } else {
+        None
+    })
+}
+
+/// The ticket had `notify.per_ticket_limit` automatic messages in the window.
+pub(super) fn ticket_capped<T: TicketTxn>(
+    txn: &T,
+    ns: &NotifySettings,
+    ticket: &Ticket,
+    at_ms: i64,
+) -> Result<bool, T::Error> {
+    Ok(ns.config.per_ticket_limit > 0
+        && txn.notifications_on(ticket.id, ns.window_start(at_ms))? >= ns.config.per_ticket_limit)
+}
+
+impl NotifySettings {
+    fn window_start(&self, at_ms: i64) -> i64 {
+        let window =
+            i64::try_from(self.config.per_recipient_window.as_millis()).unwrap_or(i64::MAX);
+        at_ms.saturating_sub(window)
+    }
+
+    /// What a template is given about `ticket`.
+    pub(super) fn template_data(&self, ticket: &Ticket, message: &str) -> TemplateData {
+        TemplateData {
+            number: ticket.number,
+            tag: ticket.tag.clone(),
+            subject: ticket.subject.clone(),
+            requester_name: ticket.requester.name.clone(),
+            requester_address: ticket.requester.address.clone(),
+            status: ticket.status.as_str().to_string(),
+            assignee: ticket.assignee.clone(),
+            link: self.link(ticket),
+            message: message.chars().take(MAX_MESSAGE_CHARS).collect(),
+            categories: ticket.categories.clone(),
+            mailbox: ticket.mailbox.clone(),
+        }
+    }
 }
 
 /// Sends `cause.notification` for `ticket` (as it is now), or records why not.
@@ -159,6 +219,7 @@ pub fn notify<T: TicketTxn>(
         return Ok(());
     };
     let n = cause.notification;
+    let what = (n.as_str(), cause.at);
     let over = ns
         .mailboxes
         .get(&ticket.mailbox)
@@ -171,114 +232,125 @@ pub fn notify<T: TicketTxn>(
         .unwrap_or_else(|| n.default_recipients());
     let mut recipients = ns.recipients(ticket, &specs);
     if recipients.is_empty() {
-        return suppressed(txn, ticket, cause, None, SuppressReason::NoRecipient);
+        return suppressed(txn, ticket, what, None, SuppressReason::NoRecipient);
     }
     if let Some(by) = cause.by {
         recipients.retain(|(a, _)| !a.eq_ignore_ascii_case(by.trim()));
     }
-    let window_ms = i64::try_from(ns.config.per_recipient_window.as_millis()).unwrap_or(i64::MAX);
-    let since = cause.at_ms.saturating_sub(window_ms);
     let mut to = Vec::new();
     for (address, requester) in recipients {
         let reason = if requester && cause.automatic {
             Some(SuppressReason::AutomaticMail)
         } else if requester && cause.internal {
             Some(SuppressReason::InternalMail)
-        } else if ns.own_addresses.contains(&address) {
-            Some(SuppressReason::OwnAddress)
-        } else if !valid_address(&address) {
-            Some(SuppressReason::InvalidAddress)
-        } else if ns.config.per_recipient_limit > 0
-            && txn.notifications_to(&address, since)? >= ns.config.per_recipient_limit
-        {
-            Some(SuppressReason::RecipientLimit)
         } else {
-            None
+            screen(txn, ns, &address, cause.at_ms)?
         };
         match reason {
-            Some(r) => suppressed(txn, ticket, cause, Some(&address), r)?,
-            None => to.push((address, requester)),
+            Some(r) => suppressed(txn, ticket, what, Some(&address), r)?,
+            None => to.push(Mailbox {
+                name: requester.then(|| ticket.requester.name.clone()).flatten(),
+                address,
+            }),
         }
     }
     if to.is_empty() {
         return Ok(());
     }
-    if ns.config.per_ticket_limit > 0
-        && txn.notifications_on(ticket.id, since)? >= ns.config.per_ticket_limit
-    {
-        return suppressed(txn, ticket, cause, None, SuppressReason::TicketLimit);
+    if ticket_capped(txn, ns, ticket, cause.at_ms)? {
+        return suppressed(txn, ticket, what, None, SuppressReason::TicketLimit);
     }
-    let (Some(sender), Some(composer)) =
-        (settings.senders.get(&ticket.mailbox), &settings.composer)
-    else {
-        return suppressed(txn, ticket, cause, None, SuppressReason::ComposeError);
-    };
-    let data = TemplateData {
-        number: ticket.number,
-        tag: ticket.tag.clone(),
-        subject: ticket.subject.clone(),
-        requester_name: ticket.requester.name.clone(),
-        requester_address: ticket.requester.address.clone(),
-        status: ticket.status.as_str().to_string(),
-        assignee: ticket.assignee.clone(),
-        link: ns.link(ticket),
-        message: cause.message.chars().take(MAX_MESSAGE_CHARS).collect(),
-        categories: ticket.categories.clone(),
-        mailbox: ticket.mailbox.clone(),
-    };
-    let rendered = match ns.renderer.render(n, &data) {
+    let rendered = match ns
+        .renderer
+        .render(n, &ns.template_data(ticket, cause.message))
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(ticket = ticket.number, error = %e, "notification template failed");
-            return suppressed(txn, ticket, cause, None, SuppressReason::TemplateError);
+            return suppressed(txn, ticket, what, None, SuppressReason::TemplateError);
         }
     };
-    let (in_reply_to, references) = thread(txn, ticket)?;
-    let (id, message_id) = new_message_id(txn, settings, ticket, sender)?;
-    let to: Vec<Mailbox> = to
-        .into_iter()
-        .map(|(address, requester)| Mailbox {
-            name: requester.then(|| ticket.requester.name.clone()).flatten(),
-            address,
-        })
-        .collect();
-    let outgoing = Outgoing {
+    let automatic = Automatic {
         kind: if n == Notification::Acknowledgement {
             Kind::Acknowledgement
         } else {
             Kind::Notification
         },
-        from: sender.from.clone(),
-        reply_to: sender.reply_to.clone(),
-        to: to.clone(),
-        cc: vec![],
+        to,
         subject: rendered
             .subject
             .clone()
             .unwrap_or_else(|| reply_subject(&ticket.subject)),
+        rendered,
+        original: None,
+        source: format!("notify:{}", n.as_str()),
+    };
+    match queue(txn, settings, ticket, automatic, (cause.at, cause.at_ms))? {
+        Some(_) => Ok(()),
+        None => suppressed(txn, ticket, what, None, SuppressReason::ComposeError),
+    }
+}
+
+/// One automatic message about a ticket, ready to be composed.
+pub(super) struct Automatic {
+    pub kind: Kind,
+    pub to: Vec<Mailbox>,
+    pub subject: String,
+    /// Its text and HTML (the subject is `subject`).
+    pub rendered: Rendered,
+    pub original: Option<Original>,
+    /// What the record says made it: `notify:<name>`, `rule:<name>`.
+    pub source: String,
+}
+
+/// Threads, composes, stores (unlisted), logs for the caps and queues an
+/// automatic message on `ticket`; returns its record id, or None when it
+/// could not be built (then nothing but counters was written).
+pub(super) fn queue<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    ticket: &Ticket,
+    a: Automatic,
+    (at, at_ms): (&str, i64),
+) -> Result<Option<u64>, T::Error> {
+    let (Some(sender), Some(composer)) =
+        (settings.senders.get(&ticket.mailbox), &settings.composer)
+    else {
+        return Ok(None);
+    };
+    let (in_reply_to, references) = thread(txn, ticket)?;
+    let (id, message_id) = new_message_id(txn, settings, ticket, sender)?;
+    let outgoing = Outgoing {
+        kind: a.kind,
+        from: sender.from.clone(),
+        reply_to: sender.reply_to.clone(),
+        to: a.to.clone(),
+        cc: vec![],
+        subject: a.subject,
         tag: ticket.tag.clone(),
         message_id: message_id.clone(),
         in_reply_to,
         references,
         ticket_number: ticket.number,
         record_id: id,
-        date: cause.at_ms.div_euclid(1000),
-        text: rendered.text.clone(),
-        html: rendered.html.clone(),
+        date: at_ms.div_euclid(1000),
+        text: a.rendered.text,
+        html: a.rendered.html,
         attachments: vec![],
+        original: a.original,
     };
     let raw = match composer.compose(&outgoing) {
         Ok(raw) => raw,
         Err(e) => {
-            tracing::warn!(ticket = ticket.number, error = %e, "notification not composed");
-            return suppressed(txn, ticket, cause, None, SuppressReason::ComposeError);
+            tracing::warn!(ticket = ticket.number, error = %e, source = %a.source, "automatic message not composed");
+            return Ok(None);
         }
     };
     let person = |m: &Mailbox| Person {
         address: m.address.clone(),
         name: m.name.clone(),
     };
-    let rcpt_to: Vec<String> = to.iter().map(|m| m.address.clone()).collect();
+    let rcpt_to: Vec<String> = a.to.iter().map(|m| m.address.clone()).collect();
     let stored = StoredMessage {
         id,
         ticket_id: ticket.id,
@@ -287,29 +359,29 @@ pub fn notify<T: TicketTxn>(
         in_reply_to: outgoing.in_reply_to.iter().cloned().collect(),
         references: outgoing.references.clone(),
         from: person(&sender.from),
-        to: to.iter().map(person).collect(),
+        to: a.to.iter().map(person).collect(),
         cc: vec![],
-        date: Some(cause.at.to_string()),
+        date: Some(at.to_string()),
         subject: tagged_subject(&outgoing.subject, &outgoing.tag),
-        text: rendered.text,
-        html: rendered.html,
+        text: outgoing.text,
+        html: outgoing.html,
         attachments: vec![],
-        auto_submitted: true,
-        source: format!("notify:{}", n.as_str()),
+        auto_submitted: outgoing.kind.auto_submitted().is_some(),
+        source: a.source,
         envelope: EnvelopeInfo {
             mail_from: sender.from.address.clone(),
             rcpt_to: rcpt_to.clone(),
             client: "notify".into(),
             helo: String::new(),
         },
-        received_at: cause.at.to_string(),
+        received_at: at.to_string(),
         size: raw.len() as u64,
         body: super::model::BodyStore::Record,
         trace: Default::default(),
     };
     txn.insert_unlisted(&stored, &raw)?;
     for r in &rcpt_to {
-        txn.record_notification(r, ticket.id, cause.at_ms, id)?;
+        txn.record_notification(r, ticket.id, at_ms, id)?;
     }
     let size = raw.len() as u64;
     enqueue(
@@ -320,7 +392,8 @@ pub fn notify<T: TicketTxn>(
         &message_id,
         rcpt_to,
         size,
-        cause.at,
-        cause.at_ms,
-    )
+        at,
+        at_ms,
+    )?;
+    Ok(Some(id))
 }

@@ -80,6 +80,18 @@ pub struct Outgoing {
     pub text: String,
     pub html: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// The received message a rule forwards (None for every other message).
+    pub original: Option<Original>,
+}
+
+/// The message a forward carries, as received.
+#[derive(Debug, Clone)]
+pub struct Original {
+    pub mode: crate::rules::ForwardMode,
+    /// Its bytes, unchanged.
+    pub raw: bytes::Bytes,
+    /// Inline: its attachments, re-attached from `raw` by the composer.
+    pub attachments: Vec<crate::mail::AttachmentMeta>,
 }
 
 /// Why a message could not be built.

@@ -1,4 +1,4 @@
-//! Turning a notification into text: what a template is given, and the
+//! Turning a notification or a rule's preset answer into text: what a template is given, and the
 //! trait the outbound layer implements (templates on disk or embedded),
 //! called by the ticket rules inside the writer's transaction, as the
 //! [`super::outgoing::Composer`] is.
@@ -47,4 +47,7 @@ pub trait Renderer: Send + Sync {
         notification: Notification,
         data: &TemplateData,
     ) -> Result<Rendered, RenderError>;
+
+    /// Renders the preset answer a mail rule names (`answers/<name>`).
+    fn render_answer(&self, name: &str, data: &TemplateData) -> Result<Rendered, RenderError>;
 }

@@ -61,6 +61,7 @@ pub fn reply<T: TicketTxn>(
         text: r.text.clone(),
         html: r.html.clone(),
         attachments: r.attachments.clone(),
+        original: None,
     };
     let raw = if r.internal {
         Vec::new()

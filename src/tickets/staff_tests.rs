@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::apply::apply;
 use super::importer::Importer;
 use super::memory::MemoryTxn;
-use super::model::{Change, Direction, Outcome, SuppressReason, TicketStatus};
+use super::model::{Direction, Outcome, SuppressReason, TicketStatus};
 use super::request::{CommitRequest, Item, TicketSettings, TicketUpdate};
 use super::suite::{Mail, mail, notify_settings, request_for};
 use super::txn::TicketTxn;
@@ -108,20 +108,6 @@ fn queued(txn: &MemoryTxn) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-fn suppressed(txn: &MemoryTxn, ticket: u64) -> Vec<(String, Option<String>, SuppressReason)> {
-    txn.events(ticket)
-        .into_iter()
-        .filter_map(|e| match e.change {
-            Change::NotificationSuppressed {
-                notification,
-                recipient,
-                reason,
-            } => Some((notification, recipient, reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn customer_ticket(txn: &mut MemoryTxn, s: &TicketSettings) -> u64 {
     let first = one(
         txn,
@@ -167,7 +153,7 @@ fn an_internal_reply_threads_as_an_agent_message_and_never_tells_the_requester()
             vec!["desk@staff.test".to_string()]
         )]
     );
-    assert!(suppressed(&txn, ticket).contains(&(
+    assert!(txn.suppressions(ticket).contains(&(
         "new_message".into(),
         Some("ann@customer.test".into()),
         SuppressReason::InternalMail
@@ -208,7 +194,7 @@ fn internal_unthreaded_ticket_opens_one_for_the_customer_without_acknowledgement
         )]
     );
     assert_eq!(
-        suppressed(&txn, ticket),
+        txn.suppressions(ticket),
         vec![(
             "acknowledgement".into(),
             Some("ann@customer.test".into()),

@@ -107,8 +107,17 @@ impl Composer for TestComposer {
             Some(v) => format!("Auto-Submitted: {v}\r\n"),
             None => String::new(),
         };
+        let original = match &m.original {
+            Some(o) => format!(
+                "X-Test-Original: {} {} bytes, {} attachments\r\n",
+                o.mode.as_str(),
+                o.raw.len(),
+                o.attachments.len()
+            ),
+            None => String::new(),
+        };
         Ok(format!(
-            "{auto}From: {}\r\nTo: {}\r\nMessage-ID: <{}>\r\nIn-Reply-To: <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
+            "{auto}{original}From: {}\r\nTo: {}\r\nMessage-ID: <{}>\r\nIn-Reply-To: <{}>\r\nSubject: {}\r\n\r\n{}\r\n",
             m.from.address,
             m.to[0].address,
             m.message_id,
@@ -935,6 +944,20 @@ impl Renderer for TestRenderer {
             html: None,
         })
     }
+
+    fn render_answer(&self, name: &str, d: &TemplateData) -> Result<Rendered, RenderError> {
+        if name == "broken" {
+            return Err(RenderError {
+                template: format!("answers/{name}.txt"),
+                detail: "broken".into(),
+            });
+        }
+        Ok(Rendered {
+            subject: (name != "plain").then(|| format!("answer {name} {}", d.subject)),
+            text: format!("answer {name}: {} {}", d.tag, d.requester_address),
+            html: None,
+        })
+    }
 }
 
 /// Support (the default mailbox, team desk@staff.test) and sales (no team),
@@ -1021,17 +1044,7 @@ pub fn suppressions(
     h: &impl Harness,
     ticket: u64,
 ) -> Vec<(String, Option<String>, SuppressReason)> {
-    h.events(ticket)
-        .into_iter()
-        .filter_map(|e| match e.change {
-            Change::NotificationSuppressed {
-                notification,
-                recipient,
-                reason,
-            } => Some((notification, recipient, reason)),
-            _ => None,
-        })
-        .collect()
+    super::memory::suppressions_in(h.events(ticket))
 }
 
 /// (message id, ticket id, opened it).

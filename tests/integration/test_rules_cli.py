@@ -75,6 +75,29 @@ def test_prints_routing_each_rule_and_the_decision(mailgate_bin, tmp_path):
     assert "  status pending\n" in r.stdout, r.stdout
 
 
+def test_forward_and_answer_are_shown_with_what_would_stop_them(mailgate_bin, tmp_path):
+    templates = tmp_path / "templates"
+    (templates / "answers").mkdir(parents=True)
+    (templates / "answers" / "thanks.txt").write_text("Thanks")
+    cfg = {"notify": {"templates_dir": str(templates)},
+           "rule": [{"name": "send", "when": [], "forward": ["audit@corp.example"],
+                     "forward_mode": "inline", "answer": "thanks", "answer_window": "2h"}]}
+    gw = Gateway(mailgate_bin, tmp_path / "gw", cfg)
+    eml = tmp_path / "invoice.eml"
+    eml.write_bytes(INVOICE)
+    r = rules_test(gw, eml)
+    assert r.returncode == 0, r.stderr
+    assert "  forward to audit@corp.example, original inline (rule send)\n" in r.stdout, r.stdout
+    assert ("  answer ann@vendor.example with template thanks (rule send; once per sender per 2h)\n"
+            in r.stdout), r.stdout
+    assert "(nothing was changed or sent)" in r.stdout
+    auto = tmp_path / "auto.eml"
+    auto.write_bytes(INVOICE.replace(b"X-Priority: 1", b"Auto-Submitted: auto-replied"))
+    r = rules_test(gw, auto)
+    assert "(rule send; not sent: automatic mail)" in r.stdout, r.stdout
+    assert r.stdout.count("not sent: automatic mail") == 2, r.stdout
+
+
 def test_errors_are_clear(mailgate_bin, tmp_path):
     gw = Gateway(mailgate_bin, tmp_path / "gw", RULES)
     eml = tmp_path / "x.eml"
