@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
+use crate::config::role::{InternalUnthreaded, MailboxRole};
 use crate::ingest::route::Router;
 use crate::ingest::rules::MailRules;
 use crate::ingest::{classify, parse};
@@ -25,6 +26,50 @@ fn read_capped(path: &Path, limit: usize) -> Result<Vec<u8>> {
         );
     }
     Ok(raw)
+}
+
+/// What the mailbox's role and the internal domains make of the message
+/// (the store is not opened, so threading is described, not looked up).
+fn staff_mail(
+    config: &Config,
+    mailbox: &str,
+    rules: &MailRules,
+    mail: &crate::mail::ParsedMail,
+    own: &dyn Fn(&str) -> bool,
+) -> Option<String> {
+    let m = config.mailboxes.iter().find(|m| m.name == mailbox)?;
+    let internal = rules.is_internal(&mail.from.address);
+    let counterpart = rules.counterpart(mail, &|a| own(a));
+    if let MailboxRole::Importer(imp) = &m.role {
+        if !internal {
+            return Some(
+                "importer: the sender is not in server.internal_domains: rejection importer_external_sender"
+                    .into(),
+            );
+        }
+        let number = (imp.ticket_number_pattern.as_ref())
+            .and_then(|p| crate::rules::ticket_number(p, &mail.subject))
+            .map(|n| format!(", ticket number {n} in the subject"))
+            .unwrap_or_default();
+        let to = counterpart.map_or("no external To/Cc address".into(), |p| p.address);
+        return Some(format!(
+            "importer: filed onto a ticket of {} by subject tag, reply token, References{number}, else an open ticket of {to}, else a new done ticket for {to}; stored as outbound (source bcc_import), nothing sent",
+            imp.into
+        ));
+    }
+    if !internal {
+        return None;
+    }
+    let unthreaded = match m.internal_unthreaded {
+        InternalUnthreaded::Reject => "rejection internal_unthreaded".to_string(),
+        InternalUnthreaded::Ticket => match counterpart {
+            Some(p) => format!("a ticket for {} (never acknowledged)", p.address),
+            None => "rejection internal_unthreaded (no external recipient)".to_string(),
+        },
+    };
+    Some(format!(
+        "internal mail: on a ticket it threads onto, an agent message (direction internal); threading nowhere: {unthreaded}"
+    ))
 }
 
 /// Prints the evaluation; returns the report (also for tests).
@@ -94,6 +139,10 @@ pub fn test(
         (None, true) => Some("not sent: internal mail"),
         (None, false) => None,
     };
+    let own = |a: &str| router.is_own_address(a);
+    if let Some(line) = staff_mail(config, &name, &rules, &mail, &own) {
+        writeln!(out, "{line}")?;
+    }
     let evaluation = rules.evaluate(&name, &mail, &raw, envelope_from);
     if evaluation.trace.is_empty() {
         writeln!(out, "rules: none configured for this mailbox")?;

@@ -215,6 +215,11 @@ impl TicketTxn for RedbTxn<'_> {
         Ok(())
     }
 
+    fn delete_dedup(&mut self, mailbox: &str, key: &str) -> Result<(), StoreError> {
+        self.dedup.remove((mailbox, key))?;
+        Ok(())
+    }
+
     fn upstream(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, StoreError> {
         Ok(self
             .upstream_seen

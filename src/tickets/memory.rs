@@ -181,6 +181,10 @@ impl TicketTxn for MemoryTxn {
         self.dedup.insert(key(mailbox, k), entry.clone());
         Ok(())
     }
+    fn delete_dedup(&mut self, mailbox: &str, k: &str) -> Result<(), Infallible> {
+        self.dedup.remove(&key(mailbox, k));
+        Ok(())
+    }
     fn upstream(&self, mailbox: &str, k: &str) -> Result<Option<Earlier>, Infallible> {
         Ok(self.upstream.get(&key(mailbox, k)).copied())
     }

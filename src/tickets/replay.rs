@@ -5,7 +5,7 @@
 //! concurrent) replay answers the first result and changes nothing.
 
 use super::apply::apply_items;
-use super::model::{Outcome, ReplayResult, Replayed};
+use super::model::{Earlier, Outcome, ReplayResult, Replayed};
 use super::request::{ReplayOutcome, ReplayRequest, TicketSettings};
 use super::txn::TicketTxn;
 
@@ -62,15 +62,28 @@ pub fn replay<T: TicketTxn>(
 }
 
 /// Retention: removes rejections received before `cutoff` (at most `max`
-/// in one transaction), with their raw bytes and index rows.
+/// in one transaction), with their raw bytes, index rows and the dedup
+/// entry that still points at them (the same mail arriving again is then
+/// judged anew, not answered "duplicate" of a record that is gone).
 pub fn prune<T: TicketTxn>(
     txn: &mut T,
     cutoff: time::OffsetDateTime,
     max: usize,
 ) -> Result<u64, T::Error> {
     let ids = txn.old_rejections(cutoff, max)?;
-    for id in &ids {
-        txn.delete_rejection(*id)?;
+    for &id in &ids {
+        if let Some(r) = txn.rejection(id)?
+            && let Some(key) = r.trace.dedup.as_ref().and_then(|d| d.key.as_deref())
+        {
+            let scope = r.mailbox.as_deref().unwrap_or("");
+            if txn
+                .dedup(scope, key)?
+                .is_some_and(|e| e.earlier == Earlier::Rejection(id))
+            {
+                txn.delete_dedup(scope, key)?;
+            }
+        }
+        txn.delete_rejection(id)?;
     }
     Ok(ids.len() as u64)
 }

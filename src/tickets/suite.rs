@@ -1933,6 +1933,39 @@ pub fn old_rejections_are_pruned_with_their_raw_bytes(h: &mut impl Harness) {
         h.op(prune(at("2026-01-02T00:00:00Z"))),
         OpOutcome::Pruned(0)
     );
+    // The same mail again is judged anew: its dedup entry went with the
+    // record, it is not a "duplicate" of something gone.
+    let again = h.one(request_for(
+        &mail("a@x.test", Some("old@x"), "s"),
+        &["support"],
+        true,
+    ));
+    assert!(
+        matches!(again, Outcome::Rejected { rejection_id: r, .. } if r != rejection_id),
+        "{again:?}"
+    );
+    // A replayed rejection's key belongs to what the replay made: pruning
+    // the rejection leaves it.
+    let m = mail("b@x.test", Some("kept@x"), "s");
+    let Outcome::Rejected { rejection_id, .. } = h.one(request_for(&m, &["support"], true)) else {
+        panic!("not rejected")
+    };
+    let OpOutcome::Replayed(ReplayOutcome::Done { first, .. }) =
+        h.op(replay_op(rejection_id, request(&m)))
+    else {
+        panic!("not replayed")
+    };
+    let Some(Outcome::Stored { message_id, .. }) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        h.op(prune(at("2026-01-02T00:00:00Z"))),
+        OpOutcome::Pruned(2)
+    );
+    assert_eq!(
+        h.one(request(&m)),
+        Outcome::Duplicate(Earlier::Message(message_id))
+    );
 }
 
 /// One `#[test]` per rule for the backend built by `$make`.

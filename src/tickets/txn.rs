@@ -127,6 +127,7 @@ pub trait TicketTxn {
         key: &str,
         entry: &DedupEntry,
     ) -> Result<(), Self::Error>;
+    fn delete_dedup(&mut self, mailbox: &str, key: &str) -> Result<(), Self::Error>;
 
     /// What an upstream identity already became in a mailbox.
     fn upstream(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, Self::Error>;

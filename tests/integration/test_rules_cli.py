@@ -98,6 +98,38 @@ def test_forward_and_answer_are_shown_with_what_would_stop_them(mailgate_bin, tm
     assert r.stdout.count("not sent: automatic mail") == 2, r.stdout
 
 
+def test_staff_mail_and_the_importer_are_described(mailgate_bin, tmp_path):
+    cfg = {"server": {"internal_domains": ["corp.example"]},
+           "mailbox": [
+               {"name": "support", "addresses": ["support@example.test"], "default": True,
+                "internal_unthreaded": "ticket"},
+               {"name": "sales", "addresses": ["sales@example.test"]},
+               {"name": "crm", "addresses": ["crm@example.test"], "role": "importer",
+                "import_into": "support", "ticket_number_pattern": "Ticket #(\\d+)"}]}
+    gw = Gateway(mailgate_bin, tmp_path / "gw", cfg)
+    staff = tmp_path / "staff.eml"
+    staff.write_bytes(b"From: Bob <bob@corp.example>\r\nTo: ann@customer.example\r\n"
+                      b"Cc: support@example.test\r\nSubject: Your Ticket #1234\r\n\r\nhi\r\n")
+    r = rules_test(gw, staff)
+    assert r.returncode == 0, r.stderr
+    assert ("internal mail: on a ticket it threads onto, an agent message (direction internal); "
+            "threading nowhere: a ticket for ann@customer.example (never acknowledged)\n"
+            in r.stdout), r.stdout
+    r = rules_test(gw, staff, "--mailbox", "sales")
+    assert "threading nowhere: rejection internal_unthreaded\n" in r.stdout, r.stdout
+    r = rules_test(gw, staff, "--mailbox", "crm")
+    assert ("importer: filed onto a ticket of support by subject tag, reply token, References, "
+            "ticket number 1234 in the subject, else an open ticket of ann@customer.example"
+            in r.stdout), r.stdout
+    customer = tmp_path / "customer.eml"
+    customer.write_bytes(staff.read_bytes().replace(b"bob@corp.example", b"eve@elsewhere.example"))
+    r = rules_test(gw, customer, "--mailbox", "crm")
+    assert ("importer: the sender is not in server.internal_domains: rejection "
+            "importer_external_sender\n" in r.stdout), r.stdout
+    r = rules_test(gw, customer)
+    assert "internal mail" not in r.stdout and "importer" not in r.stdout, r.stdout
+
+
 def test_errors_are_clear(mailgate_bin, tmp_path):
     gw = Gateway(mailgate_bin, tmp_path / "gw", RULES)
     eml = tmp_path / "x.eml"
