@@ -443,31 +443,18 @@ fn store_message<T: TicketTxn>(
     let mut ticket = match existing {
         Some(t) => t,
         None => {
-            let id = next(txn, Counter::Ticket)?;
-            let number = next_number(txn, settings)?;
-            Ticket {
-                id,
-                number,
-                tag: settings.tag.format(number),
-                mailbox: mailbox.name.clone(),
-                queue: mailbox.queue.clone(),
-                status: TicketStatus::Open,
-                subject: mail.subject.clone(),
+            let place = (mailbox.name.as_str(), mailbox.queue.as_str());
+            open_ticket(
+                txn,
+                settings,
+                place,
+                TicketStatus::Open,
+                mail,
                 requester,
-                created_at: now.clone(),
-                updated_at: now.clone(),
-                message_count: 0,
-                assignee: None,
-                categories: Vec::new(),
-            }
+                now,
+            )?
         }
     };
-    let id = next(txn, Counter::Message)?;
-    // Every message gets a Message-ID to thread on; ours when it had none.
-    let message_id = mail
-        .message_id
-        .clone()
-        .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
     let filed = Filed {
         direction: if internal {
             Direction::Internal
@@ -478,24 +465,7 @@ fn store_message<T: TicketTxn>(
         source: request.origin.source.clone(),
         trace,
     };
-    let stored = mail_record(request, mail, (id, ticket.id), &message_id, filed);
-    txn.insert_message(&stored, request.raw.as_ref())?;
-    // The first message with an id keeps it for threading: a later message
-    // reusing the id (a collision) must not redirect replies to its ticket.
-    if txn.thread_lookup(&mailbox.name, &message_id)?.is_none() {
-        txn.index_message_id(&mailbox.name, &message_id, id, ticket.id)?;
-    }
-    ticket.message_count += 1;
-    ticket.updated_at = now.clone();
-    let changes = rules
-        .map(|d| super::mail_rules::set_fields(&mut ticket, d))
-        .unwrap_or_default();
-    if new_ticket {
-        txn.insert_ticket(&ticket)?;
-    } else {
-        txn.update_ticket(&ticket)?;
-    }
-    super::mail_rules::record(txn, ticket.id, changes, now)?;
+    let id = file_on(txn, request, mail, (&mut ticket, new_ticket), filed, rules)?;
     let at_ms = super::send::ms_of(now);
     let cause = |notification, by| Cause {
         notification,
@@ -546,6 +516,74 @@ fn store_message<T: TicketTxn>(
         new_ticket,
         id_collision,
     })
+}
+
+/// A new ticket of `mailbox` (numbered and tagged), not yet written.
+pub(super) fn open_ticket<T: TicketTxn>(
+    txn: &mut T,
+    settings: &TicketSettings,
+    (mailbox, queue): (&str, &str),
+    status: TicketStatus,
+    mail: &ParsedMail,
+    requester: crate::mail::Person,
+    now: &str,
+) -> Result<Ticket, T::Error> {
+    let id = next(txn, Counter::Ticket)?;
+    let number = next_number(txn, settings)?;
+    Ok(Ticket {
+        id,
+        number,
+        tag: settings.tag.format(number),
+        mailbox: mailbox.to_string(),
+        queue: queue.to_string(),
+        status,
+        subject: mail.subject.clone(),
+        requester,
+        created_at: now.to_string(),
+        updated_at: now.to_string(),
+        message_count: 0,
+        assignee: None,
+        categories: Vec::new(),
+    })
+}
+
+/// Stores `mail` on `ticket` (new or not), indexes its Message-ID for
+/// threading in the ticket's mailbox, applies what the rules set and
+/// writes the ticket with its history; returns the message's record id.
+pub(super) fn file_on<T: TicketTxn>(
+    txn: &mut T,
+    request: &CommitRequest,
+    mail: &ParsedMail,
+    (ticket, new_ticket): (&mut Ticket, bool),
+    filed: Filed,
+    rules: Option<&crate::rules::Decision>,
+) -> Result<u64, T::Error> {
+    let now = &request.origin.received_at;
+    let id = next(txn, Counter::Message)?;
+    // Every message gets a Message-ID to thread on; ours when it had none.
+    let message_id = mail
+        .message_id
+        .clone()
+        .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
+    let stored = mail_record(request, mail, (id, ticket.id), &message_id, filed);
+    txn.insert_message(&stored, request.raw.as_ref())?;
+    // The first message with an id keeps it for threading: a later message
+    // reusing the id (a collision) must not redirect replies to its ticket.
+    if txn.thread_lookup(&ticket.mailbox, &message_id)?.is_none() {
+        txn.index_message_id(&ticket.mailbox, &message_id, id, ticket.id)?;
+    }
+    ticket.message_count += 1;
+    ticket.updated_at = now.clone();
+    let changes = rules
+        .map(|d| super::mail_rules::set_fields(ticket, d))
+        .unwrap_or_default();
+    if new_ticket {
+        txn.insert_ticket(ticket)?;
+    } else {
+        txn.update_ticket(ticket)?;
+    }
+    super::mail_rules::record(txn, ticket.id, changes, now)?;
+    Ok(id)
 }
 
 /// Rejects a readable message of `mailbox` (raw bytes kept).

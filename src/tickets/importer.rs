@@ -15,10 +15,10 @@
 //! newest tickets (there is no requester index yet): an open ticket older
 //! than that is not found and the mail opens a new, done ticket instead.
 
-use super::apply::{Filed, find_ticket, mail_record, next, next_number, reject_mail};
+use super::apply::{Filed, file_on, find_ticket, open_ticket, reject_mail};
 use super::model::{Direction, Outcome, Ticket, TicketStatus};
 use super::request::{CommitRequest, MailboxRef, TicketSettings};
-use super::txn::{Counter, TicketTxn};
+use super::txn::TicketTxn;
 use crate::mail::{ParsedMail, Person, RejectReason};
 use crate::rules::{Decision, ticket_number};
 
@@ -93,54 +93,36 @@ pub fn file<T: TicketTxn>(
                     "importer: continues no ticket and names no recipient outside the internal domains to open one for",
                 );
             };
-            let id = next(txn, Counter::Ticket)?;
-            let number = next_number(txn, settings)?;
-            Ticket {
-                id,
-                number,
-                tag: settings.tag.format(number),
-                mailbox: into.to_string(),
-                queue: f.importer.queue.clone(),
-                // The CRM's "mail out, done": the answer has been given.
-                status: TicketStatus::Done,
-                subject: mail.subject.clone(),
-                requester: requester.clone(),
-                created_at: now.clone(),
-                updated_at: now.clone(),
-                message_count: 0,
-                assignee: None,
-                categories: Vec::new(),
-            }
+            // The CRM's "mail out, done": the answer has been given.
+            let place = (into, f.importer.queue.as_str());
+            let requester = requester.clone();
+            open_ticket(
+                txn,
+                settings,
+                place,
+                TicketStatus::Done,
+                mail,
+                requester,
+                now,
+            )?
         }
     };
-    let id = next(txn, Counter::Message)?;
-    let message_id = mail
-        .message_id
-        .clone()
-        .unwrap_or_else(|| format!("mailgate-{id}@local.invalid"));
     let filed = Filed {
         direction: Direction::Outbound,
         auto_submitted: false,
         source: SOURCE.to_string(),
         trace: f.trace.clone(),
     };
-    let stored = mail_record(request, mail, (id, ticket.id), &message_id, filed);
-    txn.insert_message(&stored, request.raw.as_ref())?;
-    // The customer's answer to this mail threads onto the ticket.
-    if txn.thread_lookup(into, &message_id)?.is_none() {
-        txn.index_message_id(into, &message_id, id, ticket.id)?;
-    }
-    ticket.message_count += 1;
-    ticket.updated_at = now.clone();
-    let changes = (f.rules)
-        .map(|d| super::mail_rules::set_fields(&mut ticket, d))
-        .unwrap_or_default();
-    if new_ticket {
-        txn.insert_ticket(&ticket)?;
-    } else {
-        txn.update_ticket(&ticket)?;
-    }
-    super::mail_rules::record(txn, ticket.id, changes, now)?;
+    // Indexed in `into`: the customer's answer to this mail threads onto
+    // the ticket.
+    let id = file_on(
+        txn,
+        request,
+        mail,
+        (&mut ticket, new_ticket),
+        filed,
+        f.rules,
+    )?;
     Ok(Outcome::Stored {
         message_id: id,
         ticket_id: ticket.id,
