@@ -13,7 +13,8 @@ messages into its INBOX (Maildir files, as an MTA would), then:
      reports N imported, and checked: N ticket messages, no rejection,
      every message flagged in Dovecot.
 
-Prints msg/s for both and the ratio. No assertion on speed: a bench.
+Prints msg/s for both and the ratio, and mailgate's group-commit figures
+(transactions, mean batch, mean commit time). No assertion on speed: a bench.
 Environment: MAILGATE_BIN (required), N (5000), BATCH (100, peer fetch size).
 """
 
@@ -90,6 +91,12 @@ def mailgate_rate(d: Dovecot, n: int) -> float:
             assert time.monotonic() < deadline, f"only {mb.get('imported')} of {n}: {mb}"
             time.sleep(0.02)
         elapsed = time.monotonic() - start
+        m = g.metrics()
+        txns = m.get("mailgate_store_commit_batch_size_count")
+        if txns:
+            print(f"mailgate: {txns:.0f} transactions, mean batch "
+                  f"{m.get('mailgate_store_commit_batch_size_sum') / txns:.1f}, mean commit "
+                  f"{1000 * m.get('mailgate_store_commit_seconds_sum') / txns:.2f} ms")
         messages, rejections = g.store_counts()
         assert (messages, rejections) == (n, 0), (messages, rejections)
         flagged = sum(1 for _, f in d.flags("INBOX") if f)

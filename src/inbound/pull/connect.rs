@@ -134,6 +134,31 @@ impl Upstream for AnyUpstream {
         }
     }
 
+    async fn fetch_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+    ) -> Result<Vec<Vec<u8>>, FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.fetch_many(messages).await,
+            AnyUpstream::Pop3(u) => u.fetch_many(messages).await,
+            AnyUpstream::Graph(u) => u.fetch_many(messages).await,
+            AnyUpstream::Gmail(u) => u.fetch_many(messages).await,
+        }
+    }
+
+    async fn mark_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+        verdict: Verdict,
+    ) -> Result<(), FetchError> {
+        match self {
+            AnyUpstream::Imap(u) => u.mark_many(messages, verdict).await,
+            AnyUpstream::Pop3(u) => u.mark_many(messages, verdict).await,
+            AnyUpstream::Graph(u) => u.mark_many(messages, verdict).await,
+            AnyUpstream::Gmail(u) => u.mark_many(messages, verdict).await,
+        }
+    }
+
     async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
         match self {
             AnyUpstream::Imap(u) => u.fetch_headers(message).await,

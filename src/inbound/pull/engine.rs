@@ -1,5 +1,5 @@
 //! One sync of one upstream mailbox: list -> (skip known) -> fetch ->
-//! ingest/commit -> mark, message by message, whatever the protocol.
+//! ingest/commit -> mark, chunk by chunk, whatever the protocol.
 //!
 //! The upstream mark (flag, move, delete) happens only after the commit,
 //! and the upstream identity is committed with the message: after a crash
@@ -81,10 +81,21 @@ impl SyncError {
     }
 }
 
-/// Commits in flight at once during a sync: they share fsyncs (group
-/// commit) while the next messages download. Each mark still waits for its
-/// own commit.
-const IN_FLIGHT: usize = 16;
+/// Most messages one chunk holds: downloaded with one command (IMAP
+/// `UID FETCH <set>`), their commits submitted together (so the group
+/// commit makes them one or a few transactions and fsyncs), and, once
+/// each has its own commit, marked with one command per verdict.
+const CHUNK: usize = 64;
+/// Most announced bytes one chunk downloads (a single larger message goes
+/// alone). At most two chunks are held at once, one committing while the
+/// next downloads: a sync holds about 2 x max(CHUNK_BYTES,
+/// `limits.max_message_size`) of mail at most. Well under the default
+/// message limit (50 MB), so one chunk's download (a single command, within
+/// `command_timeout`) takes no longer than one message as large as allowed.
+const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes a message too large to download counts for in a chunk (only its
+/// header block is fetched).
+const HEADER_BYTES: u64 = 64 * 1024;
 
 /// A message whose commit is under way.
 type Pending = (
@@ -101,10 +112,18 @@ pub async fn sync_once<U: Upstream>(
     sync_until(ctx, upstream, &never).await
 }
 
-/// [`sync_once`], but once `stop` turns true no further message is
-/// started: the commits under way complete and are marked, and the session
-/// is finished (moves and deletions made final). The rest waits for the
-/// next sync.
+/// [`sync_once`], but once `stop` turns true no further chunk is started:
+/// the commits under way complete and are marked, and the session is
+/// finished (moves and deletions made final). The rest waits for the next
+/// sync.
+///
+/// The listed messages go in chunks (see [`CHUNK`]): a chunk is downloaded,
+/// its commits are submitted without waiting, and while they commit the
+/// previous chunk is settled: each of its commits awaited, then its
+/// messages marked. A message is marked only after its own commit
+/// answered OK; a cut anywhere leaves the unmarked ones listed again, and
+/// their upstream identity (committed with them) keeps them from being
+/// imported twice.
 pub async fn sync_until<U: Upstream>(
     ctx: &SyncContext,
     mut upstream: U,
@@ -113,127 +132,232 @@ pub async fn sync_until<U: Upstream>(
     let mut report = SyncReport::default();
     let listed = upstream.list_new().await?;
     report.listed = listed.len();
-    let mut pending: VecDeque<Pending> = VecDeque::new();
-    for message in &listed {
+    let mut in_flight: VecDeque<Vec<Pending>> = VecDeque::new();
+    let mut rest = &listed[..];
+    while !rest.is_empty() {
         if *stop.borrow() {
-            tracing::info!(mailbox = %ctx.mailbox, in_flight = pending.len(), "stopping: finishing the commits and marks under way");
+            tracing::info!(mailbox = %ctx.mailbox, in_flight = in_flight.iter().map(Vec::len).sum::<usize>(), "stopping: finishing the commits and marks under way");
             break;
         }
-        if let Some(commit) = start(ctx, &mut upstream, message, &mut report, stop).await? {
-            pending.push_back((message.clone(), commit));
-        }
-        while pending.len() >= IN_FLIGHT {
-            if let Some(p) = pending.pop_front() {
-                settle(ctx, &mut upstream, p, &mut report).await?;
+        let chunk = &rest[..chunk_len(rest, ctx.max_message_size)];
+        let (started, taken, stopped) = start(ctx, &mut upstream, chunk, &mut report, stop).await?;
+        rest = &rest[taken..];
+        in_flight.push_back(started);
+        while in_flight.len() > 1 {
+            if let Some(chunk) = in_flight.pop_front() {
+                settle(ctx, &mut upstream, chunk, &mut report).await?;
             }
+        }
+        if stopped {
+            break;
         }
     }
     // On an error above, commits still in flight complete without their
     // mark; the next sync finds their upstream identity and marks them.
-    while let Some(p) = pending.pop_front() {
-        settle(ctx, &mut upstream, p, &mut report).await?;
+    while let Some(chunk) = in_flight.pop_front() {
+        settle(ctx, &mut upstream, chunk, &mut report).await?;
     }
     upstream.finish().await?;
     Ok(report)
 }
 
-/// Downloads one message and starts its commit; None when it was already
-/// committed by an earlier sync (then it is only marked).
+/// How many of `messages` the next chunk takes: at most [`CHUNK`], at most
+/// [`CHUNK_BYTES`] announced, at least one.
+fn chunk_len(messages: &[UpstreamMessage], max_message_size: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for message in messages.iter().take(CHUNK) {
+        let size = if message.size > max_message_size {
+            HEADER_BYTES
+        } else {
+            message.size
+        };
+        bytes = bytes.saturating_add(size);
+        if n > 0 && bytes > CHUNK_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// Downloads the new messages of a chunk and starts their commits; marks
+/// at once those an earlier sync committed already. The rate limit may
+/// end the chunk early: a message that would have to wait for it starts
+/// the next chunk instead (so a low `fetch_per_minute` does not hold back
+/// the messages already allowed), and only the first message of a chunk
+/// waits. Answers the commits started, how many of `chunk` were taken,
+/// and whether a stop arrived while waiting.
 async fn start<U: Upstream>(
     ctx: &SyncContext,
     upstream: &mut U,
-    message: &UpstreamMessage,
+    chunk: &[UpstreamMessage],
     report: &mut SyncReport,
     stop: &watch::Receiver<bool>,
-) -> Result<Option<JoinHandle<Result<Vec<Outcome>, StoreError>>>, SyncError> {
+) -> Result<(Vec<Pending>, usize, bool), SyncError> {
     let store = ctx.store.clone();
-    let (mailbox, key) = (ctx.mailbox.clone(), message.key.clone());
-    let known = tokio::task::spawn_blocking(move || store.upstream_seen(&mailbox, &key))
-        .await
-        .map_err(|e| StoreError::Failed(e.to_string()))??;
-    if (known.is_some() && ctx.keeps_messages) || (known.is_none() && message.leftover) {
-        // Kept and already committed; or flagged by someone else, not by us.
-        return Ok(None);
-    }
-    if let Some(earlier) = known {
-        // Committed before a crash or a failed mark: finish the job only.
-        upstream.mark(message, verdict_of(earlier)).await?;
-        report.resumed += 1;
-        tracing::info!(mailbox = %ctx.mailbox, upstream = %message.key, "already committed; marked upstream");
-        return Ok(None);
-    }
-    if ctx.limiter.check().is_err() {
-        report.throttled += 1;
-        ctx.metrics
-            .fetch_throttled
-            .get_or_create(&MailboxLabel {
-                mailbox: ctx.mailbox.clone(),
-            })
-            .inc();
-        let mut stop = stop.clone();
-        tokio::select! {
-            _ = ctx.limiter.until_ready() => {}
-            // Stopping: this message waits for the next sync.
-            Ok(_) = stop.wait_for(|s| *s) => return Ok(None),
+    let mailbox = ctx.mailbox.clone();
+    let keys: Vec<String> = chunk.iter().map(|m| m.key.clone()).collect();
+    let known = tokio::task::spawn_blocking(move || {
+        keys.iter()
+            .map(|key| store.upstream_seen(&mailbox, key))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| StoreError::Failed(e.to_string()))??;
+    let mut resumed: Vec<(UpstreamMessage, Verdict)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::with_capacity(chunk.len());
+    let mut download: Vec<UpstreamMessage> = Vec::with_capacity(chunk.len());
+    let mut stopped = false;
+    let mut taken = chunk.len();
+    for (i, (message, known)) in chunk.iter().zip(known).enumerate() {
+        if (known.is_some() && ctx.keeps_messages) || (known.is_none() && message.leftover) {
+            // Kept and already committed; or flagged by someone else, not by us.
+            continue;
+        }
+        if let Some(earlier) = known {
+            // Committed before a crash or a failed mark: finish the job only.
+            tracing::info!(mailbox = %ctx.mailbox, upstream = %message.key, "already committed; marking upstream");
+            resumed.push((message.clone(), verdict_of(earlier)));
+            continue;
+        }
+        if ctx.limiter.check().is_err() {
+            if !(pending.is_empty() && download.is_empty()) {
+                // Throttled: this chunk ends here, the next one waits.
+                taken = i;
+                break;
+            }
+            if !wait_for_permit(ctx, report, stop).await {
+                // Stopping: this message and the rest wait for the next sync.
+                stopped = true;
+                taken = i;
+                break;
+            }
+        }
+        if message.size > ctx.max_message_size {
+            let head = upstream.fetch_headers(message).await?;
+            let notice = oversize(ctx, message, message.size, head);
+            let ingestor = ctx.ingestor.clone();
+            let commit = tokio::spawn(async move { ingestor.record_oversize(notice).await });
+            pending.push((message.clone(), commit));
+        } else {
+            download.push(message.clone());
         }
     }
-    let ingestor = ctx.ingestor.clone();
-    if message.size > ctx.max_message_size {
-        let head = upstream.fetch_headers(message).await?;
-        let notice = oversize(ctx, message, message.size, head);
-        return Ok(Some(tokio::spawn(async move {
-            ingestor.record_oversize(notice).await
-        })));
+    mark_all(upstream, &resumed).await?;
+    report.resumed += resumed.len();
+    if download.is_empty() {
+        return Ok((pending, taken, stopped));
     }
-    let raw = upstream.fetch(message).await?;
-    if raw.len() as u64 > ctx.max_message_size {
-        // The server announced less than it sent.
-        let notice = oversize(ctx, message, raw.len() as u64, header_block(&raw).to_vec());
-        return Ok(Some(tokio::spawn(async move {
-            ingestor.record_oversize(notice).await
-        })));
+    let raws = upstream.fetch_many(&download).await?;
+    for (message, raw) in download.into_iter().zip(raws) {
+        let ingestor = ctx.ingestor.clone();
+        let commit = if raw.len() as u64 > ctx.max_message_size {
+            // The server announced less than it sent.
+            let notice = oversize(ctx, &message, raw.len() as u64, header_block(&raw).to_vec());
+            tokio::spawn(async move { ingestor.record_oversize(notice).await })
+        } else {
+            let inbound = Inbound {
+                origin: origin(ctx),
+                raw: Bytes::from(raw),
+                return_path: None,
+                mailboxes: vec![ctx.mailbox.clone()],
+                upstream_key: Some(message.key.clone()),
+            };
+            tokio::spawn(async move { ingestor.ingest(inbound).await })
+        };
+        pending.push((message, commit));
     }
-    let inbound = Inbound {
-        origin: origin(ctx),
-        raw: Bytes::from(raw),
-        return_path: None,
-        mailboxes: vec![ctx.mailbox.clone()],
-        upstream_key: Some(message.key.clone()),
-    };
-    Ok(Some(tokio::spawn(
-        async move { ingestor.ingest(inbound).await },
-    )))
+    Ok((pending, taken, stopped))
 }
 
-/// Waits for a commit, then marks its message upstream.
+/// Waits until the rate limit allows one more message and takes it; false
+/// when a stop arrived first.
+async fn wait_for_permit(
+    ctx: &SyncContext,
+    report: &mut SyncReport,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    report.throttled += 1;
+    ctx.metrics
+        .fetch_throttled
+        .get_or_create(&MailboxLabel {
+            mailbox: ctx.mailbox.clone(),
+        })
+        .inc();
+    let mut stop = stop.clone();
+    tokio::select! {
+        _ = ctx.limiter.until_ready() => true,
+        Ok(_) = stop.wait_for(|s| *s) => false,
+    }
+}
+
+/// Waits for the commits of a chunk, in order, then marks upstream every
+/// message whose commit answered OK. A failed commit ends the chunk: the
+/// ones before it are still marked, the ones after it are left to the
+/// next sync (committed or not, their upstream identity decides).
 async fn settle<U: Upstream>(
     ctx: &SyncContext,
     upstream: &mut U,
-    (message, commit): Pending,
+    chunk: Vec<Pending>,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
-    let outcomes = commit
-        .await
-        .map_err(|e| StoreError::Failed(format!("commit task failed: {e}")))??;
-    let verdict = match outcomes.first() {
-        Some(Outcome::Stored { .. }) => {
-            report.imported += 1;
-            ctx.metrics.count_fetch(&ctx.mailbox, "imported");
-            Verdict::Processed
+    let mut done: Vec<(UpstreamMessage, Verdict)> = Vec::with_capacity(chunk.len());
+    let mut failed: Option<SyncError> = None;
+    for (message, commit) in chunk {
+        let outcomes = match commit.await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(e)) => {
+                failed = Some(e.into());
+                break;
+            }
+            Err(e) => {
+                failed = Some(StoreError::Failed(format!("commit task failed: {e}")).into());
+                break;
+            }
+        };
+        let verdict = match outcomes.first() {
+            Some(Outcome::Stored { .. }) => {
+                report.imported += 1;
+                ctx.metrics.count_fetch(&ctx.mailbox, "imported");
+                Verdict::Processed
+            }
+            Some(Outcome::Rejected { .. }) => {
+                report.rejected += 1;
+                ctx.metrics.count_fetch(&ctx.mailbox, "rejected");
+                Verdict::Rejected
+            }
+            Some(Outcome::Duplicate(earlier)) => {
+                report.duplicates += 1;
+                ctx.metrics.count_fetch(&ctx.mailbox, "duplicate");
+                verdict_of(*earlier)
+            }
+            None => Verdict::Processed,
+        };
+        done.push((message, verdict));
+    }
+    mark_all(upstream, &done).await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Marks committed messages upstream, one [`Upstream::mark_many`] per verdict.
+async fn mark_all<U: Upstream>(
+    upstream: &mut U,
+    done: &[(UpstreamMessage, Verdict)],
+) -> Result<(), FetchError> {
+    for verdict in [Verdict::Processed, Verdict::Rejected] {
+        let messages: Vec<UpstreamMessage> = done
+            .iter()
+            .filter(|(_, v)| *v == verdict)
+            .map(|(m, _)| m.clone())
+            .collect();
+        if !messages.is_empty() {
+            upstream.mark_many(&messages, verdict).await?;
         }
-        Some(Outcome::Rejected { .. }) => {
-            report.rejected += 1;
-            ctx.metrics.count_fetch(&ctx.mailbox, "rejected");
-            Verdict::Rejected
-        }
-        Some(Outcome::Duplicate(earlier)) => {
-            report.duplicates += 1;
-            ctx.metrics.count_fetch(&ctx.mailbox, "duplicate");
-            verdict_of(*earlier)
-        }
-        None => Verdict::Processed,
-    };
-    upstream.mark(&message, verdict).await?;
+    }
     Ok(())
 }
 
@@ -305,6 +429,13 @@ pub(crate) mod tests {
         /// Turned true once this many messages were downloaded (a shutdown
         /// arriving during a sync).
         stop_after_fetches: Option<(usize, watch::Sender<bool>)>,
+        /// Each mark looks here whether its message is committed already.
+        store: Option<Store>,
+        /// Marks of messages that were not committed yet.
+        marked_uncommitted: usize,
+        /// Messages downloaded but not yet marked, at most (chunks in flight).
+        unmarked: usize,
+        most_unmarked: usize,
         finished: bool,
     }
 
@@ -319,6 +450,8 @@ pub(crate) mod tests {
                 .collect())
         }
         async fn fetch(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
+            self.unmarked += 1;
+            self.most_unmarked = self.most_unmarked.max(self.unmarked);
             if let Some((n, stop)) = &mut self.stop_after_fetches {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -350,6 +483,15 @@ pub(crate) mod tests {
                 }
                 self.fail_marks_after = Some(n - 1);
             }
+            if let Some(store) = &self.store
+                && store
+                    .upstream_seen("support", &message.key)
+                    .unwrap()
+                    .is_none()
+            {
+                self.marked_uncommitted += 1;
+            }
+            self.unmarked = self.unmarked.saturating_sub(1);
             if let Some(m) = self.messages.iter_mut().find(|m| m.0 == *message) {
                 m.2 = Some(verdict);
             }
@@ -415,8 +557,52 @@ pub(crate) mod tests {
             fail_marks_after: None,
             keep: false,
             stop_after_fetches: None,
+            store: None,
+            marked_uncommitted: 0,
+            unmarked: 0,
+            most_unmarked: 0,
             finished: false,
         }
+    }
+
+    #[tokio::test]
+    async fn chunks_are_marked_only_after_their_commits_and_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(
+            dir.path(),
+            Quota::per_minute(NonZeroU32::new(100_000).unwrap()),
+            1 << 20,
+        );
+        let total = 3 * CHUNK + 7;
+        let mut up = memory(total);
+        up.store = Some(ctx.store.clone());
+        let report = sync_once(&ctx, &mut up).await.unwrap();
+        assert_eq!(report.imported, total, "{report:?}");
+        assert_eq!(up.marked_uncommitted, 0, "a mark came before its commit");
+        assert!(up.messages.iter().all(|m| m.2 == Some(Verdict::Processed)));
+        assert!(
+            up.most_unmarked > 1 && up.most_unmarked <= 2 * CHUNK,
+            "messages held unmarked at once: {}",
+            up.most_unmarked
+        );
+    }
+
+    #[test]
+    fn a_chunk_is_bounded_by_count_and_bytes() {
+        let msg = |size| UpstreamMessage {
+            key: "imap:1:1".into(),
+            size,
+            leftover: false,
+        };
+        let small: Vec<_> = (0..200).map(|_| msg(2048)).collect();
+        assert_eq!(chunk_len(&small, 1 << 30), CHUNK);
+        let big: Vec<_> = (0..10).map(|_| msg(CHUNK_BYTES / 3)).collect();
+        assert_eq!(chunk_len(&big, 1 << 30), 3);
+        let huge = vec![msg(CHUNK_BYTES * 4), msg(10)];
+        assert_eq!(chunk_len(&huge, 1 << 30), 1, "a large message goes alone");
+        // Too large to download: only its header block counts.
+        let oversized: Vec<_> = (0..10).map(|_| msg(CHUNK_BYTES * 4)).collect();
+        assert_eq!(chunk_len(&oversized, 1 << 20), 10);
     }
 
     #[tokio::test]
@@ -428,25 +614,32 @@ pub(crate) mod tests {
             1 << 20,
         );
         let (stop_tx, stop) = watch::channel(false);
-        let mut up = memory(10);
-        up.stop_after_fetches = Some((3, stop_tx));
+        // The stop arrives during the download of the second chunk: that
+        // chunk is committed and marked, the third is never started.
+        let total = 2 * CHUNK + 5;
+        let mut up = memory(total);
+        up.stop_after_fetches = Some((CHUNK + 3, stop_tx));
         let report = sync_until(&ctx, &mut up, &stop).await.unwrap();
-        assert_eq!((report.listed, report.imported), (10, 3), "{report:?}");
+        assert_eq!(
+            (report.listed, report.imported),
+            (total, 2 * CHUNK),
+            "{report:?}"
+        );
         assert!(
             up.finished,
             "the session is finished (moves, deletions made final)"
         );
         let marked = up.messages.iter().filter(|m| m.2.is_some()).count();
-        assert_eq!(marked, 3, "every message committed was also marked");
+        assert_eq!(marked, 2 * CHUNK, "every message committed was also marked");
         let stored = ctx
             .store
-            .list_tickets(&Default::default(), None, 100)
+            .list_tickets(&Default::default(), None, 1000)
             .unwrap()
             .items
             .len();
-        assert_eq!(stored, 3, "nothing was committed without its mark");
+        assert_eq!(stored, 2 * CHUNK, "nothing was committed without its mark");
         let rest = sync_once(&ctx, &mut up).await.unwrap();
-        assert_eq!((rest.listed, rest.imported), (7, 7), "{rest:?}");
+        assert_eq!((rest.listed, rest.imported), (5, 5), "{rest:?}");
     }
 
     #[tokio::test]

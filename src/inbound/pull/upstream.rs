@@ -184,11 +184,39 @@ pub trait Upstream {
     async fn list_new(&mut self) -> Result<Vec<UpstreamMessage>, FetchError>;
     /// The whole message, byte-exact.
     async fn fetch(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError>;
+    /// Several whole messages, byte-exact, in the order given. IMAP asks
+    /// for them in one command (one round trip); the default downloads
+    /// them one by one. The engine bounds the set by count and bytes.
+    async fn fetch_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+    ) -> Result<Vec<Vec<u8>>, FetchError> {
+        let mut raws = Vec::with_capacity(messages.len());
+        for message in messages {
+            raws.push(self.fetch(message).await?);
+        }
+        Ok(raws)
+    }
     /// Only the header block (for messages too large to download).
     async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError>;
     /// Apply the after-import action for this verdict.
     async fn mark(&mut self, message: &UpstreamMessage, verdict: Verdict)
     -> Result<(), FetchError>;
+    /// [`mark`](Self::mark) for several messages with the same verdict,
+    /// every one of them already committed. IMAP labels (or moves, or
+    /// deletes) them with one command where that is as safe as one by
+    /// one; the default marks them one by one. On an error any prefix of
+    /// them may be marked: the next sync marks the rest (they are committed).
+    async fn mark_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+        verdict: Verdict,
+    ) -> Result<(), FetchError> {
+        for message in messages {
+            self.mark(message, verdict).await?;
+        }
+        Ok(())
+    }
     /// Make marks final and log out.
     async fn finish(self) -> Result<(), FetchError>;
 }

@@ -159,7 +159,9 @@ async fn every_cut(after: AfterImport, uidplus: bool, with_id: bool) {
             if !fired {
                 first.unwrap();
                 assert_done(&state, &after, with_id, &case);
-                assert!(n > 10, "{case}: the sync sent only {n} commands");
+                // Login, LIST, SELECT, two SEARCHes or one, the sizes,
+                // one download and one mark for both messages, LOGOUT...
+                assert!(n >= 8, "{case}: the sync sent only {n} commands");
                 break;
             }
             sync(port, &after, &ctx)

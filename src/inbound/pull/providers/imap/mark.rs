@@ -31,7 +31,7 @@
 //! client copies into the target folder byte for byte, before a cut move
 //! of the same message is repeated, counts as our copy.
 
-use super::names::quoted;
+use super::names::{SIZE_CHUNK, quoted, uid_set_chunks};
 use super::recover::CopyState;
 use super::{COMMAND_BUDGET, ImapUpstream, MOVE_PROCESSED_KEYWORD, MOVE_REJECTED_KEYWORD, Touched};
 use crate::inbound::pull::upstream::{FetchError, Verdict};
@@ -59,23 +59,7 @@ impl ImapUpstream {
                 processed,
                 rejected,
             } => {
-                let (folder, flags) = match verdict {
-                    Verdict::Processed => (processed, format!("\\Seen {MOVE_PROCESSED_KEYWORD}")),
-                    Verdict::Rejected => (
-                        rejected,
-                        format!("\\Seen {MOVE_PROCESSED_KEYWORD} {MOVE_REJECTED_KEYWORD}"),
-                    ),
-                };
-                let flags = if self.keywords_allowed {
-                    flags
-                } else {
-                    "\\Seen".to_string()
-                };
-                let target = self.target(&folder).await?;
-                let target_q = quoted(&target).ok_or_else(|| FetchError::Folder {
-                    folder: folder.clone(),
-                    detail: format!("server name {target:?} cannot be sent back"),
-                })?;
+                let (target_q, flags) = self.move_plan(processed, rejected, verdict).await?;
                 // Flagged \Seen \Deleted: copied by the fallback already
                 // (a session without MOVE), only the expunge is left.
                 let copied = matches!(self.listed.get(&uid), Some(t) if t.seen && t.deleted);
@@ -92,6 +76,122 @@ impl ImapUpstream {
             AfterImport::Delete => {
                 self.store(uid, "\\Seen \\Deleted").await?;
                 self.expunge_uid(uid).await?;
+            }
+            AfterImport::Keep => {
+                return Err(FetchError::Unsupported {
+                    what: "after_import = keep over IMAP".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a move goes (quoted for the wire) and the flags set before it.
+    async fn move_plan(
+        &mut self,
+        processed: String,
+        rejected: String,
+        verdict: Verdict,
+    ) -> Result<(String, String), FetchError> {
+        let (folder, flags) = match verdict {
+            Verdict::Processed => (processed, format!("\\Seen {MOVE_PROCESSED_KEYWORD}")),
+            Verdict::Rejected => (
+                rejected,
+                format!("\\Seen {MOVE_PROCESSED_KEYWORD} {MOVE_REJECTED_KEYWORD}"),
+            ),
+        };
+        let flags = if self.keywords_allowed {
+            flags
+        } else {
+            "\\Seen".to_string()
+        };
+        let target = self.target(&folder).await?;
+        let target_q = quoted(&target).ok_or_else(|| FetchError::Folder {
+            folder: folder.clone(),
+            detail: format!("server name {target:?} cannot be sent back"),
+        })?;
+        Ok((target_q, flags))
+    }
+
+    /// [`apply_after_import`](Self::apply_after_import) for several
+    /// committed messages with one verdict, a command per step for all of
+    /// them: label is one `UID STORE <set>`; move (server with MOVE) flags
+    /// the set, then one `UID MOVE <set>`; delete flags the set `\Seen
+    /// \Deleted`, then one `UID EXPUNGE <set>` (UIDPLUS) or the expunge at
+    /// finish. A cut between or inside these steps leaves each message in
+    /// one of the states the one-message form can leave it in (flagged and
+    /// listed again as a leftover, moved, expunged), so repeating is as
+    /// safe. The move fallback (no MOVE, or a copy already made) goes one
+    /// message at a time.
+    pub(super) async fn apply_after_import_many(
+        &mut self,
+        mut uids: Vec<u32>,
+        verdict: Verdict,
+    ) -> Result<(), FetchError> {
+        uids.sort_unstable();
+        uids.dedup();
+        let batched = uids.len() > 1
+            && match &self.after {
+                AfterImport::Label { .. } | AfterImport::Delete => true,
+                AfterImport::Move { .. } => self.caps.moves,
+                AfterImport::Keep => false,
+            };
+        if !batched {
+            for uid in uids {
+                self.apply_after_import(uid, verdict).await?;
+            }
+            return Ok(());
+        }
+        match self.after.clone() {
+            AfterImport::Label {
+                processed,
+                rejected,
+            } => {
+                let flags = match verdict {
+                    Verdict::Processed => format!("\\Seen {processed}"),
+                    Verdict::Rejected => format!("\\Seen {processed} {rejected}"),
+                };
+                for set in uid_set_chunks(&uids, SIZE_CHUNK) {
+                    self.store_set(&set, &flags).await?;
+                }
+            }
+            AfterImport::Move {
+                processed,
+                rejected,
+            } => {
+                // Copied by the fallback of an earlier session: only the
+                // expunge is left, done one by one.
+                let (copied, fresh): (Vec<u32>, Vec<u32>) = uids.into_iter().partition(
+                    |uid| matches!(self.listed.get(uid), Some(t) if t.seen && t.deleted),
+                );
+                for uid in copied {
+                    self.apply_after_import(uid, verdict).await?;
+                }
+                if fresh.is_empty() {
+                    return Ok(());
+                }
+                let (target_q, flags) = self.move_plan(processed, rejected, verdict).await?;
+                for set in uid_set_chunks(&fresh, SIZE_CHUNK) {
+                    self.store_set(&set, &flags).await?;
+                    let command = format!("UID MOVE {set} {target_q}");
+                    self.run(&command, COMMAND_BUDGET, &mut |_| {})
+                        .await
+                        .map_err(|e| e.into_fetch(&command))?;
+                }
+            }
+            AfterImport::Delete => {
+                for set in uid_set_chunks(&uids, SIZE_CHUNK) {
+                    self.store_set(&set, "\\Seen \\Deleted").await?;
+                    if self.caps.uidplus {
+                        let command = format!("UID EXPUNGE {set}");
+                        self.run(&command, COMMAND_BUDGET, &mut |_| {})
+                            .await
+                            .map_err(|e| e.into_fetch(&command))?;
+                    }
+                }
+                if !self.caps.uidplus {
+                    self.pending_expunge.extend(uids);
+                }
             }
             AfterImport::Keep => {
                 return Err(FetchError::Unsupported {
@@ -179,7 +279,12 @@ impl ImapUpstream {
     }
 
     async fn store(&mut self, uid: u32, flags: &str) -> Result<(), FetchError> {
-        let command = format!("UID STORE {uid} +FLAGS.SILENT ({flags})");
+        self.store_set(&uid.to_string(), flags).await
+    }
+
+    /// Adds flags to a UID set (`1:5,9`).
+    async fn store_set(&mut self, set: &str, flags: &str) -> Result<(), FetchError> {
+        let command = format!("UID STORE {set} +FLAGS.SILENT ({flags})");
         self.run(&command, COMMAND_BUDGET, &mut |_| {})
             .await
             .map_err(|e| e.into_fetch(&command))?;

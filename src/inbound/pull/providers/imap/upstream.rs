@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, MessageSection, Response, SectionPath};
 
-use super::names::{SIZE_CHUNK, message_key, parse_key, uid_set_chunks};
+use super::names::{SIZE_CHUNK, message_key, parse_key, uid_set, uid_set_chunks};
 use super::{
     COMMAND_BUDGET, ImapUpstream, MOVE_PROCESSED_KEYWORD, MOVE_REJECTED_KEYWORD, SIZE_SLACK,
     Touched,
@@ -109,6 +109,89 @@ impl ImapUpstream {
     }
 }
 
+impl ImapUpstream {
+    /// Whole messages by UID with one `UID FETCH <set> BODY.PEEK[]`,
+    /// byte-exact, in the order asked. The byte budget is what the server
+    /// announced (RFC822.SIZE) plus slack per message, plus one message's
+    /// limit for a server that announced less than it sends.
+    async fn fetch_bodies(
+        &mut self,
+        messages: &[UpstreamMessage],
+    ) -> Result<Vec<Vec<u8>>, FetchError> {
+        let mut uids = Vec::with_capacity(messages.len());
+        let mut budget = self.literal_max.saturating_add(SIZE_SLACK);
+        for message in messages {
+            uids.push(self.uid_of(message)?);
+            if message.size > self.literal_max {
+                return Err(FetchError::Protocol(format!(
+                    "{}: {} bytes, over the download limit of {} (fetch the headers only)",
+                    message.key, message.size, self.literal_max
+                )));
+            }
+            budget = budget.saturating_add(message.size.saturating_add(SIZE_SLACK));
+        }
+        let mut sorted = uids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let what = format!("UID FETCH {} BODY.PEEK[]", uid_set(&sorted));
+        let literal_max = self.literal_max;
+        let mut found: HashMap<u32, Result<Vec<u8>, String>> = HashMap::with_capacity(uids.len());
+        self.run(&what, budget, &mut |r| {
+            let Response::Fetch(_, attrs) = r else {
+                return;
+            };
+            let Some(uid) = attrs.iter().find_map(|a| match a {
+                AttributeValue::Uid(u) => Some(*u),
+                _ => None,
+            }) else {
+                return;
+            };
+            if found.contains_key(&uid) || sorted.binary_search(&uid).is_err() {
+                return;
+            }
+            for a in attrs {
+                if let AttributeValue::BodySection {
+                    section: None,
+                    data,
+                    ..
+                } = a
+                {
+                    let body = match data {
+                        Some(bytes) if bytes.len() as u64 <= literal_max => Ok(bytes.to_vec()),
+                        Some(bytes) => Err(format!(
+                            "{} bytes, over the limit of {literal_max}",
+                            bytes.len()
+                        )),
+                        None => Err("the server returned NIL".into()),
+                    };
+                    found.insert(uid, body);
+                    return;
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.into_fetch(&what))?;
+        let mut raws = Vec::with_capacity(uids.len());
+        for uid in uids {
+            match found.remove(&uid) {
+                Some(Ok(bytes)) => raws.push(bytes),
+                Some(Err(detail)) => {
+                    return Err(FetchError::Protocol(format!(
+                        "UID FETCH {uid} BODY.PEEK[]: {detail}"
+                    )));
+                }
+                None => {
+                    return Err(FetchError::Protocol(format!(
+                        "UID FETCH {uid} BODY.PEEK[]: no such message in {:?} (expunged by another client?)",
+                        self.folder
+                    )));
+                }
+            }
+        }
+        Ok(raws)
+    }
+}
+
 impl Upstream for ImapUpstream {
     async fn list_new(&mut self) -> Result<Vec<UpstreamMessage>, FetchError> {
         self.tally.changed = false;
@@ -198,6 +281,17 @@ impl Upstream for ImapUpstream {
         self.fetch_section(uid, "BODY.PEEK[]", false).await
     }
 
+    async fn fetch_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+    ) -> Result<Vec<Vec<u8>>, FetchError> {
+        match messages {
+            [] => Ok(Vec::new()),
+            [one] => Ok(vec![self.fetch(one).await?]),
+            _ => self.fetch_bodies(messages).await,
+        }
+    }
+
     async fn fetch_headers(&mut self, message: &UpstreamMessage) -> Result<Vec<u8>, FetchError> {
         let uid = self.uid_of(message)?;
         self.fetch_section(uid, "BODY.PEEK[HEADER]", true).await
@@ -211,6 +305,20 @@ impl Upstream for ImapUpstream {
         let uid = self.uid_of(message)?;
         self.apply_after_import(uid, verdict).await?;
         tracing::debug!(host = %self.host, key = %message.key, ?verdict, "IMAP message marked");
+        Ok(())
+    }
+
+    async fn mark_many(
+        &mut self,
+        messages: &[UpstreamMessage],
+        verdict: Verdict,
+    ) -> Result<(), FetchError> {
+        let uids = messages
+            .iter()
+            .map(|m| self.uid_of(m))
+            .collect::<Result<Vec<u32>, _>>()?;
+        self.apply_after_import_many(uids, verdict).await?;
+        tracing::debug!(host = %self.host, count = messages.len(), ?verdict, "IMAP messages marked");
         Ok(())
     }
 
