@@ -34,11 +34,22 @@ pub struct RedbTxn<'t> {
     events: Table<'t, (u64, u64), &'static [u8]>,
     notify_to: Table<'t, (&'static str, i64, u64), ()>,
     notify_on: Table<'t, (u64, i64, u64), ()>,
+    /// Raw bytes of this batch's requests packed before the writer.
+    prepacked: &'t [codec::Prepacked],
 }
 
 impl<'t> RedbTxn<'t> {
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Self::open_with(txn, &[])
+    }
+
+    /// [`open`](Self::open), with raw bytes already packed by their callers.
+    pub fn open_with(
+        txn: &'t WriteTransaction,
+        prepacked: &'t [codec::Prepacked],
+    ) -> Result<Self, StoreError> {
         Ok(RedbTxn {
+            prepacked,
             counters: txn.open_table(COUNTERS)?,
             tickets: txn.open_table(TICKETS)?,
             numbers: txn.open_table(TICKET_NUMBERS)?,
@@ -63,6 +74,16 @@ impl<'t> RedbTxn<'t> {
             notify_to: txn.open_table(NOTIFY_BY_RECIPIENT)?,
             notify_on: txn.open_table(NOTIFY_BY_TICKET)?,
         })
+    }
+
+    fn put_raw(&mut self, id: u64, raw: &[u8]) -> Result<(), StoreError> {
+        match codec::Prepacked::find(self.prepacked, raw) {
+            Some(packed) => self.message_raw_packed.insert(id, packed)?,
+            None => self
+                .message_raw_packed
+                .insert(id, codec::pack_raw(raw).as_slice())?,
+        };
+        Ok(())
     }
 }
 
@@ -133,8 +154,7 @@ impl TicketTxn for RedbTxn<'_> {
     fn insert_message(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages
             .insert(message.id, encode(message).as_slice())?;
-        self.message_raw_packed
-            .insert(message.id, codec::pack_raw(raw).as_slice())?;
+        self.put_raw(message.id, raw)?;
         self.ticket_messages
             .insert((message.ticket_id, message.id), ())?;
         Ok(())
@@ -323,8 +343,7 @@ impl TicketTxn for RedbTxn<'_> {
 
     fn insert_unlisted(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages.insert(m.id, encode(m).as_slice())?;
-        self.message_raw_packed
-            .insert(m.id, codec::pack_raw(raw).as_slice())?;
+        self.put_raw(m.id, raw)?;
         Ok(())
     }
 
@@ -375,11 +394,20 @@ impl super::commit::Backend for super::Store {
         settings: &crate::tickets::TicketSettings,
         requests: &[&crate::tickets::Operation],
     ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
+        self.apply_prepacked(settings, requests, &[])
+    }
+
+    fn apply_prepacked(
+        &self,
+        settings: &crate::tickets::TicketSettings,
+        requests: &[&crate::tickets::Operation],
+        prepacked: &[codec::Prepacked],
+    ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
         let started = std::time::Instant::now();
         let txn = self.db().begin_write()?;
         let mut all = Vec::with_capacity(requests.len());
         {
-            let mut tables = RedbTxn::open(&txn)?;
+            let mut tables = RedbTxn::open_with(&txn, prepacked)?;
             for request in requests {
                 all.push(crate::tickets::apply_op(&mut tables, settings, request)?);
             }
