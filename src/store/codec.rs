@@ -5,7 +5,8 @@
 //! Records (tables of JSON): a value starting with `{` is plain JSON, what
 //! versions before wrote; [`RECORD_ZSTD_V1`] + a zstd frame of the JSON is
 //! what this version writes. Raw bytes (the `*_raw_packed` tables; the old
-//! unmarked `*_raw` tables are still read): [`RAW_PLAIN`] + the bytes, or
+//! unmarked `*_raw` tables hold older values and mail above [`PACK_MAX`]):
+//! [`RAW_PLAIN`] + the bytes, or
 //! [`RAW_ZSTD_V1`] + a zstd frame of them.
 //!
 //! Each compressed format is tied to a built-in dictionary (`dict/*-v1.txt`:
@@ -30,6 +31,10 @@ pub const RAW_ZSTD_V1: u8 = 0x01;
 /// zstd level 1: ~40 us for 10 KB of text on this machine, ~4 us a record
 /// (level 3 took 3x as long on 10 KB and packed no smaller).
 const LEVEL: i32 = 1;
+/// Raw bytes above this size are not packed: they go to the old unmarked
+/// table as they are (no copy next to the mail and redb's write buffer, the
+/// memory bound of a large message; mostly attachments that barely shrink).
+pub const PACK_MAX: usize = 1024 * 1024;
 /// What a frame may claim to expand to (above the largest mail the limits
 /// allow): a corrupt size never becomes a huge allocation.
 const MAX_UNPACKED: u64 = 1 << 30;

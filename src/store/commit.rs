@@ -68,9 +68,6 @@ pub struct Committer {
 
 /// Most requests one transaction takes; the rest wait for the next.
 const MAX_BATCH: usize = 512;
-/// Raw bytes up to this size are packed in the caller's task (tens of
-/// microseconds); larger ones on a blocking thread.
-const PACK_INLINE_MAX: usize = 256 * 1024;
 /// Most raw bytes one transaction takes (one oversized request still goes alone).
 const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
 
@@ -133,14 +130,7 @@ impl Committer {
     /// Commits any operation durably and returns what it did.
     pub async fn apply(&self, request: Operation) -> Result<OpOutcome, StoreError> {
         let prepacked = match &request {
-            Operation::Ingest(r) if r.raw.len() > PACK_INLINE_MAX => {
-                // Large mail: compressing takes milliseconds, off the runtime.
-                let raw = r.raw.clone();
-                tokio::task::spawn_blocking(move || super::codec::Prepacked::of(raw.as_ref()))
-                    .await
-                    .ok()
-            }
-            Operation::Ingest(r) if !r.raw.is_empty() => {
+            Operation::Ingest(r) if !r.raw.is_empty() && r.raw.len() <= super::codec::PACK_MAX => {
                 Some(super::codec::Prepacked::of(r.raw.as_ref()))
             }
             _ => None,

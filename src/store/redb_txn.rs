@@ -19,6 +19,7 @@ pub struct RedbTxn<'t> {
     rejections_by_reason: Table<'t, (&'static str, u64), ()>,
     outbox_filters: Table<'t, (&'static str, &'static str, u64), ()>,
     messages: Table<'t, u64, &'static [u8]>,
+    message_raw: Table<'t, u64, &'static [u8]>,
     message_raw_packed: Table<'t, u64, &'static [u8]>,
     attachments: Table<'t, (u64, u32), &'static [u8]>,
     ticket_messages: Table<'t, (u64, u64), ()>,
@@ -58,6 +59,7 @@ impl<'t> RedbTxn<'t> {
             rejections_by_reason: txn.open_table(REJECTIONS_BY_REASON)?,
             outbox_filters: txn.open_table(OUTBOX_FILTERS)?,
             messages: txn.open_table(MESSAGES)?,
+            message_raw: txn.open_table(MESSAGE_RAW)?,
             message_raw_packed: txn.open_table(MESSAGE_RAW_PACKED)?,
             attachments: txn.open_table(ATTACHMENTS)?,
             ticket_messages: txn.open_table(TICKET_MESSAGES)?,
@@ -76,7 +78,13 @@ impl<'t> RedbTxn<'t> {
         })
     }
 
+    /// Raw mail into `message_raw_packed`, or, above [`codec::PACK_MAX`],
+    /// as it is into `message_raw` (no copy of a large message).
     fn put_raw(&mut self, id: u64, raw: &[u8]) -> Result<(), StoreError> {
+        if raw.len() > codec::PACK_MAX {
+            self.message_raw.insert(id, raw)?;
+            return Ok(());
+        }
         match codec::Prepacked::find(self.prepacked, raw) {
             Some(packed) => self.message_raw_packed.insert(id, packed)?,
             None => self
@@ -174,7 +182,9 @@ impl TicketTxn for RedbTxn<'_> {
         self.rejections.insert(r.id, encode(r).as_slice())?;
         self.rejections_by_reason
             .insert((r.reason.as_str(), r.id), ())?;
-        if let Some(raw) = raw {
+        if let Some(raw) = raw.filter(|raw| raw.len() > codec::PACK_MAX) {
+            self.rejection_raw.insert(r.id, raw)?;
+        } else if let Some(raw) = raw {
             self.rejection_raw_packed
                 .insert(r.id, codec::pack_raw(raw).as_slice())?;
         }

@@ -23,8 +23,8 @@ pub const TICKET_FILTERS: TableDefinition<(&str, &str, &str, u64), ()> =
     TableDefinition::new("ticket_filters");
 /// Message id -> StoredMessage JSON.
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Message id -> the original bytes, as versions before `message_raw_packed`
-/// wrote them (read, no longer written).
+/// Message id -> the original bytes, unmarked: what versions before
+/// `message_raw_packed` wrote, and mail above `store::codec::PACK_MAX`.
 pub const MESSAGE_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("message_raw");
 /// Message id -> the original bytes behind a format marker, usually
 /// compressed (`store::codec::pack_raw`).
@@ -47,8 +47,8 @@ pub const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("reject
 /// (reason, rejection id): rejections of one reason without a scan.
 pub const REJECTIONS_BY_REASON: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("rejections_by_reason");
-/// Rejection id -> the original bytes, when kept, as versions before
-/// `rejection_raw_packed` wrote them (read and deleted, no longer written).
+/// Rejection id -> the original bytes, when kept, unmarked: what versions
+/// before `rejection_raw_packed` wrote, and mail above `store::codec::PACK_MAX`.
 pub const REJECTION_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("rejection_raw");
 /// Rejection id -> the original bytes, when kept, behind a format marker
 /// (`store::codec::pack_raw`).
