@@ -8,7 +8,8 @@ the database file size / (N x raw size). No assertion: a bench.
 
 Environment: MAILGATE_BIN (required), N (20000), SIZE (2048), THREADS (4),
 ACKS (1; 0 switches the acknowledgement off, so only the messages and
-their tickets are stored, not an outbound acknowledgement per ticket).
+their tickets are stored, not an outbound acknowledgement per ticket),
+KEEP_DB (a path: the database file is copied there before the temp dir goes).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def main() -> int:
         g.stop()
         db = Path(tmp) / "data" / "mailgate.redb"
         db_size = db.stat().st_size
+        keep = os.environ.get("KEEP_DB")
+        if keep:  # copy the file out for a per-table breakdown (mailgate store-stats)
+            import shutil
+            shutil.copyfile(db, keep)
     acks = "off" if os.environ.get("ACKS", "1") == "0" else "on"
     print(f"compact bench: {n} messages of {raw_total / n:.0f} bytes, acknowledgements {acks},"
           f" sent in {took:.1f} s")

@@ -34,6 +34,18 @@ pub trait Backend: Send + Sync + 'static {
         settings: &TicketSettings,
         operations: &[&Operation],
     ) -> Result<Vec<OpOutcome>, StoreError>;
+
+    /// [`apply_batch`](Backend::apply_batch) with the raw bytes of ingest
+    /// requests already packed on their callers' threads (see
+    /// `codec::Prepacked`), so the one writer thread does not compress them.
+    fn apply_prepacked(
+        &self,
+        settings: &TicketSettings,
+        operations: &[&Operation],
+        _prepacked: &[super::codec::Prepacked],
+    ) -> Result<Vec<OpOutcome>, StoreError> {
+        self.apply_batch(settings, operations)
+    }
 }
 
 /// Called after each transaction with its duration and request count.
@@ -41,6 +53,7 @@ pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
 struct Job {
     request: Operation,
+    prepacked: Option<super::codec::Prepacked>,
     reply: oneshot::Sender<Result<OpOutcome, String>>,
 }
 
@@ -116,13 +129,23 @@ impl Committer {
 
     /// Commits any operation durably and returns what it did.
     pub async fn apply(&self, request: Operation) -> Result<OpOutcome, StoreError> {
+        let prepacked = match &request {
+            Operation::Ingest(r) if !r.raw.is_empty() && r.raw.len() <= super::codec::PACK_MAX => {
+                Some(super::codec::Prepacked::of(r.raw.as_ref()))
+            }
+            _ => None,
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                prepacked,
+                reply,
+            })
             .map_err(|_| StoreError::Closed)?;
         match rx.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
@@ -203,10 +226,12 @@ fn writer_loop(
     rx: mpsc::Receiver<Job>,
 ) {
     while let Ok(first) = rx.recv() {
-        let jobs = gather(first, &rx);
+        let mut jobs = gather(first, &rx);
         let started = Instant::now();
+        let prepacked: Vec<super::codec::Prepacked> =
+            jobs.iter_mut().filter_map(|j| j.prepacked.take()).collect();
         let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
-        let result = backend.apply_batch(&settings, &requests);
+        let result = backend.apply_prepacked(&settings, &requests, &prepacked);
         observer(started.elapsed(), jobs.len());
         match result {
             Ok(outcomes) => {

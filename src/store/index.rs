@@ -30,8 +30,11 @@ use super::schema::*;
 use crate::tickets::model::{DeliveryState, TicketStatus};
 
 /// The layout version this build writes: 1 is every store before versions
-/// (no META table), 2 added the filter indexes.
-pub const SCHEMA_VERSION: u64 = 2;
+/// (no META table), 2 added the filter indexes, 3 compressed values
+/// (`store::codec`; older values still read, nothing is rewritten).
+pub const SCHEMA_VERSION: u64 = 3;
+/// The first version with today's filter indexes: older stores get them built.
+const INDEX_VERSION: u64 = 2;
 const SCHEMA_KEY: &str = "schema";
 /// Records indexed per write transaction while building an index.
 const BUILD_CHUNK: usize = 20_000;
@@ -178,7 +181,7 @@ pub(super) fn ensure(db: &Database) -> Result<(), StoreError> {
         let t_idx = !txn.open_table(TICKET_FILTERS)?.is_empty()?;
         let r_idx = !txn.open_table(REJECTIONS_BY_REASON)?.is_empty()?;
         let o_idx = !txn.open_table(OUTBOX_FILTERS)?.is_empty()?;
-        let old = version.unwrap_or(1) < SCHEMA_VERSION;
+        let old = version.unwrap_or(1) < INDEX_VERSION;
         (
             version,
             [
@@ -197,6 +200,11 @@ pub(super) fn ensure(db: &Database) -> Result<(), StoreError> {
         return Ok(());
     }
     if todo == [false; 3] {
+        if version.is_some_and(|v| v < SCHEMA_VERSION) {
+            let txn = db.begin_write()?;
+            txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+            txn.commit()?;
+        }
         return Ok(());
     }
     let txn = db.begin_write()?;

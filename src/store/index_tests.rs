@@ -83,7 +83,7 @@ fn all_tickets(store: &Store) -> Vec<Ticket> {
     let mut out: Vec<Ticket> = table
         .iter()
         .unwrap()
-        .map(|e| serde_json::from_slice(e.unwrap().1.value()).unwrap())
+        .map(|e| crate::store::decode("test", 0, e.unwrap().1.value()).unwrap())
         .collect();
     out.reverse();
     out
@@ -317,7 +317,7 @@ fn check_rejections_and_outbox(store: &Store, rng: &mut Rng) {
         .iter()
         .unwrap()
         .rev()
-        .map(|e| serde_json::from_slice(e.unwrap().1.value()).unwrap())
+        .map(|e| crate::store::decode("test", 0, e.unwrap().1.value()).unwrap())
         .collect();
     let outbox: Vec<OutboxEntry> = txn
         .open_table(OUTBOX)
@@ -325,7 +325,7 @@ fn check_rejections_and_outbox(store: &Store, rng: &mut Rng) {
         .iter()
         .unwrap()
         .rev()
-        .map(|e| serde_json::from_slice(e.unwrap().1.value()).unwrap())
+        .map(|e| crate::store::decode("test", 0, e.unwrap().1.value()).unwrap())
         .collect();
     let reasons = RejectReason::ALL.iter().map(|r| Some(r.as_str()));
     for reason in std::iter::once(None).chain(reasons) {

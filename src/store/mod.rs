@@ -4,6 +4,7 @@
 //! into a single durable transaction ([`commit`]); reads use redb's MVCC
 //! snapshots from any thread ([`query`]).
 
+pub mod codec;
 pub mod commit;
 pub mod index;
 #[cfg(test)]
@@ -28,6 +29,12 @@ pub enum StoreError {
         table: &'static str,
         key: String,
         source: serde_json::Error,
+    },
+    #[error("damaged value in {table} for key {key}: {source}")]
+    Unpack {
+        table: &'static str,
+        key: String,
+        source: std::io::Error,
     },
     #[error("commit failed: {0}")]
     Failed(String),
@@ -101,12 +108,14 @@ impl Store {
             txn.open_table(schema::TICKETS_BY_MAILBOX)?;
             txn.open_table(schema::MESSAGES)?;
             txn.open_table(schema::MESSAGE_RAW)?;
+            txn.open_table(schema::MESSAGE_RAW_PACKED)?;
             txn.open_table(schema::ATTACHMENTS)?;
             txn.open_table(schema::TICKET_MESSAGES)?;
             txn.open_table(schema::MESSAGE_IDS)?;
             txn.open_table(schema::DEDUP)?;
             txn.open_table(schema::REJECTIONS)?;
             txn.open_table(schema::REJECTION_RAW)?;
+            txn.open_table(schema::REJECTION_RAW_PACKED)?;
             txn.open_table(schema::UPSTREAM_SEEN)?;
             txn.open_table(schema::MAILBOX_STATE)?;
             txn.open_table(schema::OUTBOX)?;
@@ -165,22 +174,47 @@ fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
+/// A record as stored (plain or compressed JSON, see [`codec`]).
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     table: &'static str,
     key: impl std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+    let json = codec::unpack_record(bytes).map_err(|source| StoreError::Unpack {
+        table,
+        key: key.to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt {
         table,
         key: key.to_string(),
         source,
     })
 }
 
+/// A record as it is stored: its JSON, compressed (see [`codec`]).
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Our records are plain structs of strings and numbers: serializing them
     // cannot fail.
+    codec::pack_record(encode_plain(value))
+}
+
+/// A record as plain JSON, uncompressed ([`decode`] reads both).
+pub(crate) fn encode_plain<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Raw bytes from a `*_raw_packed` table.
+pub(crate) fn unpack_raw(
+    table: &'static str,
+    key: impl std::fmt::Display,
+    bytes: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    codec::unpack_raw(bytes).map_err(|source| StoreError::Unpack {
+        table,
+        key: key.to_string(),
+        source,
+    })
 }
 
 #[cfg(all(test, unix))]

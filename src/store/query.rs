@@ -6,7 +6,7 @@
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use super::schema::*;
-use super::{Store, StoreError, decode};
+use super::{Store, StoreError, decode, unpack_raw};
 use crate::tickets::model::{Rejection, StoredMessage, Ticket};
 
 /// One page of results and the cursor for the next, if any.
@@ -134,6 +134,9 @@ impl Store {
 
     pub fn message_raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read()?;
+        if let Some(v) = txn.open_table(MESSAGE_RAW_PACKED)?.get(id)? {
+            return Ok(Some(unpack_raw("message_raw_packed", id, v.value())?));
+        }
         let raw = txn.open_table(MESSAGE_RAW)?;
         Ok(raw.get(id)?.map(|v| v.value().to_vec()))
     }
@@ -216,6 +219,9 @@ impl Store {
 
     pub fn rejection_raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read()?;
+        if let Some(v) = txn.open_table(REJECTION_RAW_PACKED)?.get(id)? {
+            return Ok(Some(unpack_raw("rejection_raw_packed", id, v.value())?));
+        }
         let raw = txn.open_table(REJECTION_RAW)?;
         Ok(raw.get(id)?.map(|v| v.value().to_vec()))
     }

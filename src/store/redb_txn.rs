@@ -3,9 +3,9 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::index;
 use super::schema::*;
 use super::{StoreError, decode, encode};
+use super::{codec, index};
 use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
 use crate::tickets::txn::{Counter, DedupEntry, TicketTxn};
 
@@ -20,12 +20,14 @@ pub struct RedbTxn<'t> {
     outbox_filters: Table<'t, (&'static str, &'static str, u64), ()>,
     messages: Table<'t, u64, &'static [u8]>,
     message_raw: Table<'t, u64, &'static [u8]>,
+    message_raw_packed: Table<'t, u64, &'static [u8]>,
     attachments: Table<'t, (u64, u32), &'static [u8]>,
     ticket_messages: Table<'t, (u64, u64), ()>,
     message_ids: Table<'t, (&'static str, &'static str), (u64, u64)>,
     dedup: Table<'t, (&'static str, &'static str), &'static str>,
     rejections: Table<'t, u64, &'static [u8]>,
     rejection_raw: Table<'t, u64, &'static [u8]>,
+    rejection_raw_packed: Table<'t, u64, &'static [u8]>,
     upstream_seen: Table<'t, (&'static str, &'static str), &'static str>,
     outbox: Table<'t, u64, &'static [u8]>,
     outbox_pending: Table<'t, u64, ()>,
@@ -33,11 +35,22 @@ pub struct RedbTxn<'t> {
     events: Table<'t, (u64, u64), &'static [u8]>,
     notify_to: Table<'t, (&'static str, i64, u64), ()>,
     notify_on: Table<'t, (u64, i64, u64), ()>,
+    /// Raw bytes of this batch's requests packed before the writer.
+    prepacked: &'t [codec::Prepacked],
 }
 
 impl<'t> RedbTxn<'t> {
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Self::open_with(txn, &[])
+    }
+
+    /// [`open`](Self::open), with raw bytes already packed by their callers.
+    pub fn open_with(
+        txn: &'t WriteTransaction,
+        prepacked: &'t [codec::Prepacked],
+    ) -> Result<Self, StoreError> {
         Ok(RedbTxn {
+            prepacked,
             counters: txn.open_table(COUNTERS)?,
             tickets: txn.open_table(TICKETS)?,
             numbers: txn.open_table(TICKET_NUMBERS)?,
@@ -47,12 +60,14 @@ impl<'t> RedbTxn<'t> {
             outbox_filters: txn.open_table(OUTBOX_FILTERS)?,
             messages: txn.open_table(MESSAGES)?,
             message_raw: txn.open_table(MESSAGE_RAW)?,
+            message_raw_packed: txn.open_table(MESSAGE_RAW_PACKED)?,
             attachments: txn.open_table(ATTACHMENTS)?,
             ticket_messages: txn.open_table(TICKET_MESSAGES)?,
             message_ids: txn.open_table(MESSAGE_IDS)?,
             dedup: txn.open_table(DEDUP)?,
             rejections: txn.open_table(REJECTIONS)?,
             rejection_raw: txn.open_table(REJECTION_RAW)?,
+            rejection_raw_packed: txn.open_table(REJECTION_RAW_PACKED)?,
             upstream_seen: txn.open_table(UPSTREAM_SEEN)?,
             outbox: txn.open_table(OUTBOX)?,
             outbox_pending: txn.open_table(OUTBOX_PENDING)?,
@@ -61,6 +76,22 @@ impl<'t> RedbTxn<'t> {
             notify_to: txn.open_table(NOTIFY_BY_RECIPIENT)?,
             notify_on: txn.open_table(NOTIFY_BY_TICKET)?,
         })
+    }
+
+    /// Raw mail into `message_raw_packed`, or, above [`codec::PACK_MAX`],
+    /// as it is into `message_raw` (no copy of a large message).
+    fn put_raw(&mut self, id: u64, raw: &[u8]) -> Result<(), StoreError> {
+        if raw.len() > codec::PACK_MAX {
+            self.message_raw.insert(id, raw)?;
+            return Ok(());
+        }
+        match codec::Prepacked::find(self.prepacked, raw) {
+            Some(packed) => self.message_raw_packed.insert(id, packed)?,
+            None => self
+                .message_raw_packed
+                .insert(id, codec::pack_raw(raw).as_slice())?,
+        };
+        Ok(())
     }
 }
 
@@ -131,7 +162,7 @@ impl TicketTxn for RedbTxn<'_> {
     fn insert_message(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages
             .insert(message.id, encode(message).as_slice())?;
-        self.message_raw.insert(message.id, raw)?;
+        self.put_raw(message.id, raw)?;
         self.ticket_messages
             .insert((message.ticket_id, message.id), ())?;
         Ok(())
@@ -151,8 +182,11 @@ impl TicketTxn for RedbTxn<'_> {
         self.rejections.insert(r.id, encode(r).as_slice())?;
         self.rejections_by_reason
             .insert((r.reason.as_str(), r.id), ())?;
-        if let Some(raw) = raw {
+        if let Some(raw) = raw.filter(|raw| raw.len() > codec::PACK_MAX) {
             self.rejection_raw.insert(r.id, raw)?;
+        } else if let Some(raw) = raw {
+            self.rejection_raw_packed
+                .insert(r.id, codec::pack_raw(raw).as_slice())?;
         }
         Ok(())
     }
@@ -195,6 +229,7 @@ impl TicketTxn for RedbTxn<'_> {
         };
         self.rejections_by_reason.remove((reason.as_str(), id))?;
         self.rejection_raw.remove(id)?;
+        self.rejection_raw_packed.remove(id)?;
         Ok(())
     }
 
@@ -323,7 +358,7 @@ impl TicketTxn for RedbTxn<'_> {
 
     fn insert_unlisted(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages.insert(m.id, encode(m).as_slice())?;
-        self.message_raw.insert(m.id, raw)?;
+        self.put_raw(m.id, raw)?;
         Ok(())
     }
 
@@ -374,11 +409,20 @@ impl super::commit::Backend for super::Store {
         settings: &crate::tickets::TicketSettings,
         requests: &[&crate::tickets::Operation],
     ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
+        self.apply_prepacked(settings, requests, &[])
+    }
+
+    fn apply_prepacked(
+        &self,
+        settings: &crate::tickets::TicketSettings,
+        requests: &[&crate::tickets::Operation],
+        prepacked: &[codec::Prepacked],
+    ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
         let started = std::time::Instant::now();
         let txn = self.db().begin_write()?;
         let mut all = Vec::with_capacity(requests.len());
         {
-            let mut tables = RedbTxn::open(&txn)?;
+            let mut tables = RedbTxn::open_with(&txn, prepacked)?;
             for request in requests {
                 all.push(crate::tickets::apply_op(&mut tables, settings, request)?);
             }
@@ -478,6 +522,61 @@ mod tests {
         txn.commit().unwrap();
         let other = mail("b@x.test", Some("old@x"), "t").text("other");
         assert_eq!(h.one(request(&other)), Outcome::Duplicate(first.earlier()));
+    }
+
+    #[test]
+    fn raw_mail_written_before_packing_still_reads_and_new_mail_is_packed() {
+        use crate::store::schema::{MESSAGE_RAW, MESSAGE_RAW_PACKED, REJECTION_RAW};
+        use crate::tickets::suite::{mail, request};
+        use redb::ReadableDatabase;
+        let h = &mut redb();
+        let old_raw: &[u8] = b"Subject: old\r\n\r\nwritten before raw packing\r\n";
+        // What an older version wrote: unmarked bytes in the old tables.
+        let txn = h.store.db().begin_write().unwrap();
+        {
+            txn.open_table(MESSAGE_RAW)
+                .unwrap()
+                .insert(900, old_raw)
+                .unwrap();
+            txn.open_table(REJECTION_RAW)
+                .unwrap()
+                .insert(900, old_raw)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(h.store.message_raw(900).unwrap().as_deref(), Some(old_raw));
+        assert_eq!(
+            h.store.rejection_raw(900).unwrap().as_deref(),
+            Some(old_raw)
+        );
+
+        const TEXT: &str = "It smokes again and again. It smokes again and again. \
+            It smokes again and again. It smokes again and again. It smokes again.";
+        let m = mail("a@x.test", Some("new@x"), "printer").text(TEXT);
+        let req = request(&m);
+        let sent = req.raw.to_vec();
+        let crate::tickets::model::Earlier::Message(id) = h.one(req).earlier() else {
+            panic!("not stored");
+        };
+        let raw = h.store.message_raw(id).unwrap().unwrap();
+        assert_eq!(raw, sent);
+        let txn = h.store.db().begin_read().unwrap();
+        let packed = txn.open_table(MESSAGE_RAW_PACKED).unwrap();
+        let stored = packed.get(id).unwrap().unwrap().value().to_vec();
+        assert_eq!(stored[0], crate::store::codec::RAW_ZSTD_V1);
+        assert!(
+            stored.len() < raw.len() / 2,
+            "{} of {}",
+            stored.len(),
+            raw.len()
+        );
+        assert!(
+            txn.open_table(MESSAGE_RAW)
+                .unwrap()
+                .get(id)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

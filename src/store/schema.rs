@@ -1,5 +1,6 @@
-//! The redb tables. Records are JSON (readable with any redb tool, and the
-//! API serves them as they are); raw mail and attachments are bytes.
+//! The redb tables. Records are JSON, stored compressed (`store::codec`;
+//! plain JSON from older versions still reads); raw mail is in the
+//! `*_raw_packed` tables behind a format marker, attachments are bytes.
 
 use redb::TableDefinition;
 
@@ -22,8 +23,13 @@ pub const TICKET_FILTERS: TableDefinition<(&str, &str, &str, u64), ()> =
     TableDefinition::new("ticket_filters");
 /// Message id -> StoredMessage JSON.
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Message id -> the original bytes.
+/// Message id -> the original bytes, unmarked: what versions before
+/// `message_raw_packed` wrote, and mail above `store::codec::PACK_MAX`.
 pub const MESSAGE_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("message_raw");
+/// Message id -> the original bytes behind a format marker, usually
+/// compressed (`store::codec::pack_raw`).
+pub const MESSAGE_RAW_PACKED: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("message_raw_packed");
 /// (message id, attachment index) -> decoded attachment bytes.
 pub const ATTACHMENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("attachments");
 /// (ticket id, message id): a ticket's messages in order.
@@ -41,8 +47,13 @@ pub const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("reject
 /// (reason, rejection id): rejections of one reason without a scan.
 pub const REJECTIONS_BY_REASON: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("rejections_by_reason");
-/// Rejection id -> the original bytes, when kept.
+/// Rejection id -> the original bytes, when kept, unmarked: what versions
+/// before `rejection_raw_packed` wrote, and mail above `store::codec::PACK_MAX`.
 pub const REJECTION_RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("rejection_raw");
+/// Rejection id -> the original bytes, when kept, behind a format marker
+/// (`store::codec::pack_raw`).
+pub const REJECTION_RAW_PACKED: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("rejection_raw_packed");
 /// (mailbox, upstream identity) -> the record it became ("m:ID" / "r:ID"):
 /// what was already committed from an upstream mailbox, so a crash between
 /// commit and the upstream flag never imports a message twice.
