@@ -49,10 +49,7 @@ impl ImapUpstream {
                 processed,
                 rejected,
             } => {
-                let flags = match verdict {
-                    Verdict::Processed => format!("\\Seen {processed}"),
-                    Verdict::Rejected => format!("\\Seen {processed} {rejected}"),
-                };
+                let flags = label_flags(&processed, &rejected, verdict);
                 self.store(uid, &flags).await?;
             }
             AfterImport::Move {
@@ -62,13 +59,10 @@ impl ImapUpstream {
                 let (target_q, flags) = self.move_plan(processed, rejected, verdict).await?;
                 // Flagged \Seen \Deleted: copied by the fallback already
                 // (a session without MOVE), only the expunge is left.
-                let copied = matches!(self.listed.get(&uid), Some(t) if t.seen && t.deleted);
+                let copied = self.copied_already(uid);
                 if self.caps.moves && !copied {
                     self.store(uid, &flags).await?;
-                    let command = format!("UID MOVE {uid} {target_q}");
-                    self.run(&command, COMMAND_BUDGET, &mut |_| {})
-                        .await
-                        .map_err(|e| e.into_fetch(&command))?;
+                    self.uid_move(&uid.to_string(), &target_q).await?;
                 } else {
                     self.copy_and_expunge(uid, &flags, &target_q).await?;
                 }
@@ -83,6 +77,21 @@ impl ImapUpstream {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Flagged `\\Seen \\Deleted` as listed: the move fallback of an earlier
+    /// session copied it, only the expunge is left.
+    fn copied_already(&self, uid: u32) -> bool {
+        matches!(self.listed.get(&uid), Some(t) if t.seen && t.deleted)
+    }
+
+    /// `UID MOVE <set> <target>` (RFC 6851).
+    async fn uid_move(&mut self, set: &str, target_q: &str) -> Result<(), FetchError> {
+        let command = format!("UID MOVE {set} {target_q}");
+        self.run(&command, COMMAND_BUDGET, &mut |_| {})
+            .await
+            .map_err(|e| e.into_fetch(&command))?;
         Ok(())
     }
 
@@ -147,10 +156,7 @@ impl ImapUpstream {
                 processed,
                 rejected,
             } => {
-                let flags = match verdict {
-                    Verdict::Processed => format!("\\Seen {processed}"),
-                    Verdict::Rejected => format!("\\Seen {processed} {rejected}"),
-                };
+                let flags = label_flags(&processed, &rejected, verdict);
                 for set in uid_set_chunks(&uids, SIZE_CHUNK) {
                     self.store_set(&set, &flags).await?;
                 }
@@ -161,9 +167,8 @@ impl ImapUpstream {
             } => {
                 // Copied by the fallback of an earlier session: only the
                 // expunge is left, done one by one.
-                let (copied, fresh): (Vec<u32>, Vec<u32>) = uids.into_iter().partition(
-                    |uid| matches!(self.listed.get(uid), Some(t) if t.seen && t.deleted),
-                );
+                let (copied, fresh): (Vec<u32>, Vec<u32>) =
+                    uids.into_iter().partition(|&uid| self.copied_already(uid));
                 for uid in copied {
                     self.apply_after_import(uid, verdict).await?;
                 }
@@ -173,10 +178,7 @@ impl ImapUpstream {
                 let (target_q, flags) = self.move_plan(processed, rejected, verdict).await?;
                 for set in uid_set_chunks(&fresh, SIZE_CHUNK) {
                     self.store_set(&set, &flags).await?;
-                    let command = format!("UID MOVE {set} {target_q}");
-                    self.run(&command, COMMAND_BUDGET, &mut |_| {})
-                        .await
-                        .map_err(|e| e.into_fetch(&command))?;
+                    self.uid_move(&set, &target_q).await?;
                 }
             }
             AfterImport::Delete => {
@@ -289,5 +291,13 @@ impl ImapUpstream {
             .await
             .map_err(|e| e.into_fetch(&command))?;
         Ok(())
+    }
+}
+
+/// The flags `after_import = "label"` sets for a verdict.
+fn label_flags(processed: &str, rejected: &str, verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Processed => format!("\\Seen {processed}"),
+        Verdict::Rejected => format!("\\Seen {processed} {rejected}"),
     }
 }
