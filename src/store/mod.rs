@@ -9,6 +9,7 @@ pub mod commit;
 pub mod index;
 #[cfg(test)]
 mod index_tests;
+mod lazy_table;
 pub mod mailbox_state;
 pub mod oauth_tokens;
 pub mod query;

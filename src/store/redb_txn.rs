@@ -1,40 +1,41 @@
 //! The ticket rules' transaction interface over redb's tables: one
 //! [`RedbTxn`] is the set of tables opened in one write transaction.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
+use super::lazy_table::LazyTable;
 use super::schema::*;
 use super::{StoreError, decode, encode};
 use super::{codec, index};
 use crate::tickets::model::{Earlier, OutboxEntry, Rejection, StoredMessage, Ticket, TicketEvent};
 use crate::tickets::txn::{Counter, DedupEntry, TicketTxn};
 
-/// The open tables of one write transaction.
+/// The tables of one write transaction, each opened when first used.
 pub struct RedbTxn<'t> {
-    counters: Table<'t, &'static str, u64>,
-    tickets: Table<'t, u64, &'static [u8]>,
-    numbers: Table<'t, u64, u64>,
-    by_mailbox: Table<'t, (&'static str, u64), ()>,
-    ticket_filters: Table<'t, (&'static str, &'static str, &'static str, u64), ()>,
-    rejections_by_reason: Table<'t, (&'static str, u64), ()>,
-    outbox_filters: Table<'t, (&'static str, &'static str, u64), ()>,
-    messages: Table<'t, u64, &'static [u8]>,
-    message_raw: Table<'t, u64, &'static [u8]>,
-    message_raw_packed: Table<'t, u64, &'static [u8]>,
-    attachments: Table<'t, (u64, u32), &'static [u8]>,
-    ticket_messages: Table<'t, (u64, u64), ()>,
-    message_ids: Table<'t, (&'static str, &'static str), (u64, u64)>,
-    dedup: Table<'t, (&'static str, &'static str), &'static str>,
-    rejections: Table<'t, u64, &'static [u8]>,
-    rejection_raw: Table<'t, u64, &'static [u8]>,
-    rejection_raw_packed: Table<'t, u64, &'static [u8]>,
-    upstream_seen: Table<'t, (&'static str, &'static str), &'static str>,
-    outbox: Table<'t, u64, &'static [u8]>,
-    outbox_pending: Table<'t, u64, ()>,
-    send_log: Table<'t, (&'static str, i64, u64), (u64, u64)>,
-    events: Table<'t, (u64, u64), &'static [u8]>,
-    notify_to: Table<'t, (&'static str, i64, u64), ()>,
-    notify_on: Table<'t, (u64, i64, u64), ()>,
+    counters: LazyTable<'t, &'static str, u64>,
+    tickets: LazyTable<'t, u64, &'static [u8]>,
+    numbers: LazyTable<'t, u64, u64>,
+    by_mailbox: LazyTable<'t, (&'static str, u64), ()>,
+    ticket_filters: LazyTable<'t, (&'static str, &'static str, &'static str, u64), ()>,
+    rejections_by_reason: LazyTable<'t, (&'static str, u64), ()>,
+    outbox_filters: LazyTable<'t, (&'static str, &'static str, u64), ()>,
+    messages: LazyTable<'t, u64, &'static [u8]>,
+    message_raw: LazyTable<'t, u64, &'static [u8]>,
+    message_raw_packed: LazyTable<'t, u64, &'static [u8]>,
+    attachments: LazyTable<'t, (u64, u32), &'static [u8]>,
+    ticket_messages: LazyTable<'t, (u64, u64), ()>,
+    message_ids: LazyTable<'t, (&'static str, &'static str), (u64, u64)>,
+    dedup: LazyTable<'t, (&'static str, &'static str), &'static str>,
+    rejections: LazyTable<'t, u64, &'static [u8]>,
+    rejection_raw: LazyTable<'t, u64, &'static [u8]>,
+    rejection_raw_packed: LazyTable<'t, u64, &'static [u8]>,
+    upstream_seen: LazyTable<'t, (&'static str, &'static str), &'static str>,
+    outbox: LazyTable<'t, u64, &'static [u8]>,
+    outbox_pending: LazyTable<'t, u64, ()>,
+    send_log: LazyTable<'t, (&'static str, i64, u64), (u64, u64)>,
+    events: LazyTable<'t, (u64, u64), &'static [u8]>,
+    notify_to: LazyTable<'t, (&'static str, i64, u64), ()>,
+    notify_on: LazyTable<'t, (u64, i64, u64), ()>,
     /// Raw bytes of this batch's requests packed before the writer.
     prepacked: &'t [codec::Prepacked],
 }
@@ -51,30 +52,30 @@ impl<'t> RedbTxn<'t> {
     ) -> Result<Self, StoreError> {
         Ok(RedbTxn {
             prepacked,
-            counters: txn.open_table(COUNTERS)?,
-            tickets: txn.open_table(TICKETS)?,
-            numbers: txn.open_table(TICKET_NUMBERS)?,
-            by_mailbox: txn.open_table(TICKETS_BY_MAILBOX)?,
-            ticket_filters: txn.open_table(TICKET_FILTERS)?,
-            rejections_by_reason: txn.open_table(REJECTIONS_BY_REASON)?,
-            outbox_filters: txn.open_table(OUTBOX_FILTERS)?,
-            messages: txn.open_table(MESSAGES)?,
-            message_raw: txn.open_table(MESSAGE_RAW)?,
-            message_raw_packed: txn.open_table(MESSAGE_RAW_PACKED)?,
-            attachments: txn.open_table(ATTACHMENTS)?,
-            ticket_messages: txn.open_table(TICKET_MESSAGES)?,
-            message_ids: txn.open_table(MESSAGE_IDS)?,
-            dedup: txn.open_table(DEDUP)?,
-            rejections: txn.open_table(REJECTIONS)?,
-            rejection_raw: txn.open_table(REJECTION_RAW)?,
-            rejection_raw_packed: txn.open_table(REJECTION_RAW_PACKED)?,
-            upstream_seen: txn.open_table(UPSTREAM_SEEN)?,
-            outbox: txn.open_table(OUTBOX)?,
-            outbox_pending: txn.open_table(OUTBOX_PENDING)?,
-            send_log: txn.open_table(SEND_LOG)?,
-            events: txn.open_table(TICKET_EVENTS)?,
-            notify_to: txn.open_table(NOTIFY_BY_RECIPIENT)?,
-            notify_on: txn.open_table(NOTIFY_BY_TICKET)?,
+            counters: LazyTable::new(txn, COUNTERS),
+            tickets: LazyTable::new(txn, TICKETS),
+            numbers: LazyTable::new(txn, TICKET_NUMBERS),
+            by_mailbox: LazyTable::new(txn, TICKETS_BY_MAILBOX),
+            ticket_filters: LazyTable::new(txn, TICKET_FILTERS),
+            rejections_by_reason: LazyTable::new(txn, REJECTIONS_BY_REASON),
+            outbox_filters: LazyTable::new(txn, OUTBOX_FILTERS),
+            messages: LazyTable::new(txn, MESSAGES),
+            message_raw: LazyTable::new(txn, MESSAGE_RAW),
+            message_raw_packed: LazyTable::new(txn, MESSAGE_RAW_PACKED),
+            attachments: LazyTable::new(txn, ATTACHMENTS),
+            ticket_messages: LazyTable::new(txn, TICKET_MESSAGES),
+            message_ids: LazyTable::new(txn, MESSAGE_IDS),
+            dedup: LazyTable::new(txn, DEDUP),
+            rejections: LazyTable::new(txn, REJECTIONS),
+            rejection_raw: LazyTable::new(txn, REJECTION_RAW),
+            rejection_raw_packed: LazyTable::new(txn, REJECTION_RAW_PACKED),
+            upstream_seen: LazyTable::new(txn, UPSTREAM_SEEN),
+            outbox: LazyTable::new(txn, OUTBOX),
+            outbox_pending: LazyTable::new(txn, OUTBOX_PENDING),
+            send_log: LazyTable::new(txn, SEND_LOG),
+            events: LazyTable::new(txn, TICKET_EVENTS),
+            notify_to: LazyTable::new(txn, NOTIFY_BY_RECIPIENT),
+            notify_on: LazyTable::new(txn, NOTIFY_BY_TICKET),
         })
     }
 
@@ -82,13 +83,14 @@ impl<'t> RedbTxn<'t> {
     /// as it is into `message_raw` (no copy of a large message).
     fn put_raw(&mut self, id: u64, raw: &[u8]) -> Result<(), StoreError> {
         if raw.len() > codec::PACK_MAX {
-            self.message_raw.insert(id, raw)?;
+            self.message_raw.w()?.insert(id, raw)?;
             return Ok(());
         }
         match codec::Prepacked::find(self.prepacked, raw) {
-            Some(packed) => self.message_raw_packed.insert(id, packed)?,
+            Some(packed) => self.message_raw_packed.w()?.insert(id, packed)?,
             None => self
                 .message_raw_packed
+                .w()?
                 .insert(id, codec::pack_raw(raw).as_slice())?,
         };
         Ok(())
@@ -99,28 +101,29 @@ impl TicketTxn for RedbTxn<'_> {
     type Error = StoreError;
 
     fn counter(&self, counter: Counter) -> Result<Option<u64>, StoreError> {
-        Ok(self.counters.get(counter.as_str())?.map(|v| v.value()))
+        Ok(self.counters.r()?.get(counter.as_str())?.map(|v| v.value()))
     }
 
     fn set_counter(&mut self, counter: Counter, value: u64) -> Result<(), StoreError> {
-        self.counters.insert(counter.as_str(), value)?;
+        self.counters.w()?.insert(counter.as_str(), value)?;
         Ok(())
     }
 
     fn ticket(&self, id: u64) -> Result<Option<Ticket>, StoreError> {
-        match self.tickets.get(id)? {
+        match self.tickets.r()?.get(id)? {
             Some(v) => Ok(Some(decode("tickets", id, v.value())?)),
             None => Ok(None),
         }
     }
 
     fn ticket_by_number(&self, number: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self.numbers.get(number)?.map(|v| v.value()))
+        Ok(self.numbers.r()?.get(number)?.map(|v| v.value()))
     }
 
     fn insert_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
-        self.numbers.insert(ticket.number, ticket.id)?;
+        self.numbers.w()?.insert(ticket.number, ticket.id)?;
         self.by_mailbox
+            .w()?
             .insert((ticket.mailbox.as_str(), ticket.id), ())?;
         self.update_ticket(ticket)
     }
@@ -128,7 +131,11 @@ impl TicketTxn for RedbTxn<'_> {
     /// The one place a ticket record is written: its filter index rows
     /// follow what the record it replaces matched (see `store::index`).
     fn update_ticket(&mut self, ticket: &Ticket) -> Result<(), StoreError> {
-        let old = match self.tickets.insert(ticket.id, encode(ticket).as_slice())? {
+        let old = match self
+            .tickets
+            .w()?
+            .insert(ticket.id, encode(ticket).as_slice())?
+        {
             Some(v) => Some(decode::<index::TicketKeys>(
                 "tickets",
                 ticket.id,
@@ -137,7 +144,7 @@ impl TicketTxn for RedbTxn<'_> {
             None => None,
         };
         index::reindex_ticket(
-            &mut self.ticket_filters,
+            self.ticket_filters.w()?,
             ticket.id,
             old.as_ref(),
             (&ticket.mailbox, ticket.status, &ticket.categories),
@@ -145,7 +152,7 @@ impl TicketTxn for RedbTxn<'_> {
     }
 
     fn thread_lookup(&self, mailbox: &str, id: &str) -> Result<Option<(u64, u64)>, StoreError> {
-        Ok(self.message_ids.get((mailbox, id))?.map(|v| v.value()))
+        Ok(self.message_ids.r()?.get((mailbox, id))?.map(|v| v.value()))
     }
 
     fn index_message_id(
@@ -155,15 +162,19 @@ impl TicketTxn for RedbTxn<'_> {
         message: u64,
         ticket: u64,
     ) -> Result<(), StoreError> {
-        self.message_ids.insert((mailbox, id), (message, ticket))?;
+        self.message_ids
+            .w()?
+            .insert((mailbox, id), (message, ticket))?;
         Ok(())
     }
 
     fn insert_message(&mut self, message: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
         self.messages
+            .w()?
             .insert(message.id, encode(message).as_slice())?;
         self.put_raw(message.id, raw)?;
         self.ticket_messages
+            .w()?
             .insert((message.ticket_id, message.id), ())?;
         Ok(())
     }
@@ -174,32 +185,34 @@ impl TicketTxn for RedbTxn<'_> {
         index: u32,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.attachments.insert((message, index), bytes)?;
+        self.attachments.w()?.insert((message, index), bytes)?;
         Ok(())
     }
 
     fn insert_rejection(&mut self, r: &Rejection, raw: Option<&[u8]>) -> Result<(), StoreError> {
-        self.rejections.insert(r.id, encode(r).as_slice())?;
+        self.rejections.w()?.insert(r.id, encode(r).as_slice())?;
         self.rejections_by_reason
+            .w()?
             .insert((r.reason.as_str(), r.id), ())?;
         if let Some(raw) = raw.filter(|raw| raw.len() > codec::PACK_MAX) {
-            self.rejection_raw.insert(r.id, raw)?;
+            self.rejection_raw.w()?.insert(r.id, raw)?;
         } else if let Some(raw) = raw {
             self.rejection_raw_packed
+                .w()?
                 .insert(r.id, codec::pack_raw(raw).as_slice())?;
         }
         Ok(())
     }
 
     fn rejection(&self, id: u64) -> Result<Option<Rejection>, StoreError> {
-        match self.rejections.get(id)? {
+        match self.rejections.r()?.get(id)? {
             Some(v) => Ok(Some(super::decode("rejections", id, v.value())?)),
             None => Ok(None),
         }
     }
 
     fn update_rejection(&mut self, r: &Rejection) -> Result<(), StoreError> {
-        self.rejections.insert(r.id, encode(r).as_slice())?;
+        self.rejections.w()?.insert(r.id, encode(r).as_slice())?;
         Ok(())
     }
 
@@ -209,7 +222,7 @@ impl TicketTxn for RedbTxn<'_> {
         max: usize,
     ) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.rejections.iter()? {
+        for entry in self.rejections.r()?.iter()? {
             let (id, v) = entry?;
             let r: Rejection = super::decode("rejections", id.value(), v.value())?;
             if crate::parse_rfc3339(&r.received_at).is_some_and(|t| t < cutoff) {
@@ -223,19 +236,22 @@ impl TicketTxn for RedbTxn<'_> {
     }
 
     fn delete_rejection(&mut self, id: u64) -> Result<(), StoreError> {
-        let reason = match self.rejections.remove(id)? {
+        let reason = match self.rejections.w()?.remove(id)? {
             Some(v) => super::decode::<Rejection>("rejections", id, v.value())?.reason,
             None => return Ok(()),
         };
-        self.rejections_by_reason.remove((reason.as_str(), id))?;
-        self.rejection_raw.remove(id)?;
-        self.rejection_raw_packed.remove(id)?;
+        self.rejections_by_reason
+            .w()?
+            .remove((reason.as_str(), id))?;
+        self.rejection_raw.w()?.remove(id)?;
+        self.rejection_raw_packed.w()?.remove(id)?;
         Ok(())
     }
 
     fn dedup(&self, mailbox: &str, key: &str) -> Result<Option<DedupEntry>, StoreError> {
         Ok(self
             .dedup
+            .r()?
             .get((mailbox, key))?
             .and_then(|v| DedupEntry::decode(v.value())))
     }
@@ -246,18 +262,21 @@ impl TicketTxn for RedbTxn<'_> {
         key: &str,
         entry: &DedupEntry,
     ) -> Result<(), StoreError> {
-        self.dedup.insert((mailbox, key), entry.encode().as_str())?;
+        self.dedup
+            .w()?
+            .insert((mailbox, key), entry.encode().as_str())?;
         Ok(())
     }
 
     fn delete_dedup(&mut self, mailbox: &str, key: &str) -> Result<(), StoreError> {
-        self.dedup.remove((mailbox, key))?;
+        self.dedup.w()?.remove((mailbox, key))?;
         Ok(())
     }
 
     fn upstream(&self, mailbox: &str, key: &str) -> Result<Option<Earlier>, StoreError> {
         Ok(self
             .upstream_seen
+            .r()?
             .get((mailbox, key))?
             .and_then(|v| Earlier::decode(v.value())))
     }
@@ -269,12 +288,13 @@ impl TicketTxn for RedbTxn<'_> {
         earlier: Earlier,
     ) -> Result<(), StoreError> {
         self.upstream_seen
+            .w()?
             .insert((mailbox, key), earlier.encode().as_str())?;
         Ok(())
     }
 
     fn message(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.messages.get(id)? {
+        match self.messages.r()?.get(id)? {
             Some(v) => Ok(Some(decode("messages", id, v.value())?)),
             None => Ok(None),
         }
@@ -284,6 +304,7 @@ impl TicketTxn for RedbTxn<'_> {
         let mut out = Vec::new();
         for entry in self
             .by_mailbox
+            .r()?
             .range((mailbox, 0)..=(mailbox, u64::MAX))?
             .rev()
             .take(limit)
@@ -297,6 +318,7 @@ impl TicketTxn for RedbTxn<'_> {
         let mut out = Vec::new();
         for entry in self
             .ticket_messages
+            .r()?
             .range((ticket, 0)..=(ticket, u64::MAX))?
             .rev()
             .take(limit)
@@ -307,27 +329,31 @@ impl TicketTxn for RedbTxn<'_> {
     }
 
     fn outbox(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
-        match self.outbox.get(id)? {
+        match self.outbox.r()?.get(id)? {
             Some(v) => Ok(Some(decode("outbox", id, v.value())?)),
             None => Ok(None),
         }
     }
 
     fn put_outbox(&mut self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        let old = match self.outbox.insert(entry.id, encode(entry).as_slice())? {
+        let old = match self
+            .outbox
+            .w()?
+            .insert(entry.id, encode(entry).as_slice())?
+        {
             Some(v) => Some(decode::<index::OutboxKeys>("outbox", entry.id, v.value())?),
             None => None,
         };
         index::reindex_outbox(
-            &mut self.outbox_filters,
+            self.outbox_filters.w()?,
             entry.id,
             old.as_ref(),
             (entry.account.as_deref(), entry.state),
         )?;
         if entry.state.pending() {
-            self.outbox_pending.insert(entry.id, ())?;
+            self.outbox_pending.w()?.insert(entry.id, ())?;
         } else {
-            self.outbox_pending.remove(entry.id)?;
+            self.outbox_pending.w()?.remove(entry.id)?;
         }
         Ok(())
     }
@@ -339,6 +365,7 @@ impl TicketTxn for RedbTxn<'_> {
         event: &TicketEvent,
     ) -> Result<(), StoreError> {
         self.events
+            .w()?
             .insert((ticket, seq), encode(event).as_slice())?;
         Ok(())
     }
@@ -352,12 +379,13 @@ impl TicketTxn for RedbTxn<'_> {
         recipients: u64,
     ) -> Result<(), StoreError> {
         self.send_log
+            .w()?
             .insert((mailbox, at_ms, id), (bytes, recipients))?;
         Ok(())
     }
 
     fn insert_unlisted(&mut self, m: &StoredMessage, raw: &[u8]) -> Result<(), StoreError> {
-        self.messages.insert(m.id, encode(m).as_slice())?;
+        self.messages.w()?.insert(m.id, encode(m).as_slice())?;
         self.put_raw(m.id, raw)?;
         Ok(())
     }
@@ -369,8 +397,8 @@ impl TicketTxn for RedbTxn<'_> {
         at_ms: i64,
         id: u64,
     ) -> Result<(), StoreError> {
-        self.notify_to.insert((recipient, at_ms, id), ())?;
-        self.notify_on.insert((ticket, at_ms, id), ())?;
+        self.notify_to.w()?.insert((recipient, at_ms, id), ())?;
+        self.notify_on.w()?.insert((ticket, at_ms, id), ())?;
         Ok(())
     }
 
@@ -378,6 +406,7 @@ impl TicketTxn for RedbTxn<'_> {
         let mut n = 0;
         for entry in self
             .notify_to
+            .r()?
             .range((recipient, since_ms, 0)..=(recipient, i64::MAX, u64::MAX))?
         {
             entry?;
@@ -391,6 +420,7 @@ impl TicketTxn for RedbTxn<'_> {
         let mut n = 0;
         for entry in self
             .notify_on
+            .r()?
             .range((ticket, since_ms, 0)..=(ticket, i64::MAX, u64::MAX))?
         {
             let id = entry?.0.value().2;
