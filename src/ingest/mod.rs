@@ -8,6 +8,7 @@
 
 pub mod charset;
 pub mod classify;
+mod offload;
 pub mod parse;
 pub mod route;
 pub mod rules;
@@ -138,7 +139,7 @@ impl Ingestor {
         let raw = inbound.raw.clone();
         // Parsing a large message takes a while: keep it off the I/O threads.
         // A panic inside the parser becomes an "unparseable" record, not a crash.
-        let parsed = tokio::task::spawn_blocking(move || parse::parse(&raw))
+        let parsed = offload::run(raw.len(), move || parse::parse(&raw))
             .await
             .unwrap_or_else(|_| {
                 Err(parse::Unusable {
@@ -252,7 +253,7 @@ impl Ingestor {
         let size = inbound.raw.len() as u64;
         // Dedup's hashes of a large message: here, not on the writer thread.
         let (raw, for_digests) = (inbound.raw.clone(), items.clone());
-        let digests = tokio::task::spawn_blocking(move || Digests::for_request(&raw, &for_digests))
+        let digests = offload::run(raw.len(), move || Digests::for_request(&raw, &for_digests))
             .await
             .unwrap_or_default();
         CommitRequest {
