@@ -359,7 +359,7 @@ run_source() {
     return "$rc"
 }
 
-declare -A PF_RATE PF_E2E MG_RATE SINK_RATE MG_BATCH MG_COMMIT_MS
+declare -A PF_RATE PF_E2E MG_RATE SINK_RATE MG_BATCH MG_COMMIT_MS MG_CPU_MS
 FAILED=0
 
 bench_postfix() { # sessions round
@@ -402,14 +402,19 @@ bench_sink() { # sessions round
     log "smtp-sink s=$sess: accepted $MSGS in ${SRC_SECS}s ($(rate "$MSGS" "$SRC_SECS") msgs/s)"
 }
 
+# mailgate's CPU time so far (user + system, all threads) in clock ticks.
+mg_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$MG_PID/stat"; }
+
 bench_mailgate() { # sessions round
-    local sess=$1 before_m before_r after_m after_r b0 n0 s0 c0 b1 n1 s1 c1
+    local sess=$1 before_m before_r after_m after_r b0 n0 s0 c0 b1 n1 s1 c1 t0 t1
     read -r before_m before_r < <(mg_counts)
     read -r b0 n0 s0 c0 < <(mg_commit_stats)
+    t0=$(mg_cpu_ticks)
     if ! run_source "$MG_PORT" "$sess" "$WORK/mg-source-$sess-$2.log"; then
         FAILED=1
     fi
     local secs=$SRC_SECS
+    t1=$(mg_cpu_ticks)
     read -r b1 n1 s1 c1 < <(mg_commit_stats)
     read -r after_m after_r < <(mg_counts)
     local batch commit_ms
@@ -417,7 +422,10 @@ bench_mailgate() { # sessions round
     commit_ms=$(awk -v a="$s0" -v b="$s1" -v n="$c0" -v m="$c1" 'BEGIN { if (m - n <= 0) print "n/a"; else printf "%.3f", 1000 * (b - a) / (m - n) }')
     MG_BATCH[$sess]="${MG_BATCH[$sess]:-} $batch"
     MG_COMMIT_MS[$sess]="${MG_COMMIT_MS[$sess]:-} $commit_ms"
-    log "mailgate s=$sess: $((${n1%.*} - ${n0%.*})) transactions, mean batch $batch, mean commit ${commit_ms} ms"
+    local cpu_ms
+    cpu_ms=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v n="$MSGS" 'BEGIN { printf "%.3f", 1000 * (b - a) / hz / n }')
+    MG_CPU_MS[$sess]="${MG_CPU_MS[$sess]:-} $cpu_ms"
+    log "mailgate s=$sess: $((${n1%.*} - ${n0%.*})) transactions, mean batch $batch, mean commit ${commit_ms} ms, ${cpu_ms} ms of CPU per message"
     local got=$((after_m - before_m)) rej=$((after_r - before_r))
     if [ "$got" -ne "$MSGS" ] || [ "$rej" -ne 0 ]; then
         log "mailgate s=$sess: $got of $MSGS stored as ticket messages, $rej rejections"
@@ -427,7 +435,7 @@ bench_mailgate() { # sessions round
     log "mailgate s=$sess: accepted $MSGS in ${secs}s ($(rate "$MSGS" "$secs") msgs/s); $got in the store (API)"
 }
 
-median() { awk '{ for (i = 1; i <= NF; i++) a[++n] = $i } END { if (n == 0) { print "n/a"; exit } for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } if (n % 2) print a[(n + 1) / 2]; else printf "%.1f\n", (a[n / 2] + a[n / 2 + 1]) / 2 }'; }
+median() { awk '{ for (i = 1; i <= NF; i++) a[++n] = $i } END { if (n == 0) { print "n/a"; exit } for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } if (n % 2) print a[(n + 1) / 2]; else printf "%.3f\n", (a[n / 2] + a[n / 2 + 1]) / 2 }'; }
 
 # ------------------------------------------------------------------ main ---
 HAVE_MG=0
@@ -463,8 +471,9 @@ echo
 echo "smtp-source: $MSGS msgs x $MSG_SIZE B, new connection per message, 127.0.0.1, $(nproc) cores"
 echo "rates are accepted msgs/s (smtp-source wall time; postfix and mailgate ack after fsync, smtp-sink stores nothing); median of $REPEAT round(s)"
 echo "batch and commit: mean requests per transaction and mean transaction time in mailgate during its runs (/metrics)"
+echo "cpu ms/msg: mailgate's user + system CPU time (/proc/PID/stat, all threads) per message during its runs"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s\n' sessions "postfix msg/s" "postfix delivered/s" "sink msg/s" "mailgate msg/s" "mailgate/postfix" "mailgate/smtp-sink" "mean batch" "commit ms"
+printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s %11s\n' sessions "postfix msg/s" "postfix delivered/s" "sink msg/s" "mailgate msg/s" "mailgate/postfix" "mailgate/smtp-sink" "mean batch" "commit ms" "cpu ms/msg"
 for sess in $SESSIONS; do
     pf=$(echo "${PF_RATE[$sess]:-}" | median)
     pfe=$(echo "${PF_E2E[$sess]:-}" | median)
@@ -472,8 +481,9 @@ for sess in $SESSIONS; do
     mg=$(echo "${MG_RATE[$sess]:-}" | median)
     batch=$(echo "${MG_BATCH[$sess]:-}" | tr -d 'n/a' | median)
     cms=$(echo "${MG_COMMIT_MS[$sess]:-}" | tr -d 'n/a' | median)
-    printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s\n' "$sess" "$pf" "$pfe" "$sink" "$mg" \
-        "$(ratio "$mg" "$pf")" "$(ratio "$mg" "$sink")" "$batch" "$cms"
+    cpu=$(echo "${MG_CPU_MS[$sess]:-}" | median)
+    printf '%-9s %14s %20s %14s %14s %17s %18s %11s %11s %11s\n' "$sess" "$pf" "$pfe" "$sink" "$mg" \
+        "$(ratio "$mg" "$pf")" "$(ratio "$mg" "$sink")" "$batch" "$cms" "$cpu"
 done
 if [ "$FAILED" != 0 ]; then
     log "some run lost or refused messages, or mailgate was unavailable (see above)"
