@@ -8,7 +8,7 @@
 
 pub mod charset;
 pub mod classify;
-mod offload;
+pub mod offload;
 pub mod parse;
 pub mod route;
 pub mod rules;

@@ -165,7 +165,7 @@ impl Handler for SubmissionHandler {
         let raw = Bytes::from(data);
         let parsed = {
             let raw = raw.clone();
-            tokio::task::spawn_blocking(move || {
+            crate::ingest::offload::run(raw.len(), move || {
                 (from_addresses(&raw), crate::ingest::parse::parse(&raw))
             })
             .await
