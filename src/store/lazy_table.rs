@@ -1,6 +1,6 @@
 //! A table of a write transaction opened on first use: a batch of mail
-//! touches about half of the store's tables, and every table opened is
-//! also one whose root redb rewrites at commit.
+//! touches about half of the store's tables, and opening all ~25 up front
+//! took ~11 % of the writer's CPU in a perf profile.
 
 use std::cell::OnceCell;
 
