@@ -239,7 +239,8 @@ fn main() -> ExitCode {
             mailgate::app::relay_test::test_relay(c, mailbox.as_deref(), &to).await
         }),
         Command::Serve { config } => {
-            init_logging("info");
+            // Held to the end of main: dropping it flushes buffered lines.
+            let _log = init_serve_logging();
             let (config, source) = match load(config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -309,7 +310,8 @@ where
 }
 
 /// Logs to stderr, filtered by [`log_filter`], with [`never_verbose`]
-/// layered on top so that no MAILGATE_LOG can lift its cap.
+/// layered on top so that no MAILGATE_LOG can lift its cap. Foreground
+/// commands write their few lines in place.
 fn init_logging(default: &str) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -320,6 +322,32 @@ fn init_logging(default: &str) {
         .finish()
         .with(never_verbose())
         .init();
+}
+
+/// The server's logging: as [`init_logging`] at info, but written by a
+/// thread of its own so that a reader that stops reading never stalls mail
+/// (see `app::log_output`). Returns the guard that flushes on drop.
+fn init_serve_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use mailgate::app::log_output;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let env = std::env::var(log_output::BUFFER_ENV).ok();
+    let (lines, problem) = match log_output::buffer_lines(env.as_deref()) {
+        Ok(n) => (n, None),
+        Err(why) => (log_output::DEFAULT_BUFFER_LINES, Some(why)),
+    };
+    let out = log_output::to(std::io::stderr(), lines);
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter("info"))
+        .with_writer(out.writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(never_verbose())
+        .init();
+    if let Some(why) = problem {
+        tracing::warn!("{why}");
+    }
+    out.guard
 }
 
 /// The log filter: MAILGATE_LOG or the default level. What the user asks

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub id_collisions: Family<SourceMailbox, Counter>,
     /// Rejections removed by `tickets.rejection_retention`.
     pub rejections_pruned: Counter,
+    /// Log lines dropped because the log reader fell behind (app::log_output).
+    pub log_lines_dropped: Counter,
     pub tickets_created: Family<MailboxLabel, Counter>,
     pub smtp_sessions_active: Gauge,
     pub smtp_connections: Family<OutcomeLabel, Counter>,
@@ -336,6 +338,12 @@ impl Metrics {
             "Rejections (with their raw bytes) removed after tickets.rejection_retention",
             rejections_pruned.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "mailgate_log_lines_dropped",
+            "Log lines dropped because whatever reads the log (stderr) fell behind",
+            log_lines_dropped.clone(),
+        );
         let tickets_created = Family::<MailboxLabel, Counter>::default();
         registry.register(
             "mailgate_tickets_created",
@@ -416,6 +424,7 @@ impl Metrics {
             duplicates,
             id_collisions,
             rejections_pruned,
+            log_lines_dropped,
             tickets_created,
             smtp_sessions_active,
             smtp_connections,

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod hash_password;
+pub mod log_output;
 pub mod oauth_cli;
 pub mod relay_test;
 pub mod retention;

@@ -29,6 +29,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     core.fetch.start();
+    tokio::spawn(super::log_output::report_dropped(core.metrics.clone()));
     let config = app.config();
     tracing::info!(
         database = %db_path.display(),
