@@ -102,6 +102,32 @@ def test_a_stalled_log_reader_costs_log_lines_not_mail(mailgate_bin, tmp_path):
             g.proc.wait(10)
 
 
+def test_shutdown_does_not_wait_for_a_stalled_log_reader(mailgate_bin, tmp_path):
+    g = UnreadGateway(mailgate_bin, tmp_path / "gw", env={"MAILGATE_LOG_BUFFER_LINES": "64"})
+    g.start()
+    try:
+        s = g.smtp()
+        try:
+            for i in range(200):
+                assert g.send(make_msg(f"before stop {i}"), smtp=s).code == 250
+        finally:
+            s.quit()
+        # Nobody has read a byte: SIGTERM still ends the process cleanly
+        # (stop() fails the test if it takes longer than the harness allows).
+        assert g.stop(signal.SIGTERM) == 0
+    finally:
+        if g.alive():
+            g.proc.kill()
+            g.proc.wait(10)
+    # Everything acknowledged is there on the next start.
+    again = Gateway(mailgate_bin, tmp_path / "gw")
+    again.start()
+    try:
+        assert len(again.tickets()) == 200
+    finally:
+        assert again.stop(signal.SIGTERM) == 0
+
+
 def test_log_buffer_setting_is_checked(mailgate_bin, tmp_path):
     g = Gateway(mailgate_bin, tmp_path / "gw", env={"MAILGATE_LOG_BUFFER_LINES": "lots"})
     g.start()
