@@ -336,7 +336,7 @@ fn init_serve_logging() -> tracing_appender::non_blocking::WorkerGuard {
         Ok(n) => (n, None),
         Err(why) => (log_output::DEFAULT_BUFFER_LINES, Some(why)),
     };
-    let out = log_output::to(std::io::stderr(), lines);
+    let out = log_output::to_stderr(lines);
     tracing_subscriber::fmt()
         .with_env_filter(log_filter("info"))
         .with_writer(out.writer)

@@ -60,27 +60,44 @@ pub fn to<W: Write + Send + 'static>(sink: W, lines: usize) -> LogOutput {
     LogOutput { writer, guard }
 }
 
+/// Log output to stderr. The lines the log thread finds waiting go out in
+/// one write (it flushes whenever it has emptied the buffer), not one
+/// write(2) each.
+pub fn to_stderr(lines: usize) -> LogOutput {
+    to(
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()),
+        lines,
+    )
+}
+
 /// Lines dropped so far by the process's log output (0 before it is set up).
 pub fn dropped_lines() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
 /// Runs for the life of the process: every few seconds, counts newly
-/// dropped lines in the metrics and says so in the log.
+/// dropped lines in the metrics and says so in the log. A warning written
+/// while the buffer is still full may be dropped itself: then it is given
+/// again at the next look, with the total, until one gets through.
 pub async fn report_dropped(metrics: Arc<Metrics>) {
-    let mut reported = dropped_lines();
+    let mut counted = dropped_lines();
+    let mut told = counted;
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tick.tick().await;
         let now = dropped_lines();
-        if now > reported {
-            let lines = now - reported;
-            metrics.log_lines_dropped.inc_by(lines);
+        metrics.log_lines_dropped.inc_by(now - counted);
+        counted = now;
+        if now > told {
             tracing::warn!(
-                lines,
+                lines = now - told,
+                total = now,
                 "the log reader fell behind: log lines were dropped (mail is not affected)"
             );
-            reported = now;
+            // No line dropped since: this warning is in the buffer.
+            if dropped_lines() == now {
+                told = now;
+            }
         }
     }
 }
