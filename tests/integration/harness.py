@@ -323,6 +323,9 @@ class Gateway:
         self.config_path.write_text(to_toml(self.config))
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
+        # True: stderr goes to a pipe (self.pipe, read end) instead of a file.
+        self.stderr_pipe = False
+        self.pipe = None
         self.starts = 0
         self._log_path = None
 
@@ -389,8 +392,14 @@ class Gateway:
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         env.setdefault("NO_COLOR", "1")
         env.update(self.extra_env)
-        with open(self.workdir / f"stdout.{self.starts}.log", "wb") as out, \
-                open(self._log_path, "wb") as err:
+        if self.stderr_pipe:
+            # stderr is a pipe the test reads (or does not) from self.pipe.
+            read_end, write_end = os.pipe()
+            self.pipe = os.fdopen(read_end, "rb", buffering=0)
+            err = os.fdopen(write_end, "wb")
+        else:
+            err = open(self._log_path, "wb")
+        with open(self.workdir / f"stdout.{self.starts}.log", "wb") as out, err:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--config", str(self.config_path)],
                 cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)

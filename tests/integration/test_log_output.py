@@ -11,66 +11,58 @@ and once the reader reads again the log says how many were dropped.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
-from harness import TOKEN_ENV, Gateway
+from harness import Gateway
 from mailmsg import make_msg
 
 MESSAGES = 300
 DROPPED_RE = re.compile(r"log lines were dropped.*\btotal=(\d+)")
 
 
-class UnreadGateway(Gateway):
-    """A gateway whose stderr is a pipe this test reads only when it chooses."""
+def unread_gateway(mailgate_bin, workdir) -> Gateway:
+    """A gateway whose stderr is a pipe this test reads only when it chooses,
+    with a small log buffer so that a few hundred messages overflow it."""
+    g = Gateway(mailgate_bin, workdir, env={"MAILGATE_LOG_BUFFER_LINES": "64"})
+    g.stderr_pipe = True
+    return g
 
-    def _start_once(self):
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.starts += 1
-        self._log_path = self.workdir / f"stderr.{self.starts}.log"
-        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-        env.setdefault("NO_COLOR", "1")
-        env.update(self.extra_env)
-        read_end, write_end = os.pipe()
-        self.pipe = os.fdopen(read_end, "rb", buffering=0)
-        with open(self.workdir / f"stdout.{self.starts}.log", "wb") as out:
-            self.proc = subprocess.Popen(
-                [self.binary, "serve", "--config", str(self.config_path)],
-                cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=write_end, env=env)
-        os.close(write_end)
 
-    def drain(self) -> tuple[threading.Thread, list[bytes]]:
-        """Start reading the pipe (into the returned list) until it closes."""
-        chunks: list[bytes] = []
+def drain(g: Gateway) -> tuple[threading.Thread, list[bytes]]:
+    """Start reading the gateway's stderr pipe (into the returned list) until it closes."""
+    chunks: list[bytes] = []
 
-        def run():
-            while True:
-                b = self.pipe.read(65536)
-                if not b:
-                    return
-                chunks.append(b)
+    def run():
+        while True:
+            b = g.pipe.read(65536)
+            if not b:
+                return
+            chunks.append(b)
 
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        return t, chunks
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, chunks
+
+
+def send_many(g: Gateway, n: int, subject: str):
+    """n messages on one connection, each answered 250."""
+    s = g.smtp()
+    try:
+        for i in range(n):
+            reply = g.send(make_msg(f"{subject} {i}"), smtp=s)
+            assert reply.code == 250, f"message {i}: {reply}"
+    finally:
+        s.quit()
 
 
 def test_a_stalled_log_reader_costs_log_lines_not_mail(mailgate_bin, tmp_path):
-    # A small buffer so that a few hundred messages overflow it.
-    g = UnreadGateway(mailgate_bin, tmp_path / "gw", env={"MAILGATE_LOG_BUFFER_LINES": "64"})
+    g = unread_gateway(mailgate_bin, tmp_path / "gw")
     g.start()
     try:
-        s = g.smtp()
-        try:
-            for i in range(MESSAGES):
-                reply = g.send(make_msg(f"unread log {i}"), smtp=s)
-                assert reply.code == 250, f"message {i}: {reply}"
-        finally:
-            s.quit()
+        send_many(g, MESSAGES, "unread log")
         tickets = g.tickets()
         assert len(tickets) == MESSAGES
 
@@ -82,7 +74,7 @@ def test_a_stalled_log_reader_costs_log_lines_not_mail(mailgate_bin, tmp_path):
         assert dropped > 0
 
         # Reading again: the log says what was lost, and the gateway still logs.
-        t, chunks = g.drain()
+        t, chunks = drain(g)
         deadline = time.monotonic() + 30
         while not DROPPED_RE.search(b"".join(chunks).decode("utf-8", "replace")):
             assert time.monotonic() < deadline, (
@@ -105,15 +97,10 @@ def test_a_stalled_log_reader_costs_log_lines_not_mail(mailgate_bin, tmp_path):
 
 
 def test_shutdown_does_not_wait_for_a_stalled_log_reader(mailgate_bin, tmp_path):
-    g = UnreadGateway(mailgate_bin, tmp_path / "gw", env={"MAILGATE_LOG_BUFFER_LINES": "64"})
+    g = unread_gateway(mailgate_bin, tmp_path / "gw")
     g.start()
     try:
-        s = g.smtp()
-        try:
-            for i in range(200):
-                assert g.send(make_msg(f"before stop {i}"), smtp=s).code == 250
-        finally:
-            s.quit()
+        send_many(g, 200, "before stop")
         # Nobody has read a byte: SIGTERM still ends the process cleanly
         # (stop() fails the test if it takes longer than the harness allows).
         assert g.stop(signal.SIGTERM) == 0
