@@ -416,3 +416,50 @@ def test_idle_timeout(make_gateway):
         code, text = r.reply()  # send nothing and wait for the server
         assert code == 421 and text.startswith("4.4.2"), f"{code} {text}"
         assert r.closed_by_server()
+
+
+def test_a_client_that_never_reads_its_replies_is_closed(make_gateway):
+    """The idle time bounds writes too: a client that pipelines commands and
+    never reads a reply would otherwise hold its connection for ever once
+    the socket buffers are full."""
+    import socket
+    import threading
+    import time
+
+    g = make_gateway({"smtp": {"idle_timeout": "2s", "max_commands": 1000000}})
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", g.smtp_port))
+    s.settimeout(5)
+    chunk = b"EHLO client.test\r\n" * 2000
+    ended = threading.Event()
+
+    def keep_sending():
+        # Until the server stops reading (sendall times out) or closes.
+        try:
+            while not ended.is_set():
+                s.sendall(chunk)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=keep_sending, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        seen_open = False
+        while True:
+            active = g.metrics().get("mailgate_smtp_sessions_active")
+            seen_open = seen_open or active == 1
+            if seen_open and active == 0:
+                break
+            assert time.monotonic() < deadline, (
+                f"the session is still open ({active}) with nobody reading its replies:\n{g.log_tail()}")
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while "took none of our replies" not in g.log_text():
+            assert time.monotonic() < deadline, g.log_tail()
+            time.sleep(0.1)
+    finally:
+        ended.set()
+        s.close()
+        t.join(10)

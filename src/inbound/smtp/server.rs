@@ -166,6 +166,9 @@ impl<H: Handler> SmtpServer<H> {
         self.handler.sessions_active().dec();
         match result {
             Ok(()) => tracing::debug!(client = %peer, "session closed"),
+            Err(e) if e.is::<ClientNotReading>() => {
+                tracing::info!(client = %peer, "{e}; closing");
+            }
             Err(e) => tracing::debug!(client = %peer, error = %e, "session ended"),
         }
     }
@@ -255,22 +258,22 @@ impl<H: Handler> SmtpServer<H> {
                 match session.poll(policy) {
                     Event::NeedInput => break,
                     Event::StartTls => {
-                        flush(&mut stream, session).await?;
+                        flush(&mut stream, session, self.idle_timeout).await?;
                         return Ok(Some(stream));
                     }
                     Event::Close => {
-                        flush(&mut stream, session).await?;
+                        flush(&mut stream, session, self.idle_timeout).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);
                     }
                     Event::Authenticate(credentials) => {
-                        flush(&mut stream, session).await?;
+                        flush(&mut stream, session, self.idle_timeout).await?;
                         let result = self.handler.authenticate(credentials, peer).await;
                         session.auth_done(result);
                     }
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
-                        flush(&mut stream, session).await?;
+                        flush(&mut stream, session, self.idle_timeout).await?;
                         let reply = match (spooled.take(), &self.spool) {
                             (Some(file), Some(spool)) => match file.load(&data, spool).await {
                                 Ok(mut loaded) => {
@@ -296,7 +299,7 @@ impl<H: Handler> SmtpServer<H> {
                     }
                     Event::Oversize(envelope, info) => {
                         spooled = None;
-                        flush(&mut stream, session).await?;
+                        flush(&mut stream, session, self.idle_timeout).await?;
                         self.handler.oversize(envelope, info, peer).await;
                     }
                 }
@@ -312,19 +315,19 @@ impl<H: Handler> SmtpServer<H> {
                     }
                 }
             }
-            flush(&mut stream, session).await?;
+            flush(&mut stream, session, self.idle_timeout).await?;
             let read = tokio::select! {
                 r = tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)) => r,
                 _ = shutdown.changed() => {
                     session.shutting_down();
-                    flush(&mut stream, session).await?;
+                    flush(&mut stream, session, self.idle_timeout).await?;
                     return Ok(None);
                 }
             };
             match read {
                 Err(_) => {
                     session.timed_out();
-                    flush(&mut stream, session).await?;
+                    flush(&mut stream, session, self.idle_timeout).await?;
                     tracing::info!(client = %peer, "idle timeout; closing");
                     return Ok(None);
                 }
@@ -354,14 +357,34 @@ pub fn origin(source: &str, envelope: &Envelope, peer: SocketAddr) -> Origin {
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> Result<()> {
+/// Writes what the session has to say. A client that takes none of it for
+/// `within` (the idle time) is gone: without this bound, a client that
+/// pipelines commands and never reads the replies would hold its
+/// connection slot for ever once the socket buffers are full, as the idle
+/// time only bounds reads.
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+    within: Duration,
+) -> Result<()> {
     let out = session.take_output();
     if !out.is_empty() {
-        stream.write_all(&out).await?;
-        stream.flush().await?;
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(within, write).await {
+            Ok(written) => written?,
+            Err(_) => return Err(ClientNotReading(within).into()),
+        }
     }
     Ok(())
 }
+
+/// The client did not take our replies within the idle time.
+#[derive(Debug, thiserror::Error)]
+#[error("the client took none of our replies for {0:?}")]
+struct ClientNotReading(Duration);
 
 /// Binds every configured SMTP listener (so port errors surface at start).
 pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>> {
