@@ -418,9 +418,15 @@ class Gateway:
             try:
                 r = self.http("GET", "/healthz", timeout=2)
                 if r.status == 200:
-                    # and the SMTP listener accepts
-                    with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=2):
-                        pass
+                    # and the SMTP listener answers; the probe's session is
+                    # over before the test begins (it would count against
+                    # the connection caps a test sets).
+                    with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=5) as c:
+                        c.recv(4096)
+                        c.sendall(b"QUIT\r\n")
+                        while c.recv(4096):
+                            pass
+                    self._wait_no_sessions(deadline)
                     return
                 last = r
             except OSError as e:
@@ -428,6 +434,13 @@ class Gateway:
             time.sleep(0.05)
         raise AssertionError(
             f"mailgate not ready after {timeout}s (last /healthz: {last!r}):\n{self.log_tail()}")
+
+    def _wait_no_sessions(self, deadline: float):
+        while time.monotonic() < deadline:
+            if self.metrics().get("mailgate_smtp_sessions_active") == 0:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the readiness probe's SMTP session did not end:\n{self.log_tail()}")
 
     def stop(self, sig=signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         """Signal the process and wait; returns its exit code (None if it was not running)."""
