@@ -253,7 +253,8 @@ impl App {
                     config.smtp.idle_timeout,
                     budget.clone(),
                 )
-                .with_spool(core.spool.clone()),
+                .with_spool(core.spool.clone())
+                .with_min_data_rate(config.smtp.min_data_rate),
             )
         };
         let plain_server = make(session);

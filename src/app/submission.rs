@@ -94,7 +94,8 @@ impl Bound {
                     sub.idle_timeout,
                     budget.clone(),
                 )
-                .with_spool(core.spool.clone()),
+                .with_spool(core.spool.clone())
+                .with_min_data_rate(sub.min_data_rate),
             )
         };
         let plain_server = make(session.clone(), shared);

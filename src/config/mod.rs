@@ -96,6 +96,9 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     pub connections_per_minute_per_ip: u32,
     pub idle_timeout: Duration,
+    /// Bytes per second a request must keep up once it has taken longer
+    /// than the idle time; 0: only each read is bounded by the idle time.
+    pub min_data_rate: u64,
     pub max_recipients: usize,
     pub max_commands: usize,
     pub max_line_length: usize,
@@ -263,6 +266,7 @@ struct RawSmtp {
     max_connections_per_ip: i64,
     connections_per_minute_per_ip: i64,
     idle_timeout: Quantity,
+    min_data_rate: i64,
     max_recipients: i64,
     max_commands: i64,
     max_line_length: i64,
@@ -278,6 +282,7 @@ impl Default for RawSmtp {
             max_connections_per_ip: 50,
             connections_per_minute_per_ip: 600,
             idle_timeout: Quantity::Text("5m".into()),
+            min_data_rate: 500,
             max_recipients: 100,
             max_commands: 10_000,
             max_line_length: 4096,
@@ -589,6 +594,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
         &mut err,
     );
     let idle_timeout = duration("smtp.idle_timeout", &raw.smtp.idle_timeout, &mut err);
+    let min_data_rate = non_negative("smtp.min_data_rate", raw.smtp.min_data_rate, &mut err);
     let max_recipients = positive("smtp.max_recipients", raw.smtp.max_recipients, &mut err);
     let max_commands = positive("smtp.max_commands", raw.smtp.max_commands, &mut err);
     let max_line_length = positive("smtp.max_line_length", raw.smtp.max_line_length, &mut err);
@@ -886,6 +892,7 @@ fn validate(raw: Raw, problems: &mut Vec<String>) -> Config {
             max_connections_per_ip,
             connections_per_minute_per_ip: u32::try_from(rate).unwrap_or(u32::MAX),
             idle_timeout,
+            min_data_rate,
             max_recipients,
             max_commands,
             max_line_length,
@@ -961,6 +968,13 @@ pub(crate) fn positive(key: &str, value: i64, err: &mut impl FnMut(&str, String)
     } else {
         usize::try_from(value).unwrap_or(usize::MAX)
     }
+}
+
+pub(crate) fn non_negative(key: &str, value: i64, err: &mut impl FnMut(&str, String)) -> u64 {
+    u64::try_from(value).unwrap_or_else(|_| {
+        err(key, format!("must be 0 or more, not {value}"));
+        0
+    })
 }
 
 pub(crate) fn size(key: &str, q: &Quantity, err: &mut impl FnMut(&str, String)) -> usize {
@@ -1084,6 +1098,7 @@ listen = ["nope"]
 lisen = 3
 bare_lf = "maybe"
 idle_timeout = "soon"
+min_data_rate = -1
 max_connections_per_ip = 0
 [limits]
 max_message_size = "50XB"
@@ -1108,6 +1123,7 @@ colour = "red"
             "smtp.listen[0]: invalid socket address \"nope\"",
             "smtp.bare_lf: must be",
             "smtp.idle_timeout: invalid duration",
+            "smtp.min_data_rate: must be 0 or more, not -1",
             "smtp.max_connections_per_ip: must be a positive number, not 0",
             "limits.max_message_size: invalid size \"50XB\"",
             "tls.cert: file not found: /nonexistent/cert.pem",

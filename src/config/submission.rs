@@ -43,6 +43,8 @@ pub struct SubmissionConfig {
     pub max_connections_per_ip: usize,
     pub connections_per_minute_per_ip: u32,
     pub idle_timeout: Duration,
+    /// As `smtp.min_data_rate`, for this listener.
+    pub min_data_rate: u64,
     /// Bytes after dot-unstuffing; default `limits.max_message_size`.
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -259,6 +261,7 @@ pub(super) struct RawSubmission {
     max_connections_per_ip: i64,
     connections_per_minute_per_ip: i64,
     idle_timeout: Quantity,
+    min_data_rate: i64,
     max_message_size: Option<Quantity>,
     max_recipients: i64,
     auth_failures_per_ip: i64,
@@ -278,6 +281,7 @@ impl Default for RawSubmission {
             max_connections_per_ip: 16,
             connections_per_minute_per_ip: 300,
             idle_timeout: Quantity::Text("5m".into()),
+            min_data_rate: 500,
             max_message_size: None,
             max_recipients: 100,
             auth_failures_per_ip: 5,
@@ -371,6 +375,7 @@ pub(super) fn validate(
         err,
     );
     let idle_timeout = duration("submission.idle_timeout", &raw.idle_timeout, err);
+    let min_data_rate = super::non_negative("submission.min_data_rate", raw.min_data_rate, err);
     let max_message_size = match &raw.max_message_size {
         Some(q) => size("submission.max_message_size", q, err),
         None => taken.max_message_size,
@@ -432,6 +437,7 @@ pub(super) fn validate(
         max_connections_per_ip,
         connections_per_minute_per_ip: u32::try_from(rate).unwrap_or(u32::MAX),
         idle_timeout,
+        min_data_rate,
         max_message_size,
         max_recipients,
         auth_failures_per_ip: u32::try_from(auth_failures_per_ip).unwrap_or(u32::MAX),
@@ -645,6 +651,7 @@ mod tests {
         assert_eq!((s.max_connections, s.max_connections_per_ip), (64, 16));
         assert_eq!(s.connections_per_minute_per_ip, 300);
         assert_eq!(s.idle_timeout, Duration::from_secs(300));
+        assert_eq!(s.min_data_rate, 500);
         assert_eq!(s.max_recipients, 100);
         assert_eq!(s.auth_failures_per_ip, 5);
         assert_eq!(s.auth_failure_window, Duration::from_secs(600));
@@ -739,7 +746,7 @@ mod tests {
     #[test]
     fn every_problem_names_its_key() {
         let p = problems(&format!(
-            "[submission]\nlisten=[\"nope\", \"127.0.0.1:2525\"]\nmax_connections=0\nauth_failures_per_ip=0\nauth_block=\"soon\"\nauth_failure_delay=\"2m\"\nidle_timeout=0\nmax_message_size=\"1XB\"\ncolour=1\n{}{}{}{}",
+            "[submission]\nlisten=[\"nope\", \"127.0.0.1:2525\"]\nmax_connections=0\nauth_failures_per_ip=0\nauth_block=\"soon\"\nauth_failure_delay=\"2m\"\nidle_timeout=0\nmin_data_rate=-5\nmax_message_size=\"1XB\"\ncolour=1\n{}{}{}{}",
             account("networks=[\"10.1.2.3/8\", \"lan\"]\nreply_to=\"sometimes\"\nshoe=1\n")
                 .replace("[\"support\"]", "[\"support\", \"nope\", \"support\"]"),
             "[[submission.account]]\nuser=\"CRM\"\npassword_hash=\"x\"\npassword_hash_file=\"/y\"\nmailboxes=[]\n",
@@ -754,6 +761,7 @@ mod tests {
             "submission.auth_block: invalid duration",
             "submission.auth_failure_delay: \"2m\" is longer than 1m",
             "submission.idle_timeout: invalid duration",
+            "submission.min_data_rate: must be 0 or more, not -5",
             "submission.max_message_size: invalid size",
             "unknown key: submission.colour",
             "unknown key: submission.account[0].shoe",

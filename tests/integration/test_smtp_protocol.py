@@ -463,3 +463,51 @@ def test_a_client_that_never_reads_its_replies_is_closed(make_gateway):
         ended.set()
         s.close()
         t.join(10)
+
+
+def _dribble_data(g, seconds: float, step: float = 1.0):
+    """Opens a transaction, then sends message content a few bytes at a time
+    (each gap shorter than the idle time) for up to `seconds`. Returns the
+    first reply the server sent meanwhile (None if it sent none) and the raw
+    connection."""
+    import select
+    import time
+
+    r = g.raw_smtp(timeout=30)
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<slow@client.test>", 250)
+    r.expect("RCPT TO:<support@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: slow\r\n\r\n")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ready, _, _ = select.select([r.sock], [], [], step)
+        if ready:
+            return r.reply(), r
+        r.send(b"0123456789\r\n")
+    return None, r
+
+
+def test_a_request_slower_than_min_data_rate_is_closed(make_gateway):
+    """Each read comes well inside the idle time, but the message as a whole
+    falls behind smtp.min_data_rate (500 B/s by default) once it has taken
+    longer than the idle time: 421 4.4.2 and closed, not held for ever."""
+    g = make_gateway({"smtp": {"idle_timeout": "2s"}})
+    reply, r = _dribble_data(g, seconds=30, step=0.5)
+    with r:
+        assert reply is not None, "the server let a 24 B/s message go on for 30 s"
+        code, text = reply
+        assert code == 421 and text.startswith("4.4.2") and "too slow" in text, f"{code} {text}"
+        assert r.closed_by_server()
+    assert "request slower than the minimum data rate" in g.log_text()
+    assert g.store_counts() == (0, 0)
+
+
+def test_min_data_rate_zero_bounds_only_each_read(make_gateway):
+    g = make_gateway({"smtp": {"idle_timeout": "2s", "min_data_rate": 0}})
+    reply, r = _dribble_data(g, seconds=6, step=0.5)
+    with r:
+        assert reply is None, f"closed although min_data_rate = 0: {reply}"
+        r.send(b".\r\n")
+        code, text = r.reply()
+        assert code == 250, f"{code} {text}"

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,6 +75,8 @@ pub struct SmtpServer<H> {
     pub handler: H,
     pub tls: Option<TlsAcceptor>,
     pub idle_timeout: Duration,
+    /// See [`SmtpServer::with_min_data_rate`].
+    min_data_rate: u64,
     budget: Arc<ConnectionBudget>,
     /// Where messages above [`SPOOL_THRESHOLD`] go while they arrive;
     /// None: held in memory.
@@ -94,9 +96,17 @@ impl<H: Handler> SmtpServer<H> {
             handler,
             tls,
             idle_timeout,
+            min_data_rate: 0,
             budget,
             spool: None,
         }
+    }
+
+    /// Bounds each request, not only each read: once one has taken longer
+    /// than the idle time it must keep up `bytes_per_second` (0: no bound).
+    pub fn with_min_data_rate(mut self, bytes_per_second: u64) -> SmtpServer<H> {
+        self.min_data_rate = bytes_per_second;
+        self
     }
 
     /// Spools large messages to `spool` while they arrive.
@@ -252,6 +262,8 @@ impl<H: Handler> SmtpServer<H> {
         let mut buf = vec![0u8; READ_CHUNK];
         // The message being received, when it went to a spool file.
         let mut spooled: Option<SpoolFile> = None;
+        // The request being received: since when, and bytes read for it.
+        let mut request: Option<(Instant, u64)> = None;
         loop {
             // Process everything buffered, answering as we go.
             loop {
@@ -316,8 +328,15 @@ impl<H: Handler> SmtpServer<H> {
                 }
             }
             flush(&mut stream, session, self.idle_timeout).await?;
+            let now = Instant::now();
+            if !session.mid_request() {
+                request = None;
+            } else if request.is_none() {
+                request = Some((now, 0));
+            }
+            let (deadline, slow) = self.read_deadline(now, request);
             let read = tokio::select! {
-                r = tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => r,
                 _ = shutdown.changed() => {
                     session.shutting_down();
                     flush(&mut stream, session, self.idle_timeout).await?;
@@ -325,6 +344,19 @@ impl<H: Handler> SmtpServer<H> {
                 }
             };
             match read {
+                Err(_) if slow => {
+                    session.too_slow();
+                    flush(&mut stream, session, self.idle_timeout).await?;
+                    let (since, bytes) = request.unwrap_or((now, 0));
+                    tracing::info!(
+                        client = %peer,
+                        bytes,
+                        seconds = since.elapsed().as_secs(),
+                        min_data_rate = self.min_data_rate,
+                        "request slower than the minimum data rate; closing"
+                    );
+                    return Ok(None);
+                }
                 Err(_) => {
                     session.timed_out();
                     flush(&mut stream, session, self.idle_timeout).await?;
@@ -332,9 +364,35 @@ impl<H: Handler> SmtpServer<H> {
                     return Ok(None);
                 }
                 Ok(Ok(0)) => return Ok(None),
-                Ok(Ok(n)) => session.feed(&buf[..n]),
+                Ok(Ok(n)) => {
+                    if let Some((_, bytes)) = request.as_mut() {
+                        *bytes += n as u64;
+                    }
+                    session.feed(&buf[..n]);
+                }
                 Ok(Err(e)) => return Err(e.into()),
             }
+        }
+    }
+}
+
+impl<H> SmtpServer<H> {
+    /// When the next read must have returned: within the idle time, and,
+    /// for a request under way, within the idle time plus one second for
+    /// every `min_data_rate` bytes it has sent (Postfix's
+    /// `smtpd_per_request_deadline` with `smtpd_min_data_rate`), so that a
+    /// client dribbling a byte just inside each idle time cannot hold its
+    /// connection for ever. True with it when the request's bound is the
+    /// nearer one.
+    fn read_deadline(&self, now: Instant, request: Option<(Instant, u64)>) -> (Instant, bool) {
+        let idle = now + self.idle_timeout;
+        match request {
+            Some((since, bytes)) if self.min_data_rate > 0 => {
+                let allowance = Duration::from_secs_f64(bytes as f64 / self.min_data_rate as f64);
+                let by = since + self.idle_timeout + allowance;
+                if by < idle { (by, true) } else { (idle, false) }
+            }
+            _ => (idle, false),
         }
     }
 }

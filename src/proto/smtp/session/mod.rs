@@ -315,6 +315,18 @@ impl Session {
         self.close_with(Reply::new(421, Some((4, 4, 2)), text));
     }
 
+    /// A request too slow for the minimum data rate: queue "421 4.4.2" and close.
+    pub fn too_slow(&mut self) {
+        let text = format!("{} request too slow, closing", self.config.hostname);
+        self.close_with(Reply::new(421, Some((4, 4, 2)), text));
+    }
+
+    /// A request is partly received: a command or SASL line without its
+    /// end yet, or message content. The I/O layer bounds how long one takes.
+    pub fn mid_request(&self) -> bool {
+        matches!(self.state, State::Data { .. }) || self.pos < self.input.len()
+    }
+
     /// Server shutting down: queue "421 4.3.2" and close.
     pub fn shutting_down(&mut self) {
         let text = format!("{} service shutting down, closing", self.config.hostname);

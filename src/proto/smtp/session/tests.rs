@@ -169,6 +169,41 @@ fn full_transaction() {
 }
 
 #[test]
+fn mid_request_covers_partial_lines_and_message_content() {
+    let mut s = session();
+    assert!(!s.mid_request(), "nothing received yet");
+    drive(&mut s, b"EHL");
+    assert!(s.mid_request(), "half a command line");
+    drive(&mut s, b"O client.example\r\n");
+    assert!(!s.mid_request(), "the line was answered");
+    drive(
+        &mut s,
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n",
+    );
+    assert!(
+        s.mid_request(),
+        "after 354 the content is a request under way"
+    );
+    let out = drive(&mut s, b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(out.messages.len(), 1);
+    assert!(!s.mid_request(), "the message was answered");
+}
+
+#[test]
+fn too_slow_answers_421_and_closes() {
+    let mut s = session();
+    s.too_slow();
+    assert_eq!(
+        s.take_output(),
+        b"421 4.4.2 mx.example.com request too slow, closing\r\n"
+    );
+    assert!(
+        drive(&mut s, b"NOOP\r\n").output.is_empty(),
+        "closed: input ignored"
+    );
+}
+
+#[test]
 fn ehlo_lists_extensions() {
     let out = drive(&mut session(), b"EHLO c\r\n");
     assert_eq!(
