@@ -313,15 +313,7 @@ where
 /// layered on top so that no MAILGATE_LOG can lift its cap. Foreground
 /// commands write their few lines in place.
 fn init_logging(default: &str) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(default))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        .with(never_verbose())
-        .init();
+    install_logging(default, std::io::stderr);
 }
 
 /// The server's logging: as [`init_logging`] at info, but written by a
@@ -329,25 +321,33 @@ fn init_logging(default: &str) {
 /// (see `app::log_output`). Returns the guard that flushes on drop.
 fn init_serve_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use mailgate::app::log_output;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
     let env = std::env::var(log_output::BUFFER_ENV).ok();
     let (lines, problem) = match log_output::buffer_lines(env.as_deref()) {
         Ok(n) => (n, None),
         Err(why) => (log_output::DEFAULT_BUFFER_LINES, Some(why)),
     };
     let out = log_output::to_stderr(lines);
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter("info"))
-        .with_writer(out.writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        .with(never_verbose())
-        .init();
+    install_logging("info", out.writer);
     if let Some(why) = problem {
         tracing::warn!("{why}");
     }
     out.guard
+}
+
+/// The one subscriber every command uses, writing to `writer`.
+fn install_logging<W>(default: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(default))
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(never_verbose())
+        .init();
 }
 
 /// The log filter: MAILGATE_LOG or the default level. What the user asks

@@ -270,22 +270,22 @@ impl<H: Handler> SmtpServer<H> {
                 match session.poll(policy) {
                     Event::NeedInput => break,
                     Event::StartTls => {
-                        flush(&mut stream, session, self.idle_timeout).await?;
+                        self.flush(&mut stream, session).await?;
                         return Ok(Some(stream));
                     }
                     Event::Close => {
-                        flush(&mut stream, session, self.idle_timeout).await?;
+                        self.flush(&mut stream, session).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);
                     }
                     Event::Authenticate(credentials) => {
-                        flush(&mut stream, session, self.idle_timeout).await?;
+                        self.flush(&mut stream, session).await?;
                         let result = self.handler.authenticate(credentials, peer).await;
                         session.auth_done(result);
                     }
                     Event::Message(envelope, data) => {
                         // Replies to pipelined commands before DATA go out first.
-                        flush(&mut stream, session, self.idle_timeout).await?;
+                        self.flush(&mut stream, session).await?;
                         let reply = match (spooled.take(), &self.spool) {
                             (Some(file), Some(spool)) => match file.load(&data, spool).await {
                                 Ok(mut loaded) => {
@@ -311,7 +311,7 @@ impl<H: Handler> SmtpServer<H> {
                     }
                     Event::Oversize(envelope, info) => {
                         spooled = None;
-                        flush(&mut stream, session, self.idle_timeout).await?;
+                        self.flush(&mut stream, session).await?;
                         self.handler.oversize(envelope, info, peer).await;
                     }
                 }
@@ -327,7 +327,7 @@ impl<H: Handler> SmtpServer<H> {
                     }
                 }
             }
-            flush(&mut stream, session, self.idle_timeout).await?;
+            self.flush(&mut stream, session).await?;
             let now = Instant::now();
             if !session.mid_request() {
                 request = None;
@@ -339,14 +339,14 @@ impl<H: Handler> SmtpServer<H> {
                 r = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => r,
                 _ = shutdown.changed() => {
                     session.shutting_down();
-                    flush(&mut stream, session, self.idle_timeout).await?;
+                    self.flush(&mut stream, session).await?;
                     return Ok(None);
                 }
             };
             match read {
                 Err(_) if slow => {
                     session.too_slow();
-                    flush(&mut stream, session, self.idle_timeout).await?;
+                    self.flush(&mut stream, session).await?;
                     let (since, bytes) = request.unwrap_or((now, 0));
                     tracing::info!(
                         client = %peer,
@@ -359,7 +359,7 @@ impl<H: Handler> SmtpServer<H> {
                 }
                 Err(_) => {
                     session.timed_out();
-                    flush(&mut stream, session, self.idle_timeout).await?;
+                    self.flush(&mut stream, session).await?;
                     tracing::info!(client = %peer, "idle timeout; closing");
                     return Ok(None);
                 }
@@ -377,6 +377,30 @@ impl<H: Handler> SmtpServer<H> {
 }
 
 impl<H> SmtpServer<H> {
+    /// Writes what the session has to say. A client that takes none of it
+    /// for the idle time is gone: without this bound, a client that
+    /// pipelines commands and never reads the replies would hold its
+    /// connection slot for ever once the socket buffers are full, as the
+    /// idle time otherwise only bounds reads.
+    async fn flush<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        session: &mut Session,
+    ) -> Result<()> {
+        let out = session.take_output();
+        if !out.is_empty() {
+            let write = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            };
+            match tokio::time::timeout(self.idle_timeout, write).await {
+                Ok(written) => written?,
+                Err(_) => return Err(ClientNotReading(self.idle_timeout).into()),
+            }
+        }
+        Ok(())
+    }
+
     /// When the next read must have returned: within the idle time, and,
     /// for a request under way, within the idle time plus one second for
     /// every `min_data_rate` bytes it has sent (Postfix's
@@ -413,30 +437,6 @@ pub fn origin(source: &str, envelope: &Envelope, peer: SocketAddr) -> Origin {
         },
         received_at: crate::now_rfc3339(),
     }
-}
-
-/// Writes what the session has to say. A client that takes none of it for
-/// `within` (the idle time) is gone: without this bound, a client that
-/// pipelines commands and never reads the replies would hold its
-/// connection slot for ever once the socket buffers are full, as the idle
-/// time only bounds reads.
-async fn flush<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    session: &mut Session,
-    within: Duration,
-) -> Result<()> {
-    let out = session.take_output();
-    if !out.is_empty() {
-        let write = async {
-            stream.write_all(&out).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(within, write).await {
-            Ok(written) => written?,
-            Err(_) => return Err(ClientNotReading(within).into()),
-        }
-    }
-    Ok(())
 }
 
 /// The client did not take our replies within the idle time.
