@@ -474,6 +474,20 @@ class Gateway:
         except FileNotFoundError:
             return ""
 
+    def wait_log(self, pred, timeout: float = 20) -> tuple[list[str], str]:
+        """Lines of the current stderr log matching pred (a substring or a
+        function of a line) and the whole log, waiting up to `timeout` for
+        one: `serve` writes its log from a thread of its own, so a line can
+        land a moment after what it tells of is visible from outside."""
+        match = pred if callable(pred) else (lambda line: pred in line)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            lines = [ln for ln in text.splitlines() if match(ln)]
+            if lines or time.monotonic() > deadline:
+                return lines, text
+            time.sleep(0.05)
+
     def log_tail(self, n: int = 40) -> str:
         lines = self.log_text().splitlines()
         return "\n".join(lines[-n:]) if lines else "(empty stderr)"

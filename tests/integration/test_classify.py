@@ -3,7 +3,6 @@ its reason and the raw message, and visible in the API. Auto-replies and
 bounces that thread onto a known ticket are added to it instead."""
 
 import datetime
-import time
 
 import pytest
 
@@ -196,30 +195,19 @@ def _fields(line: str) -> dict:
     return out
 
 
-def _wait_log(gw, pred, timeout=20):
-    """Lines of the gateway's stderr matching pred, waiting for the log to be written."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = gw.log_text()
-        lines = [ln for ln in text.splitlines() if pred(ln)]
-        if lines or time.monotonic() > deadline:
-            return lines, text
-        time.sleep(0.1)
-
-
 def test_log_lines(gw):
     """One line per message on stderr: 'message accepted message=ID ticket=N mailbox=NAME
     source=smtp' and 'message rejected rejection=ID reason=REASON'."""
     mid = new_msgid()
     acc = gw.send(make_msg(f"log accepted {unique()}", msgid=mid)).message()
     rej = gw.send(make_msg(f"log rejected {unique()}", headers=[("Precedence", "bulk")])).rejection()
-    lines, text = _wait_log(
-        gw, lambda ln: "message accepted" in ln and _fields(ln).get("message") == acc.id)
+    lines, text = gw.wait_log(
+        lambda ln: "message accepted" in ln and _fields(ln).get("message") == acc.id)
     assert lines, f"no 'message accepted message={acc.id}' line on stderr:\n{text[-3000:]}"
     f = _fields(lines[0])
     assert f.get("ticket") == str(acc.ticket) and f.get("mailbox") == "support" \
         and f.get("source") == "smtp", lines[0]
-    lines, text = _wait_log(
-        gw, lambda ln: "message rejected" in ln and _fields(ln).get("rejection") == rej.id)
+    lines, text = gw.wait_log(
+        lambda ln: "message rejected" in ln and _fields(ln).get("rejection") == rej.id)
     assert lines, f"no 'message rejected rejection={rej.id}' line on stderr:\n{text[-3000:]}"
     assert _fields(lines[0]).get("reason") == "bulk", lines[0]

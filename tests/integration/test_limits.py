@@ -159,4 +159,5 @@ def test_max_connections_per_ip(make_gateway):
     finally:
         for r in opened:
             r.close()
-    assert "concurrent connections per client address exceeded; refused" in g.log_text()
+    refused, _ = g.wait_log("concurrent connections per client address exceeded; refused")
+    assert refused

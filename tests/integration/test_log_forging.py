@@ -42,6 +42,7 @@ def test_controls_and_bidi_in_client_values_are_escaped_in_the_log(make_gateway)
         assert "rejection" in _send(r, sender, rejected)
         r.expect("QUIT", 221)
 
+    g.wait_log("message rejected")
     log = _raw_log(g)
     accepted_lines = [l for l in log.splitlines() if "message accepted" in l]
     rejected_lines = [l for l in log.splitlines() if "message rejected" in l]

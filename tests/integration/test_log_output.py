@@ -122,10 +122,8 @@ def test_log_buffer_setting_is_checked(mailgate_bin, tmp_path):
     g.start()
     try:
         # A bad value is named with the reason, and the default is used.
-        deadline = time.monotonic() + 10
-        while "MAILGATE_LOG_BUFFER_LINES must be a whole number" not in g.log_text():
-            assert time.monotonic() < deadline, g.log_tail()
-            time.sleep(0.1)
+        named, _ = g.wait_log("MAILGATE_LOG_BUFFER_LINES must be a whole number")
+        assert named, g.log_tail()
         assert g.send(make_msg("still works")).code == 250
     finally:
         assert g.stop(signal.SIGTERM) == 0

@@ -169,7 +169,7 @@ def test_each_mailbox_sends_as_itself_and_the_others_through_the_global_relay(
         assert t_billing["subject"] in delivered[0]["Subject"]
         assert len(graph.state.sendmail) == 2
 
-        log = g.log_text()
+        _, log = g.wait_log("[relay]")
         for name, kind in [("support", "[mailbox.relay]"), ("sales", "[mailbox.relay]"),
                            ("billing", "[relay]")]:
             assert any(f"mailbox={name}" in line and kind in line for line in log.splitlines()), \

@@ -33,7 +33,7 @@ def test_a_readable_existing_store_is_warned_about(make_gateway):
     db = next(p for p in (g.workdir / "data").iterdir() if p.suffix == ".redb")
     os.chmod(db, 0o644)
     g.start()
-    log = g.log_text()
+    _, log = g.wait_log("database file is readable by other users")
     assert "database file is readable by other users" in log, g.log_tail()
     assert str(db) in log
     # the warning does not stop the gateway
