@@ -96,7 +96,10 @@ pub async fn sync(config: Config, name: &str) -> Result<()> {
         Err(e) => return Err(e).context("opening the database"),
     };
     let core = app.core(store)?;
-    let result = sync_here(&core, name, credential).await;
+    let result = match core.replay_journal().await {
+        Ok(_) => sync_here(&core, name, credential).await,
+        Err(e) => Err(e),
+    };
     // Whatever happened, the writer commits what is queued before we exit.
     core.close(WORKER_TIMEOUT, WRITER_TIMEOUT).await?;
     result

@@ -63,6 +63,41 @@ pub struct Core {
     /// Where large SMTP messages wait while they arrive (emptied at start).
     pub spool: Arc<crate::inbound::smtp::spool::Spool>,
     pub(super) writer: WriterHandle,
+    /// Journal entries the store did not hold at start (see
+    /// [`Core::replay_journal`]).
+    journal_backlog: std::sync::Mutex<Vec<crate::store::journal::Pending>>,
+}
+
+impl Core {
+    /// Ingests again what the commit journal held beyond the store (mail
+    /// acknowledged just before a crash); to be called before anything
+    /// else is accepted. Until it ran, the writer journals nothing new.
+    pub async fn replay_journal(&self) -> Result<usize> {
+        let backlog = std::mem::take(
+            &mut *self
+                .journal_backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if backlog.is_empty() {
+            self.committer.backlog_done();
+            return Ok(0);
+        }
+        let (first, last) = (backlog[0].seq, backlog[backlog.len() - 1].seq);
+        tracing::info!(
+            entries = backlog.len(),
+            first,
+            last,
+            "ingesting again the messages of the commit journal that the database does not hold"
+        );
+        let n = self
+            .ingestor
+            .replay_journal(backlog)
+            .await
+            .context("ingesting the commit journal again")?;
+        tracing::info!(messages = n, "commit journal ingested again");
+        Ok(n)
+    }
 }
 
 /// The network side of `serve`: SMTP listeners and HTTP, accepting until
@@ -152,7 +187,7 @@ impl App {
     pub fn core(&self, store: Store) -> Result<Core> {
         let metrics = self.metrics();
         let observer_metrics = metrics.clone();
-        let (committer, writer) = Committer::start_joinable(
+        let (committer, writer, backlog) = Committer::start_journaled(
             &store,
             self.ticket_settings()?,
             Arc::new(move |elapsed, batch| {
@@ -161,7 +196,9 @@ impl App {
                     .observe(elapsed.as_secs_f64());
                 observer_metrics.commit_batch_size.observe(batch as f64);
             }),
-        );
+            self.config.store.checkpoint_interval,
+            self.config.store.journal,
+        )?;
         let router = Arc::new(Router::new(&self.config));
         let ingestor = Ingestor::new(committer.clone(), router, metrics.clone())
             .with_rules(crate::ingest::rules::MailRules::new(&self.config));
@@ -192,6 +229,7 @@ impl App {
             oauth,
             spool: Arc::new(spool),
             writer,
+            journal_backlog: std::sync::Mutex::new(backlog),
         })
     }
 

@@ -15,7 +15,12 @@ pub async fn run(config: Config) -> Result<()> {
         .open_store()
         .with_context(|| format!("opening the database {}", db_path.display()))?;
     let core = app.core(store)?;
-    let front = match app.front(&core).await {
+    let replayed = core.replay_journal().await;
+    let front = match replayed {
+        Ok(_) => app.front(&core).await,
+        Err(e) => Err(e),
+    };
+    let front = match front {
         Ok(front) => front,
         Err(e) => {
             // Nothing was accepted yet; still end the writer cleanly.

@@ -1,12 +1,18 @@
-//! `[store]`: how much memory the embedded database may keep for itself.
+//! `[store]`: how much memory the embedded database may keep for itself,
+//! and how incoming mail is made durable.
 //!
 //! redb keeps recently read and written pages in its own cache; left at
 //! redb's default (1 GiB) the gateway's resident memory grows toward that as
 //! the store fills, so the cache is bounded here, with a small default.
+//! The commit journal (`store::journal`) makes small incoming messages
+//! durable with one short append; `checkpoint_interval` bounds how long
+//! they live in the journal alone (what is replayed after a crash).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Quantity, size};
+use super::{Quantity, duration, size};
 
 /// The default `store.cache_size`: 32 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
@@ -15,12 +21,18 @@ pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
 pub struct StoreConfig {
     /// Bytes of redb page cache (read cache and write buffer together).
     pub cache_size: usize,
+    /// Journal small incoming messages instead of a durable store commit each.
+    pub journal: bool,
+    /// Longest a journaled message waits for its durable store commit.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             cache_size: DEFAULT_CACHE_SIZE,
+            journal: true,
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -29,12 +41,16 @@ impl Default for StoreConfig {
 #[serde(default)]
 pub(super) struct RawStore {
     cache_size: Quantity,
+    journal: bool,
+    checkpoint_interval: Quantity,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             cache_size: Quantity::Text("32MiB".into()),
+            journal: true,
+            checkpoint_interval: Quantity::Text("1s".into()),
         }
     }
 }
@@ -42,6 +58,8 @@ impl Default for RawStore {
 pub(super) fn validate(raw: &RawStore, err: &mut impl FnMut(&str, String)) -> StoreConfig {
     StoreConfig {
         cache_size: size("store.cache_size", &raw.cache_size, err),
+        journal: raw.journal,
+        checkpoint_interval: duration("store.checkpoint_interval", &raw.checkpoint_interval, err),
     }
 }
 
@@ -67,6 +85,35 @@ mod tests {
         // The embedded default says what the code does.
         let embedded = Config::parse(crate::config::EMBEDDED_DEFAULT).unwrap();
         assert_eq!(embedded.store.cache_size, DEFAULT_CACHE_SIZE);
+    }
+
+    #[test]
+    fn the_journal_is_on_with_a_one_second_checkpoint_unless_configured() {
+        let c = Config::parse(BASE).unwrap();
+        assert!(c.store.journal);
+        assert_eq!(
+            c.store.checkpoint_interval,
+            std::time::Duration::from_secs(1)
+        );
+        let embedded = Config::parse(crate::config::EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(embedded.store, c.store);
+        let c = Config::parse(&format!(
+            "{BASE}[store]\njournal = false\ncheckpoint_interval = \"250ms\"\n"
+        ))
+        .unwrap();
+        assert!(!c.store.journal);
+        assert_eq!(c.store.checkpoint_interval.as_millis(), 250);
+        for bad in ["0", "\"soon\""] {
+            let problems = Config::parse(&format!("{BASE}[store]\ncheckpoint_interval = {bad}\n"))
+                .unwrap_err()
+                .problems();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("store.checkpoint_interval")),
+                "{bad}: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod charset;
 pub mod classify;
+pub mod journal_entry;
 pub mod offload;
 pub mod parse;
 pub mod route;
@@ -22,11 +23,12 @@ use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
 use crate::store::commit::Committer;
+use crate::store::journal::Pending;
 use crate::tickets::dedup::Digests;
 use crate::tickets::model::{Earlier, Outcome};
 use crate::tickets::trace::{Automatic, Classification, DecisionTrace};
 use crate::tickets::{
-    CommitRequest, Item, MailboxRef, OpOutcome, Operation, ReplayOutcome, ReplayRequest,
+    CommitRequest, Item, Journaling, MailboxRef, OpOutcome, Operation, ReplayOutcome, ReplayRequest,
 };
 use route::Router;
 
@@ -86,9 +88,47 @@ impl Ingestor {
 
     /// Parses, classifies and durably commits one message for its mailboxes.
     pub async fn ingest(&self, inbound: Inbound) -> Result<Vec<Outcome>, StoreError> {
+        let journal = match self.committer.journals() {
+            true => journal_entry::encode(&inbound).map_or(Journaling::Off, Journaling::Entry),
+            false => Journaling::Off,
+        };
+        self.ingest_as(inbound, journal).await
+    }
+
+    async fn ingest_as(
+        &self,
+        inbound: Inbound,
+        journal: Journaling,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mailboxes = self.resolve(&inbound.mailboxes);
-        let request = self.prepare(inbound, &mailboxes, false).await;
+        let mut request = self.prepare(inbound, &mailboxes, false).await;
+        request.journal = journal;
         self.commit_and_report(request, &mailboxes).await
+    }
+
+    /// Ingests again, in order and each durably, the commit journal's
+    /// entries that the store did not hold at start (a crash came after
+    /// their acknowledgement and before a checkpoint); then lets the writer
+    /// journal new batches. Returns how many were ingested.
+    pub async fn replay_journal(&self, backlog: Vec<Pending>) -> Result<usize, StoreError> {
+        let mut done = 0;
+        for pending in backlog {
+            match journal_entry::decode(&pending.entry) {
+                Ok(inbound) => {
+                    self.ingest_as(inbound, Journaling::Replayed(pending.seq))
+                        .await?;
+                    done += 1;
+                }
+                // Checksummed on disk, so only a different version's entry.
+                Err(e) => tracing::error!(
+                    seq = pending.seq,
+                    error = %e,
+                    "a commit journal entry cannot be read; it is not ingested"
+                ),
+            }
+        }
+        self.committer.backlog_done();
+        Ok(done)
     }
 
     /// Runs a rejection's kept bytes through the pipeline again, as
@@ -263,6 +303,7 @@ impl Ingestor {
             upstream_key: inbound.upstream_key,
             items,
             digests,
+            journal: Default::default(),
         }
     }
 
@@ -320,6 +361,7 @@ impl Ingestor {
             upstream_key: notice.upstream_key,
             items,
             digests: Digests::default(),
+            journal: Default::default(),
         };
         self.commit_and_report(request, &mailboxes).await
     }

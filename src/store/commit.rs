@@ -15,15 +15,16 @@
 //! ticket message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::journal::{Journal, Pending};
 use super::{Store, StoreError};
 use crate::tickets::model::Outcome;
-use crate::tickets::{CommitRequest, OpOutcome, Operation, TicketSettings};
+use crate::tickets::{CommitRequest, Journaling, OpOutcome, Operation, TicketSettings};
 
 /// A store the writer thread can apply batches to: all requests of one
 /// batch in one durable transaction, all or nothing, each through
@@ -46,6 +47,31 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<OpOutcome>, StoreError> {
         self.apply_batch(settings, operations)
     }
+
+    /// [`apply_prepacked`](Backend::apply_prepacked) without durability:
+    /// the writer has the batch's journal record written before it answers.
+    /// `last_seq` (the record's last entry) is stored with the batch. A
+    /// backend without a journal commits durably.
+    fn apply_journaled(
+        &self,
+        settings: &TicketSettings,
+        operations: &[&Operation],
+        prepacked: &[super::codec::Prepacked],
+        _last_seq: u64,
+    ) -> Result<Vec<OpOutcome>, StoreError> {
+        self.apply_prepacked(settings, operations, prepacked)
+    }
+
+    /// Makes every commit so far durable.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The store's journal id (made on first use) and the last journal
+    /// entry it holds durably (0: none).
+    fn journal_state(&self) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
 }
 
 /// Called after each transaction with its duration and request count.
@@ -64,6 +90,11 @@ type Queue = Arc<RwLock<Option<mpsc::Sender<Job>>>>;
 #[derive(Clone)]
 pub struct Committer {
     tx: Queue,
+    /// Set once the journal's backlog was ingested again: from then on the
+    /// writer journals new batches (see [`Committer::start_journaled`]).
+    backlog_done: Arc<AtomicBool>,
+    /// Started with a journal: ingest encodes journal entries.
+    journaled: bool,
 }
 
 /// Most requests one transaction takes; the rest wait for the next.
@@ -87,11 +118,77 @@ impl Committer {
         Committer::start_on(Arc::new(store.clone()), settings, observer)
     }
 
+    /// [`start_joinable`](Self::start_joinable) with the commit journal
+    /// beside the store (see [`super::journal`]): small ingest batches are
+    /// committed without durability and answered once their journal record
+    /// is on disk; a checkpoint makes them durable in the store at least
+    /// every `interval`. Returns the journal's entries that the store does
+    /// not hold (a crash came between): the caller ingests each again, in
+    /// order, with [`Journaling::Replayed`], then calls
+    /// [`Committer::backlog_done`]; until then nothing new is journaled.
+    ///
+    /// With `enabled` false nothing is journaled, but a journal left by an
+    /// earlier run is still read for its backlog.
+    pub fn start_journaled(
+        store: &Store,
+        settings: TicketSettings,
+        observer: CommitObserver,
+        interval: Duration,
+        enabled: bool,
+    ) -> Result<(Committer, WriterHandle, Vec<Pending>), StoreError> {
+        let backend: Arc<dyn Backend> = Arc::new(store.clone());
+        let path = store.journal_path();
+        if !enabled && !path.exists() {
+            let (committer, handle) = Committer::spawn(backend, settings, observer, None);
+            return Ok((committer, handle, Vec::new()));
+        }
+        let (id, applied) = backend.journal_state()?;
+        let (journal, backlog) =
+            Journal::open(&path, id, applied).map_err(|source| StoreError::Journal {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let writer_journal = WriterJournal {
+            journal,
+            interval,
+            enabled,
+            on: enabled && backlog.is_empty(),
+            last_checkpoint: Instant::now(),
+        };
+        let (committer, handle) =
+            Committer::spawn(backend, settings, observer, Some(writer_journal));
+        if backlog.is_empty() {
+            committer.backlog_done();
+        }
+        Ok((committer, handle, backlog))
+    }
+
+    /// True when the writer has a journal, so ingest requests should carry
+    /// their [`Journaling::Entry`].
+    pub fn journals(&self) -> bool {
+        self.journaled
+    }
+
+    /// The journal's backlog was ingested again (or found unusable and
+    /// reported): the writer may journal new batches.
+    pub fn backlog_done(&self) {
+        self.backlog_done.store(true, Ordering::Release);
+    }
+
     /// [`start_joinable`](Self::start_joinable) on any [`Backend`].
     pub fn start_on(
         backend: Arc<dyn Backend>,
         settings: TicketSettings,
         observer: CommitObserver,
+    ) -> (Committer, WriterHandle) {
+        Committer::spawn(backend, settings, observer, None)
+    }
+
+    fn spawn(
+        backend: Arc<dyn Backend>,
+        settings: TicketSettings,
+        observer: CommitObserver,
+        journal: Option<WriterJournal>,
     ) -> (Committer, WriterHandle) {
         // Unbounded, but each sender waits for its answer: at most one
         // request per SMTP session or fetch worker is ever queued.
@@ -107,16 +204,35 @@ impl Committer {
             counting.requests.fetch_add(batch as u64, Ordering::AcqRel);
             observer(elapsed, batch)
         });
+        let backlog_done = Arc::new(AtomicBool::new(false));
+        let ready = backlog_done.clone();
+        let journaled = journal.as_ref().is_some_and(|j| j.enabled);
         let thread = std::thread::Builder::new()
             .name("mailgate-commit".into())
-            .spawn(move || writer_loop(backend, settings, observer, rx))
+            .spawn(move || {
+                let mut writer = Writer {
+                    backend,
+                    settings,
+                    observer,
+                    journal,
+                    backlog_done: ready,
+                };
+                writer.run(rx)
+            })
             .expect("spawning the commit thread");
         let handle = WriterHandle {
             tx: tx.clone(),
             thread,
             counts,
         };
-        (Committer { tx }, handle)
+        (
+            Committer {
+                tx,
+                backlog_done,
+                journaled,
+            },
+            handle,
+        )
     }
 
     /// Commits durably and returns one outcome per item, in order.
@@ -216,38 +332,165 @@ impl WriterHandle {
     }
 }
 
-/// The writer: blocks only while it holds nothing; then takes what is
-/// queued (up to the batch bounds) without waiting for more, commits it and
-/// answers it.
-fn writer_loop(
+/// The writer thread's state.
+struct Writer {
     backend: Arc<dyn Backend>,
     settings: TicketSettings,
     observer: CommitObserver,
-    rx: mpsc::Receiver<Job>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = gather(first, &rx);
-        let started = Instant::now();
-        let prepacked: Vec<super::codec::Prepacked> =
-            jobs.iter_mut().filter_map(|j| j.prepacked.take()).collect();
-        let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
-        let result = backend.apply_prepacked(&settings, &requests, &prepacked);
-        observer(started.elapsed(), jobs.len());
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+    journal: Option<WriterJournal>,
+    backlog_done: Arc<AtomicBool>,
+}
+
+/// The commit journal as the writer keeps it.
+struct WriterJournal {
+    journal: Journal,
+    /// Longest a journaled batch waits for its checkpoint.
+    interval: Duration,
+    /// False: opened only for its backlog; nothing new is journaled.
+    enabled: bool,
+    /// False while the backlog found at start is not ingested again: the
+    /// journal then takes nothing new and is never started over.
+    on: bool,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    /// Blocks only while it holds nothing; then takes what is queued (up to
+    /// the batch bounds) without waiting for more, commits it and answers
+    /// it. A journal with records is checkpointed when idle for its interval.
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        while let Some(first) = self.next_job(&rx) {
+            let mut jobs = gather(first, &rx);
+            let started = Instant::now();
+            let prepacked: Vec<super::codec::Prepacked> =
+                jobs.iter_mut().filter_map(|j| j.prepacked.take()).collect();
+            let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
+            let result = self.commit(&requests, &prepacked);
+            self.observer.as_ref()(started.elapsed(), jobs.len());
+            match result {
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, requests = jobs.len(), "store commit failed; answering with a temporary failure");
+                    let message = e.to_string();
+                    for job in jobs {
+                        let _ = job.reply.send(Err(message.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, requests = jobs.len(), "store commit failed; answering with a temporary failure");
-                let message = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(message.clone()));
-                }
+            self.checkpoint_if_due(false);
+        }
+        self.checkpoint_if_due(true);
+    }
+
+    /// The next request; None once every handle is gone.
+    fn next_job(&mut self, rx: &mpsc::Receiver<Job>) -> Option<Job> {
+        let waiting = self
+            .journal
+            .as_ref()
+            .filter(|j| j.on && j.journal.written());
+        if let Some(interval) = waiting.map(|j| j.interval) {
+            match rx.recv_timeout(interval) {
+                Ok(job) => return Some(job),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint_if_due(true),
             }
         }
+        rx.recv().ok()
     }
+
+    /// One batch: journaled when it may be, else one durable transaction.
+    fn commit(
+        &mut self,
+        requests: &[&Operation],
+        prepacked: &[super::codec::Prepacked],
+    ) -> Result<Vec<OpOutcome>, StoreError> {
+        if let Some(j) = self.journal.as_mut()
+            && j.enabled
+            && !j.on
+            && self.backlog_done.load(Ordering::Acquire)
+        {
+            j.on = true;
+        }
+        let entries = match &self.journal {
+            Some(j) if j.on => journal_entries(requests),
+            _ => None,
+        };
+        let (Some(entries), Some(j)) = (entries, self.journal.as_mut()) else {
+            let outcomes = self
+                .backend
+                .apply_prepacked(&self.settings, requests, prepacked)?;
+            // Durable: it carried every journaled batch before it along.
+            if let Some(j) = self.journal.as_mut().filter(|j| j.on) {
+                j.journal.restart();
+                j.last_checkpoint = Instant::now();
+            }
+            return Ok(outcomes);
+        };
+        let last_seq = j.journal.next_seq() + entries.len() as u64 - 1;
+        let outcomes =
+            self.backend
+                .apply_journaled(&self.settings, requests, prepacked, last_seq)?;
+        if let Err(e) = j.journal.append(&entries) {
+            tracing::error!(
+                path = %j.journal.path().display(),
+                error = %e,
+                "cannot write the commit journal; committing the batch durably in the store instead"
+            );
+            self.backend.checkpoint()?;
+            j.journal.restart();
+            j.last_checkpoint = Instant::now();
+        }
+        Ok(outcomes)
+    }
+
+    /// Checkpoints when the journal holds records and is full, or they
+    /// have waited the interval (or at once with `now`, when idle or ending).
+    fn checkpoint_if_due(&mut self, now: bool) {
+        let Some(j) = self
+            .journal
+            .as_mut()
+            .filter(|j| j.on && j.journal.written())
+        else {
+            return;
+        };
+        if !(now || j.journal.full() || j.last_checkpoint.elapsed() >= j.interval) {
+            return;
+        }
+        match self.backend.checkpoint() {
+            Ok(()) => {
+                j.journal.restart();
+                j.last_checkpoint = Instant::now();
+            }
+            // The records stay; the next batch or idle moment tries again.
+            Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
+        }
+    }
+}
+
+/// The journal entries of a batch that may be journaled: ingest requests
+/// only, each with its entry, within one record's size.
+fn journal_entries<'a>(requests: &[&'a Operation]) -> Option<Vec<&'a [u8]>> {
+    let mut entries = Vec::with_capacity(requests.len());
+    let mut bytes = 0usize;
+    for request in requests {
+        let Operation::Ingest(CommitRequest {
+            journal: Journaling::Entry(entry),
+            ..
+        }) = request
+        else {
+            return None;
+        };
+        bytes += entry.len() + 4;
+        if bytes > super::journal::MAX_RECORD {
+            return None;
+        }
+        entries.push(entry.as_ref());
+    }
+    Some(entries)
 }
 
 /// The batch that starts with `first`: everything already queued behind
@@ -290,6 +533,151 @@ mod tests {
         outcomes.sort_by_key(|o| matches!(o, Outcome::Duplicate(_)));
         assert!(matches!(outcomes[0], Outcome::Stored { .. }));
         assert!(matches!(outcomes[1], Outcome::Duplicate(_)));
+    }
+
+    fn journaled(i: usize, journal: Journaling) -> CommitRequest {
+        const IDS: [&str; 4] = ["j0@x", "j1@x", "j2@x", "j3@x"];
+        let m = mail("a@x.test", Some(IDS[i]), "s");
+        CommitRequest {
+            journal,
+            ..request(&m)
+        }
+    }
+
+    fn stored_id(outcomes: Vec<Outcome>) -> u64 {
+        match outcomes.as_slice() {
+            [Outcome::Stored { message_id, .. }] => *message_id,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
+    /// The files of a running store as a crash would leave them.
+    fn crash_copy(store: &Store, path: &std::path::Path) -> tempfile::TempDir {
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(path, crashed.path().join("db.redb")).unwrap();
+        std::fs::copy(store.journal_path(), crashed.path().join("db.redb.journal")).unwrap();
+        crashed
+    }
+
+    #[tokio::test]
+    async fn a_journaled_batch_is_answered_from_the_journal_and_comes_back_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let hour = Duration::from_secs(3600);
+        let (committer, writer, backlog) =
+            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
+                .unwrap();
+        assert!(backlog.is_empty() && committer.journals());
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let entry = Journaling::Entry(format!("entry {i}").into_bytes().into());
+            ids.push(stored_id(
+                committer.commit(journaled(i, entry)).await.unwrap(),
+            ));
+        }
+        // Readers of the running store see them at once.
+        assert!(store.message(ids[2]).unwrap().is_some());
+        let crashed = crash_copy(&store, &path);
+        // A clean end checkpoints: the store itself holds all three.
+        drop(committer);
+        writer.join().unwrap();
+        drop(store);
+        let clean = Store::open(&path).unwrap();
+        assert!(ids.iter().all(|id| clean.message(*id).unwrap().is_some()));
+        assert_eq!(clean.journal_state().unwrap().1, 3);
+
+        // After the crash the database holds none of them: they were
+        // acknowledged from the journal, which hands them back in order.
+        let crashed_path = crashed.path().join("db.redb");
+        let store = Store::open(&crashed_path).unwrap();
+        assert!(ids.iter().all(|id| store.message(*id).unwrap().is_none()));
+        let (committer, writer, backlog) =
+            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
+                .unwrap();
+        let got: Vec<(u64, &[u8])> = backlog.iter().map(|p| (p.seq, p.entry.as_ref())).collect();
+        assert_eq!(
+            got,
+            vec![(1, &b"entry 0"[..]), (2, b"entry 1"), (3, b"entry 2")]
+        );
+        // Until the backlog is in, nothing new is journaled.
+        for (i, pending) in backlog.iter().enumerate() {
+            let again = journaled(i, Journaling::Replayed(pending.seq));
+            // The same requests in the same order make the same ids.
+            assert_eq!(stored_id(committer.commit(again).await.unwrap()), ids[i]);
+            assert_eq!(store.journal_state().unwrap().1, pending.seq);
+        }
+        committer.backlog_done();
+        let entry = Journaling::Entry(b"entry 3".to_vec().into());
+        let fourth = stored_id(committer.commit(journaled(3, entry)).await.unwrap());
+        let crashed_again = crash_copy(&store, &crashed_path);
+        drop(committer);
+        writer.join().unwrap();
+
+        // A second crash hands back only what came after the replay.
+        let store = Store::open(&crashed_again.path().join("db.redb")).unwrap();
+        assert!(ids.iter().all(|id| store.message(*id).unwrap().is_some()));
+        assert!(store.message(fourth).unwrap().is_none());
+        let (_, _, backlog) =
+            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
+                .unwrap();
+        let got: Vec<(u64, &[u8])> = backlog.iter().map(|p| (p.seq, p.entry.as_ref())).collect();
+        assert_eq!(got, vec![(4, &b"entry 3"[..])]);
+    }
+
+    #[tokio::test]
+    async fn the_writer_checkpoints_when_idle_for_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let interval = Duration::from_millis(50);
+        let (committer, _writer, _) =
+            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), interval, true)
+                .unwrap();
+        let entry = Journaling::Entry(b"e".to_vec().into());
+        let id = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let crashed = crash_copy(&store, &path);
+            // A copy taken mid-checkpoint may be torn; the next one is not.
+            let copy = Store::open(&crashed.path().join("db.redb"));
+            if let Ok(copy) = copy
+                && copy.message(id).unwrap().is_some()
+            {
+                assert_eq!(copy.journal_state().unwrap().1, 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_journaled_is_durable_and_starts_the_journal_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let hour = Duration::from_secs(3600);
+        let (committer, _writer, _) =
+            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
+                .unwrap();
+        let entry = Journaling::Entry(b"journaled".to_vec().into());
+        let first = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
+        // No entry (as for large mail): a durable commit, which carries the
+        // journaled one along.
+        let second = stored_id(
+            committer
+                .commit(journaled(1, Journaling::Off))
+                .await
+                .unwrap(),
+        );
+        let crashed = crash_copy(&store, &path);
+        let copy = Store::open(&crashed.path().join("db.redb")).unwrap();
+        assert!(copy.message(first).unwrap().is_some());
+        assert!(copy.message(second).unwrap().is_some());
+        let (_, _, backlog) =
+            Committer::start_journaled(&copy, settings(), Arc::new(|_, _| {}), hour, true).unwrap();
+        assert!(backlog.is_empty(), "{backlog:?}");
     }
 
     /// Stands in for the durable store and lets the test drive the writer

@@ -9,6 +9,7 @@ pub mod commit;
 pub mod index;
 #[cfg(test)]
 mod index_tests;
+pub mod journal;
 mod lazy_table;
 pub mod mailbox_state;
 pub mod oauth_tokens;
@@ -46,6 +47,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot open the commit journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 macro_rules! from_redb {
@@ -69,6 +75,7 @@ from_redb!(
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    path: Arc<std::path::PathBuf>,
 }
 
 /// redb's page cache when the caller does not say (`store.cache_size`'s
@@ -133,7 +140,17 @@ impl Store {
         }
         txn.commit()?;
         index::ensure(&db)?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// The commit journal beside the database file (see [`journal`]).
+    pub fn journal_path(&self) -> std::path::PathBuf {
+        let mut name = self.path.as_os_str().to_os_string();
+        name.push(".journal");
+        name.into()
     }
 
     pub(crate) fn db(&self) -> &Arc<Database> {

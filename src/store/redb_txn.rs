@@ -1,7 +1,7 @@
 //! The ticket rules' transaction interface over redb's tables: one
 //! [`RedbTxn`] is the set of tables opened in one write transaction.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 
 use super::lazy_table::LazyTable;
 use super::schema::*;
@@ -448,8 +448,99 @@ impl super::commit::Backend for super::Store {
         requests: &[&crate::tickets::Operation],
         prepacked: &[codec::Prepacked],
     ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
+        // A replayed journal entry records its number with what it made.
+        let replayed = requests
+            .iter()
+            .filter_map(|r| match r {
+                crate::tickets::Operation::Ingest(c) => match c.journal {
+                    crate::tickets::Journaling::Replayed(seq) => Some(seq),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .max();
+        self.apply_in_txn(
+            settings,
+            requests,
+            prepacked,
+            replayed,
+            Durability::Immediate,
+        )
+    }
+
+    fn apply_journaled(
+        &self,
+        settings: &crate::tickets::TicketSettings,
+        requests: &[&crate::tickets::Operation],
+        prepacked: &[codec::Prepacked],
+        last_seq: u64,
+    ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
+        self.apply_in_txn(
+            settings,
+            requests,
+            prepacked,
+            Some(last_seq),
+            Durability::None,
+        )
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let txn = self.db().begin_write()?;
+        // Nothing to change: a durable commit carries every non-durable
+        // one before it to disk.
+        txn.commit()?;
+        tracing::debug!(
+            us = started.elapsed().as_micros() as u64,
+            "store checkpoint committed"
+        );
+        Ok(())
+    }
+
+    fn journal_state(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db().begin_write()?;
+        let state = {
+            let mut meta = txn.open_table(super::schema::META)?;
+            let applied = meta.get(JOURNAL_KEY)?.map(|v| v.value()).unwrap_or(0);
+            let id = meta.get(JOURNAL_ID_KEY)?.map(|v| v.value());
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let mut bytes = [0u8; 8];
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                        .map_err(|_| StoreError::Failed("no random journal id".into()))?;
+                    let id = u64::from_le_bytes(bytes);
+                    meta.insert(JOURNAL_ID_KEY, id)?;
+                    id
+                }
+            };
+            (id, applied)
+        };
+        txn.commit()?;
+        Ok(state)
+    }
+}
+
+/// META's key for the last commit-journal entry the store holds.
+const JOURNAL_KEY: &str = "journal_applied";
+/// META's key for the id that ties a journal file to this database.
+const JOURNAL_ID_KEY: &str = "journal_id";
+
+impl super::Store {
+    /// One write transaction for the batch, with `durability`; records
+    /// `journal_seq` (when given, and higher than before) in META with it.
+    fn apply_in_txn(
+        &self,
+        settings: &crate::tickets::TicketSettings,
+        requests: &[&crate::tickets::Operation],
+        prepacked: &[codec::Prepacked],
+        journal_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<Vec<crate::tickets::OpOutcome>, StoreError> {
+        let started = std::time::Instant::now();
+        let mut txn = self.db().begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
         let mut all = Vec::with_capacity(requests.len());
         {
             let mut tables = RedbTxn::open_with(&txn, prepacked)?;
@@ -457,10 +548,18 @@ impl super::commit::Backend for super::Store {
                 all.push(crate::tickets::apply_op(&mut tables, settings, request)?);
             }
         }
+        if let Some(seq) = journal_seq {
+            let mut meta = txn.open_table(super::schema::META)?;
+            let before = meta.get(JOURNAL_KEY)?.map(|v| v.value()).unwrap_or(0);
+            if seq > before {
+                meta.insert(JOURNAL_KEY, seq)?;
+            }
+        }
         let applied = started.elapsed();
         txn.commit()?;
         tracing::debug!(
             requests = requests.len(),
+            durable = matches!(durability, Durability::Immediate),
             apply_us = applied.as_micros() as u64,
             commit_us = (started.elapsed() - applied).as_micros() as u64,
             "store transaction committed"

@@ -34,8 +34,8 @@ pub mod update;
 
 pub use apply::{apply, apply_op};
 pub use request::{
-    Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, MailboxRef, OpOutcome,
-    Operation, ReplayOutcome, ReplayRequest, ReplyOutcome, ReplyRequest, Sender, TicketSettings,
-    TicketUpdate, UpdateOutcome,
+    Attempt, CommitRequest, DeliveryOutcome, DeliveryUpdate, Item, Journaling, MailboxRef,
+    OpOutcome, Operation, ReplayOutcome, ReplayRequest, ReplyOutcome, ReplyRequest, Sender,
+    TicketSettings, TicketUpdate, UpdateOutcome,
 };
 pub use submit::{SubmitOutcome, SubmitRequest};

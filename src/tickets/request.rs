@@ -82,6 +82,23 @@ pub struct CommitRequest {
     /// Hashes of the message for dedup, when the caller computed them (see
     /// [`super::dedup::Digests`]); what is missing is computed at commit.
     pub digests: super::dedup::Digests,
+    /// How the commit journal sees this request (see `store::journal`).
+    pub journal: Journaling,
+}
+
+/// A request's part in the commit journal.
+#[derive(Debug, Clone, Default)]
+pub enum Journaling {
+    /// Committed to the store durably, as it is.
+    #[default]
+    Off,
+    /// What ingest would need to make this request again (its encoded
+    /// input): the writer may commit it without durability and journal
+    /// this instead.
+    Entry(Bytes),
+    /// This request remakes journal entry `seq` after a crash; the store
+    /// records that number with it.
+    Replayed(u64),
 }
 
 /// Who a mailbox sends as.

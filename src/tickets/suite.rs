@@ -240,6 +240,7 @@ fn request_with(
         raw,
         upstream_key: None,
         digests: Default::default(),
+        journal: Default::default(),
         items: mailboxes
             .iter()
             .map(|name| Item::Message {
@@ -270,6 +271,7 @@ fn reject_request(raw: &'static [u8], message_id: Option<&str>, keep_raw: bool) 
         size: raw.len() as u64,
         upstream_key: None,
         digests: Default::default(),
+        journal: Default::default(),
         items: vec![Item::Reject {
             mailbox: Some("support".into()),
             reason: if keep_raw {

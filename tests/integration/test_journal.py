@@ -1,0 +1,71 @@
+"""The commit journal: mail acknowledged from the journal before its database
+checkpoint survives SIGKILL, is ingested again at the next start under the
+same message ids and tickets as its 250 said, and only once."""
+
+import time
+
+from mailmsg import make_msg, new_msgid
+
+
+def _send_thread(g, n):
+    """n messages, the 2nd.. replying to the 1st; [(Message-ID, outcome)]."""
+    first = new_msgid()
+    sent = []
+    for i in range(n):
+        mid = first if i == 0 else new_msgid()
+        msg = make_msg(f"journal {i}", msgid=mid, in_reply_to=None if i == 0 else first,
+                       body=f"message {i}\r\n" * 10)
+        reply = g.send(msg)
+        assert reply.code == 250, reply
+        sent.append((mid, reply.message()))
+    return sent
+
+
+def _assert_stored_as_acknowledged(g, sent):
+    for mid, o in sent:
+        stored = g.message(o.id)
+        assert stored["message_id"] == mid, f"message {o.id} is not {mid}: {stored}"
+        assert g.ticket(stored["ticket_id"])["number"] == o.ticket, (stored, o)
+
+
+def test_sigkill_before_the_checkpoint_replays_the_journal_once(make_gateway):
+    g = make_gateway({"store": {"checkpoint_interval": "1h"}})
+    sent = _send_thread(g, 6)
+    assert len({o.ticket for _, o in sent}) == 1, "the replies did not thread"
+    journal = g.workdir / "data" / "mailgate.redb.journal"
+    assert journal.exists(), list((g.workdir / "data").iterdir())
+    g.kill()
+
+    g.start()
+    lines, text = g.wait_log("commit journal ingested again")
+    assert lines and "messages=6" in lines[0], text
+    _assert_stored_as_acknowledged(g, sent)
+    assert g.store_counts() == (6, 0)
+    # Mail after the replay gets ids of its own.
+    later = _send_thread(g, 2)
+    assert {o.id for _, o in later}.isdisjoint({o.id for _, o in sent})
+
+    g.restart()
+    assert "ingesting again" not in g.log_text(), g.log_text()
+    _assert_stored_as_acknowledged(g, sent + later)
+    assert g.store_counts() == (8, 0)
+
+
+def test_an_idle_checkpoint_leaves_nothing_to_replay(make_gateway):
+    g = make_gateway({"store": {"checkpoint_interval": "200ms"}})
+    sent = _send_thread(g, 3)
+    time.sleep(1.5)  # idle past the interval: the writer checkpoints by itself
+    g.kill()
+    g.start()
+    assert "ingesting again" not in g.log_text(), g.log_text()
+    _assert_stored_as_acknowledged(g, sent)
+
+
+def test_with_the_journal_off_every_commit_is_durable_and_no_journal_is_made(make_gateway):
+    g = make_gateway({"store": {"journal": False, "checkpoint_interval": "1h"}})
+    sent = _send_thread(g, 3)
+    g.kill()
+    g.start()
+    assert "ingesting again" not in g.log_text(), g.log_text()
+    _assert_stored_as_acknowledged(g, sent)
+    assert not (g.workdir / "data" / "mailgate.redb.journal").exists()
