@@ -536,7 +536,7 @@ mod tests {
     }
 
     fn journaled(i: usize, journal: Journaling) -> CommitRequest {
-        const IDS: [&str; 4] = ["j0@x", "j1@x", "j2@x", "j3@x"];
+        const IDS: [&str; 5] = ["j0@x", "j1@x", "j2@x", "j3@x", "j4@x"];
         let m = mail("a@x.test", Some(IDS[i]), "s");
         CommitRequest {
             journal,
@@ -600,13 +600,20 @@ mod tests {
             got,
             vec![(1, &b"entry 0"[..]), (2, b"entry 1"), (3, b"entry 2")]
         );
-        // Until the backlog is in, nothing new is journaled.
         for (i, pending) in backlog.iter().enumerate() {
             let again = journaled(i, Journaling::Replayed(pending.seq));
             // The same requests in the same order make the same ids.
             assert_eq!(stored_id(committer.commit(again).await.unwrap()), ids[i]);
             assert_eq!(store.journal_state().unwrap().1, pending.seq);
         }
+        // Until the caller says the backlog is in, nothing new is journaled:
+        // this one is durable at once.
+        let entry = Journaling::Entry(b"early".to_vec().into());
+        let early = stored_id(committer.commit(journaled(4, entry)).await.unwrap());
+        let copy_dir = crash_copy(&store, &crashed_path);
+        let copy = Store::open(&copy_dir.path().join("db.redb")).unwrap();
+        assert!(copy.message(early).unwrap().is_some());
+        drop(copy);
         committer.backlog_done();
         let entry = Journaling::Entry(b"entry 3".to_vec().into());
         let fourth = stored_id(committer.commit(journaled(3, entry)).await.unwrap());
@@ -617,6 +624,7 @@ mod tests {
         // A second crash hands back only what came after the replay.
         let store = Store::open(&crashed_again.path().join("db.redb")).unwrap();
         assert!(ids.iter().all(|id| store.message(*id).unwrap().is_some()));
+        assert!(store.message(early).unwrap().is_some());
         assert!(store.message(fourth).unwrap().is_none());
         let (_, _, backlog) =
             Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
