@@ -96,10 +96,11 @@ pub async fn sync(config: Config, name: &str) -> Result<()> {
         Err(e) => return Err(e).context("opening the database"),
     };
     let core = app.core(store)?;
-    let result = match core.replay_journal().await {
-        Ok(_) => sync_here(&core, name, credential).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        core.replay_journal().await?;
+        sync_here(&core, name, credential).await
+    }
+    .await;
     // Whatever happened, the writer commits what is queued before we exit.
     core.close(WORKER_TIMEOUT, WRITER_TIMEOUT).await?;
     result

@@ -15,12 +15,12 @@ pub async fn run(config: Config) -> Result<()> {
         .open_store()
         .with_context(|| format!("opening the database {}", db_path.display()))?;
     let core = app.core(store)?;
-    let replayed = core.replay_journal().await;
-    let front = match replayed {
-        Ok(_) => app.front(&core).await,
-        Err(e) => Err(e),
+    // The journal's backlog goes in before anything new is accepted.
+    let front = async {
+        core.replay_journal().await?;
+        app.front(&core).await
     };
-    let front = match front {
+    let front = match front.await {
         Ok(front) => front,
         Err(e) => {
             // Nothing was accepted yet; still end the writer cleanly.

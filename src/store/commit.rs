@@ -354,6 +354,15 @@ struct WriterJournal {
     last_checkpoint: Instant,
 }
 
+impl WriterJournal {
+    /// A durable commit carried every journaled batch before it along:
+    /// the file may start over.
+    fn checkpointed(&mut self) {
+        self.journal.restart();
+        self.last_checkpoint = Instant::now();
+    }
+}
+
 impl Writer {
     /// Blocks only while it holds nothing; then takes what is queued (up to
     /// the batch bounds) without waiting for more, commits it and answers
@@ -423,10 +432,8 @@ impl Writer {
             let outcomes = self
                 .backend
                 .apply_prepacked(&self.settings, requests, prepacked)?;
-            // Durable: it carried every journaled batch before it along.
             if let Some(j) = self.journal.as_mut().filter(|j| j.on) {
-                j.journal.restart();
-                j.last_checkpoint = Instant::now();
+                j.checkpointed();
             }
             return Ok(outcomes);
         };
@@ -441,8 +448,7 @@ impl Writer {
                 "cannot write the commit journal; committing the batch durably in the store instead"
             );
             self.backend.checkpoint()?;
-            j.journal.restart();
-            j.last_checkpoint = Instant::now();
+            j.checkpointed();
         }
         Ok(outcomes)
     }
@@ -461,10 +467,7 @@ impl Writer {
             return;
         }
         match self.backend.checkpoint() {
-            Ok(()) => {
-                j.journal.restart();
-                j.last_checkpoint = Instant::now();
-            }
+            Ok(()) => j.checkpointed(),
             // The records stay; the next batch or idle moment tries again.
             Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
         }
@@ -551,6 +554,17 @@ mod tests {
         }
     }
 
+    fn start(
+        store: &Store,
+        interval: Duration,
+    ) -> (Committer, WriterHandle, Vec<super::super::journal::Pending>) {
+        Committer::start_journaled(store, settings(), Arc::new(|_, _| {}), interval, true).unwrap()
+    }
+
+    fn seq_entries(backlog: &[super::super::journal::Pending]) -> Vec<(u64, &[u8])> {
+        backlog.iter().map(|p| (p.seq, p.entry.as_ref())).collect()
+    }
+
     /// The files of a running store as a crash would leave them.
     fn crash_copy(store: &Store, path: &std::path::Path) -> tempfile::TempDir {
         let crashed = tempfile::tempdir().unwrap();
@@ -565,9 +579,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         let store = Store::open(&path).unwrap();
         let hour = Duration::from_secs(3600);
-        let (committer, writer, backlog) =
-            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
-                .unwrap();
+        let (committer, writer, backlog) = start(&store, hour);
         assert!(backlog.is_empty() && committer.journals());
         let mut ids = Vec::new();
         for i in 0..3 {
@@ -592,12 +604,9 @@ mod tests {
         let crashed_path = crashed.path().join("db.redb");
         let store = Store::open(&crashed_path).unwrap();
         assert!(ids.iter().all(|id| store.message(*id).unwrap().is_none()));
-        let (committer, writer, backlog) =
-            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
-                .unwrap();
-        let got: Vec<(u64, &[u8])> = backlog.iter().map(|p| (p.seq, p.entry.as_ref())).collect();
+        let (committer, writer, backlog) = start(&store, hour);
         assert_eq!(
-            got,
+            seq_entries(&backlog),
             vec![(1, &b"entry 0"[..]), (2, b"entry 1"), (3, b"entry 2")]
         );
         for (i, pending) in backlog.iter().enumerate() {
@@ -626,11 +635,8 @@ mod tests {
         assert!(ids.iter().all(|id| store.message(*id).unwrap().is_some()));
         assert!(store.message(early).unwrap().is_some());
         assert!(store.message(fourth).unwrap().is_none());
-        let (_, _, backlog) =
-            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
-                .unwrap();
-        let got: Vec<(u64, &[u8])> = backlog.iter().map(|p| (p.seq, p.entry.as_ref())).collect();
-        assert_eq!(got, vec![(4, &b"entry 3"[..])]);
+        let (_, _, backlog) = start(&store, hour);
+        assert_eq!(seq_entries(&backlog), vec![(4, &b"entry 3"[..])]);
     }
 
     #[tokio::test]
@@ -639,9 +645,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         let store = Store::open(&path).unwrap();
         let interval = Duration::from_millis(50);
-        let (committer, _writer, _) =
-            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), interval, true)
-                .unwrap();
+        let (committer, _writer, _) = start(&store, interval);
         let entry = Journaling::Entry(b"e".to_vec().into());
         let id = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -666,9 +670,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         let store = Store::open(&path).unwrap();
         let hour = Duration::from_secs(3600);
-        let (committer, _writer, _) =
-            Committer::start_journaled(&store, settings(), Arc::new(|_, _| {}), hour, true)
-                .unwrap();
+        let (committer, _writer, _) = start(&store, hour);
         let entry = Journaling::Entry(b"journaled".to_vec().into());
         let first = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
         // No entry (as for large mail): a durable commit, which carries the
@@ -683,8 +685,7 @@ mod tests {
         let copy = Store::open(&crashed.path().join("db.redb")).unwrap();
         assert!(copy.message(first).unwrap().is_some());
         assert!(copy.message(second).unwrap().is_some());
-        let (_, _, backlog) =
-            Committer::start_journaled(&copy, settings(), Arc::new(|_, _| {}), hour, true).unwrap();
+        let (_, _, backlog) = start(&copy, hour);
         assert!(backlog.is_empty(), "{backlog:?}");
     }
 
