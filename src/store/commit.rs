@@ -138,13 +138,26 @@ impl Committer {
     ) -> Result<(Committer, WriterHandle, Vec<Pending>), StoreError> {
         let backend: Arc<dyn Backend> = Arc::new(store.clone());
         let path = store.journal_path();
+        Committer::start_journaled_on(backend, &path, settings, observer, interval, enabled)
+    }
+
+    /// [`start_journaled`](Self::start_journaled) on any [`Backend`], with
+    /// its journal at `path`.
+    pub fn start_journaled_on(
+        backend: Arc<dyn Backend>,
+        path: &std::path::Path,
+        settings: TicketSettings,
+        observer: CommitObserver,
+        interval: Duration,
+        enabled: bool,
+    ) -> Result<(Committer, WriterHandle, Vec<Pending>), StoreError> {
         if !enabled && !path.exists() {
             let (committer, handle) = Committer::spawn(backend, settings, observer, None);
             return Ok((committer, handle, Vec::new()));
         }
         let (id, applied) = backend.journal_state()?;
         let (journal, backlog) =
-            Journal::open(&path, id, applied).map_err(|source| StoreError::Journal {
+            Journal::open(path, id, applied).map_err(|source| StoreError::Journal {
                 path: path.display().to_string(),
                 source,
             })?;
@@ -438,10 +451,32 @@ impl Writer {
             return Ok(outcomes);
         };
         let last_seq = j.journal.next_seq() + entries.len() as u64 - 1;
-        let outcomes =
-            self.backend
-                .apply_journaled(&self.settings, requests, prepacked, last_seq)?;
-        if let Err(e) = j.journal.append(&entries) {
+        // The record goes to the disk while redb applies the batch: the
+        // fdatasync after it then has only the flush left to wait for.
+        let written = j.journal.write(&entries);
+        let outcomes = match self.backend.apply_journaled(
+            &self.settings,
+            requests,
+            prepacked,
+            last_seq,
+        ) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Its senders hear of the failure: a crash must not
+                // ingest the batch after all.
+                if let Ok(written) = written
+                    && let Err(discard) = j.journal.discard(written)
+                {
+                    tracing::error!(
+                        path = %j.journal.path().display(),
+                        error = %discard,
+                        "cannot take a failed batch back out of the commit journal; a crash before the next checkpoint would ingest it after all"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        if let Err(e) = written.and_then(|written| j.journal.sync(written)) {
             tracing::error!(
                 path = %j.journal.path().display(),
                 error = %e,
@@ -687,6 +722,90 @@ mod tests {
         assert!(copy.message(second).unwrap().is_some());
         let (_, _, backlog) = start(&copy, hour);
         assert!(backlog.is_empty(), "{backlog:?}");
+    }
+
+    /// The real store, except that its journaled commits fail while `fail`.
+    struct Failing {
+        store: Store,
+        fail: AtomicBool,
+    }
+
+    impl Backend for Failing {
+        fn apply_batch(
+            &self,
+            settings: &TicketSettings,
+            operations: &[&Operation],
+        ) -> Result<Vec<OpOutcome>, StoreError> {
+            self.store.apply_batch(settings, operations)
+        }
+
+        fn apply_journaled(
+            &self,
+            settings: &TicketSettings,
+            operations: &[&Operation],
+            prepacked: &[super::super::codec::Prepacked],
+            last_seq: u64,
+        ) -> Result<Vec<OpOutcome>, StoreError> {
+            if self.fail.load(Ordering::Acquire) {
+                return Err(StoreError::Failed("injected failure".into()));
+            }
+            self.store
+                .apply_journaled(settings, operations, prepacked, last_seq)
+        }
+
+        fn checkpoint(&self) -> Result<(), StoreError> {
+            self.store.checkpoint()
+        }
+
+        fn journal_state(&self) -> Result<(u64, u64), StoreError> {
+            self.store.journal_state()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_transaction_failed_is_taken_back_out_of_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let backend = Arc::new(Failing {
+            store: store.clone(),
+            fail: AtomicBool::new(false),
+        });
+        let hour = Duration::from_secs(3600);
+        let observer: CommitObserver = Arc::new(|_, _| {});
+        let (committer, _writer, backlog) = Committer::start_journaled_on(
+            backend.clone(),
+            &store.journal_path(),
+            settings(),
+            observer,
+            hour,
+            true,
+        )
+        .unwrap();
+        assert!(backlog.is_empty());
+        let entry = |e: &str| Journaling::Entry(e.as_bytes().to_vec().into());
+        committer
+            .commit(journaled(0, entry("before")))
+            .await
+            .unwrap();
+        backend.fail.store(true, Ordering::Release);
+        // Its sender hears of the failure (and would send it again) ...
+        let failed = committer.commit(journaled(1, entry("failed"))).await;
+        assert!(failed.is_err(), "{failed:?}");
+        backend.fail.store(false, Ordering::Release);
+        committer
+            .commit(journaled(2, entry("after")))
+            .await
+            .unwrap();
+        // ... so a crash does not ingest it after all; the next record took
+        // its place and its number.
+        let crashed = crash_copy(&store, &path);
+        let copy = Store::open(&crashed.path().join("db.redb")).unwrap();
+        let (_, _, backlog) = start(&copy, hour);
+        assert_eq!(
+            seq_entries(&backlog),
+            vec![(1, &b"before"[..]), (2, b"after")]
+        );
     }
 
     /// Stands in for the durable store and lets the test drive the writer

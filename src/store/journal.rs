@@ -111,17 +111,58 @@ impl Journal {
     }
 
     /// Writes one record of `entries` (numbered from [`next_seq`]) and
-    /// waits until it is on disk. The numbers are used up even on error.
+    /// waits until it is on disk: [`write`] then [`sync`].
     ///
     /// [`next_seq`]: Journal::next_seq
+    /// [`write`]: Journal::write
+    /// [`sync`]: Journal::sync
+    #[cfg(test)]
     pub fn append(&mut self, entries: &[&[u8]]) -> io::Result<()> {
+        let written = self.write(entries)?;
+        self.sync(written)
+    }
+
+    /// Writes one record of `entries` (numbered from [`next_seq`]) and
+    /// starts its writeback without waiting for it, so that the writer
+    /// applies the batch to redb while the disk takes the record; then
+    /// [`sync`] or, if the batch failed, [`discard`]. On error nothing is
+    /// used up: a partial record is torn and the next write overwrites it.
+    ///
+    /// [`next_seq`]: Journal::next_seq
+    /// [`sync`]: Journal::sync
+    /// [`discard`]: Journal::discard
+    pub fn write(&mut self, entries: &[&[u8]]) -> io::Result<Written> {
         let first = self.next_seq;
-        self.next_seq += entries.len() as u64;
         let record = encode(self.id, first, entries);
-        self.written = true;
         self.file.write_all_at(&record, self.offset)?;
-        self.file.sync_data()?;
+        start_writeback(&self.file, self.offset, record.len());
+        let written = Written {
+            offset: self.offset,
+            first,
+        };
+        self.next_seq += entries.len() as u64;
         self.offset += record.len() as u64;
+        self.written = true;
+        Ok(written)
+    }
+
+    /// Waits until the record [`write`](Journal::write) made is on disk.
+    /// On error it may or may not be: the caller makes its batch durable
+    /// in the store and restarts the journal.
+    pub fn sync(&mut self, _written: Written) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Takes back the record [`write`](Journal::write) made, for a batch
+    /// whose transaction failed and whose senders are told so: its magic
+    /// is zeroed on disk, so no reader gets to it, and the next record
+    /// takes its place and numbers. On error the record may still be read
+    /// after a crash.
+    pub fn discard(&mut self, written: Written) -> io::Result<()> {
+        self.file.write_all_at(&[0; 4], written.offset)?;
+        self.file.sync_data()?;
+        self.offset = written.offset;
+        self.next_seq = written.first;
         Ok(())
     }
 
@@ -144,6 +185,35 @@ impl Journal {
         self.written = false;
     }
 }
+
+/// A record [`Journal::write`] wrote: where, and its first number.
+#[derive(Debug)]
+#[must_use = "a written record is synced or discarded"]
+pub struct Written {
+    offset: u64,
+    first: u64,
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` to the disk
+/// without waiting: only a head start for the `fdatasync` that follows,
+/// which is what makes them durable.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes a descriptor that `file` keeps open and
+    // plain integers; it touches no memory of this process.
+    let _hint = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
 
 fn encode(id: u64, first: u64, entries: &[&[u8]]) -> Vec<u8> {
     let payload_len: usize = entries.iter().map(|e| 4 + e.len()).sum();
@@ -270,6 +340,25 @@ mod tests {
         let (_, left) = Journal::open(&path, ID, 3).unwrap();
         // Record 2 and 3 of the old round follow d; 2 is not d's successor.
         assert_eq!(entries(&left), vec![(4, &b"d"[..])]);
+    }
+
+    #[test]
+    fn a_discarded_record_is_not_read_and_the_next_takes_its_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut j, _) = Journal::open(&path, ID, 0).unwrap();
+        j.append(&[b"kept"]).unwrap();
+        let written = j.write(&[b"failed", b"batch"]).unwrap();
+        j.discard(written).unwrap();
+        assert_eq!(j.next_seq(), 2);
+        drop(j);
+        let (mut j, pending) = Journal::open(&path, ID, 0).unwrap();
+        assert_eq!(entries(&pending), vec![(1, &b"kept"[..])]);
+        let written = j.write(&[b"later"]).unwrap();
+        j.sync(written).unwrap();
+        drop(j);
+        let (_, pending) = Journal::open(&path, ID, 0).unwrap();
+        assert_eq!(entries(&pending), vec![(1, &b"kept"[..]), (2, b"later")]);
     }
 
     #[test]
