@@ -8,6 +8,7 @@
 #                    is started; openssl makes the private CA of the Dovecot
 #                    tests; prometheus brings promtool, which checks /metrics)
 #                    libargon2-1 (the reference argon2, checks hash-password)
+#                    strace (shows that no 250 goes out before its fdatasync)
 #   Python:          pytest (requirements-test.txt)
 #   Courier-IMAP, Cyrus: unpacked under /opt/mailgate-test, next to Dovecot
 #                    (scripts/install-imap-servers.sh; they conflict with it)
@@ -40,7 +41,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # ---- Debian packages --------------------------------------------------------
-APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d openssl libargon2-1)
+APT_PKGS=(swaks libnet-ssleay-perl postfix dovecot-core dovecot-imapd dovecot-pop3d openssl libargon2-1 strace)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     if ! dpkg -s "$p" >/dev/null 2>&1 \

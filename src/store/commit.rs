@@ -9,8 +9,9 @@
 //! under load, with no fixed delay to tune. The writer never waits for work
 //! it does not hold: a client that is slow or parked inside DATA has sent
 //! nothing yet and stalls no one else. Each batch is one redb write
-//! transaction with immediate durability, and only after it committed are
-//! its requests answered. Dedup and threading are decided inside that
+//! transaction, and only once it is durable (a batch of small incoming
+//! mail: once its record in the commit journal is, see `journal`) are its
+//! requests answered. Dedup and threading are decided inside that
 //! transaction, so two copies of a message in the same batch still make one
 //! ticket message.
 

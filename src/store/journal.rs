@@ -4,10 +4,10 @@
 //! A durable redb commit writes every page the batch touched (~30 pages,
 //! scattered over the file, for one or two messages) and waits for their
 //! fsync; on the disks measured here that costs 3-5x an fdatasync of a few
-//! contiguous pages. So the writer commits such a batch to redb without
-//! durability, appends what it was asked to commit (each message's bytes
-//! and envelope, encoded by ingest) to this file, fdatasyncs it and only
-//! then answers. A checkpoint (a durable redb commit, every
+//! contiguous pages. So the writer appends what it was asked to commit
+//! (each message's bytes and envelope, encoded by ingest) to this file and
+//! starts its writeback, commits the batch to redb without durability
+//! meanwhile, then fdatasyncs the file and only then answers. A checkpoint (a durable redb commit, every
 //! `store.checkpoint_interval` or 4 MiB) makes the records redundant, and
 //! the file is written from its start again. After a crash, the records
 //! newer than the store's last durable sequence number are handed back to
