@@ -6,7 +6,6 @@ with the Message-ID in it, or the database) and fdatasync'd, that fdatasync
 finished. A gateway that answered from memory, or before the sync returned,
 fails here."""
 
-import pathlib
 import re
 import shutil
 import signal
@@ -40,16 +39,14 @@ def _attach(strace, pid, out):
         [strace, "-f", "-p", str(pid), "-ttt", "-yy", "-s", "65536", "-o", str(out),
          "-e", "trace=read,recvfrom,write,writev,sendto,sendmsg,pwrite64,fdatasync,fsync"],
         stderr=subprocess.PIPE, text=True)
-    # "Process N attached with T threads" comes once all are traced.
-    threads = len(list(pathlib.Path(f"/proc/{pid}/task").iterdir()))
+    # "Process N attached with T threads" comes once all are traced (-f
+    # then follows every thread they start).
     line = proc.stderr.readline()
     if "attached" not in line and "not permitted" in line:
         # A container without ptrace: say so, visibly, instead of passing.
         proc.wait(10)
         pytest.skip(f"strace may not attach here: {line.strip()}")
     assert "attached" in line, f"strace did not attach: {line!r}"
-    m = re.search(r"with (\d+) threads", line)
-    assert m and int(m.group(1)) >= threads, f"strace attached to {line!r}, {threads} threads"
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     return proc
 
