@@ -68,6 +68,7 @@ pub struct Metrics {
     pub smtp_connections: Family<OutcomeLabel, Counter>,
     pub commit_seconds: Histogram,
     pub commit_batch_size: Histogram,
+    pub journal: JournalMetrics,
     pub fetch_last_success: Family<MailboxLabel, Gauge<f64, AtomicU64>>,
     pub fetch_errors: Family<MailboxKind, Counter>,
     pub fetch_messages: Family<MailboxOutcome, Counter>,
@@ -82,6 +83,75 @@ pub struct Metrics {
 pub struct AccountOutcome {
     pub account: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurabilityLabel {
+    pub durability: String,
+}
+
+/// How batches became durable: the commit journal and its checkpoints.
+pub struct JournalMetrics {
+    /// Store transactions by how they ended: journal, store, failed.
+    pub commits: Family<DurabilityLabel, Counter>,
+    pub checkpoints: Counter,
+    pub checkpoint_seconds: Histogram,
+    /// Journal writes, syncs and checkpoints that failed, and entries
+    /// that could not be read back.
+    pub errors: Counter,
+    /// Messages ingested again from the journal at start.
+    pub replayed: Counter,
+}
+
+impl JournalMetrics {
+    fn register(registry: &mut Registry) -> JournalMetrics {
+        let m = JournalMetrics {
+            commits: Family::default(),
+            checkpoints: Counter::default(),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            errors: Counter::default(),
+            replayed: Counter::default(),
+        };
+        registry.register(
+            "mailgate_store_commits",
+            "Store transactions by how their batch ended (journal: redb without fsync plus the commit journal's fdatasync; store: a durable redb commit; failed)",
+            m.commits.clone(),
+        );
+        registry.register(
+            "mailgate_store_checkpoints",
+            "Durable redb commits that made the commit journal's batches redundant",
+            m.checkpoints.clone(),
+        );
+        registry.register(
+            "mailgate_store_checkpoint_seconds",
+            "Duration of one checkpoint",
+            m.checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "mailgate_store_journal_errors",
+            "Commit journal writes, syncs or checkpoints that failed and journal entries that could not be read back (each is logged)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "mailgate_store_journal_replayed",
+            "Messages ingested again from the commit journal at start (acknowledged before a crash, not yet checkpointed)",
+            m.replayed.clone(),
+        );
+        for durability in ["journal", "store", "failed"] {
+            let _ = m.commits.get_or_create(&DurabilityLabel {
+                durability: durability.into(),
+            });
+        }
+        m
+    }
+
+    pub fn count_commit(&self, durability: &str) {
+        self.commits
+            .get_or_create(&DurabilityLabel {
+                durability: durability.into(),
+            })
+            .inc();
+    }
 }
 
 /// The submission (relay) endpoint.
@@ -367,7 +437,7 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         registry.register(
             "mailgate_store_commit_seconds",
-            "Duration of one durable store transaction (group commit)",
+            "Duration of one store transaction (group commit), until its batch was durable",
             commit_seconds.clone(),
         );
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
@@ -409,7 +479,9 @@ impl Metrics {
         let outbound = OutboundMetrics::register(&mut registry);
         let submission = SubmissionMetrics::register(&mut registry);
         let oauth = OAuthMetrics::register(&mut registry);
+        let journal = JournalMetrics::register(&mut registry);
         Metrics {
+            journal,
             outbound,
             submission,
             oauth,

@@ -36,7 +36,7 @@ use crate::outbound::transport::graph::GraphTransport;
 use crate::outbound::transport::smtp::SmtpTransport;
 use crate::outbound::worker::{SendWorker, SystemClock, WorkerSettings};
 use crate::proto::smtp::session::{AuthOffer, SessionConfig};
-use crate::store::commit::{Committer, WriterHandle};
+use crate::store::commit::{CommitEvent, Committer, WriterHandle};
 use crate::store::{Store, StoreError};
 use crate::tickets::notify::{MailboxNotify, NotifySettings};
 use crate::tickets::outgoing::Mailbox;
@@ -96,6 +96,7 @@ impl Core {
             .await
             .context("ingesting the commit journal again")?;
         tracing::info!(messages = n, "commit journal ingested again");
+        self.metrics.journal.replayed.inc_by(n as u64);
         Ok(n)
     }
 }
@@ -190,11 +191,25 @@ impl App {
         let (committer, writer, backlog) = Committer::start_journaled(
             &store,
             self.ticket_settings()?,
-            Arc::new(move |elapsed, batch| {
-                observer_metrics
-                    .commit_seconds
-                    .observe(elapsed.as_secs_f64());
-                observer_metrics.commit_batch_size.observe(batch as f64);
+            Arc::new(move |event| match event {
+                CommitEvent::Batch {
+                    elapsed,
+                    requests,
+                    end,
+                } => {
+                    let m = &observer_metrics;
+                    m.commit_seconds.observe(elapsed.as_secs_f64());
+                    m.commit_batch_size.observe(requests as f64);
+                    m.journal.count_commit(end.as_str());
+                }
+                CommitEvent::Checkpoint { elapsed } => {
+                    let m = &observer_metrics.journal;
+                    m.checkpoints.inc();
+                    m.checkpoint_seconds.observe(elapsed.as_secs_f64());
+                }
+                CommitEvent::JournalError => {
+                    observer_metrics.journal.errors.inc();
+                }
             }),
             self.config.store.checkpoint_interval,
             self.config.store.journal,

@@ -120,11 +120,14 @@ impl Ingestor {
                     done += 1;
                 }
                 // Checksummed on disk, so only a different version's entry.
-                Err(e) => tracing::error!(
-                    seq = pending.seq,
-                    error = %e,
-                    "a commit journal entry cannot be read; it is not ingested"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        seq = pending.seq,
+                        error = %e,
+                        "a commit journal entry cannot be read; it is not ingested"
+                    );
+                    self.metrics.journal.errors.inc();
+                }
             }
         }
         self.committer.backlog_done();

@@ -486,7 +486,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb")).unwrap();
-        let committer = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        let committer = Committer::start(&store, settings(), Arc::new(|_| {}));
         Fixture {
             _dir: dir,
             store,

@@ -75,8 +75,45 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// Called after each transaction with its duration and request count.
-pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+/// What the writer reports as it goes (the app turns it into metrics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CommitEvent {
+    /// A batch was committed (or failed) and answered.
+    Batch {
+        elapsed: Duration,
+        requests: usize,
+        end: BatchEnd,
+    },
+    /// A checkpoint made every journaled batch before it durable.
+    Checkpoint { elapsed: Duration },
+    /// The journal could not take a batch (it was committed durably
+    /// instead), or a checkpoint failed (retried later). Each is logged.
+    JournalError,
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// Committed to redb without fsync; its journal record is on disk.
+    Journal,
+    /// A durable redb commit.
+    Store,
+    /// The transaction failed; its senders were told to retry.
+    Failed,
+}
+
+impl BatchEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchEnd::Journal => "journal",
+            BatchEnd::Store => "store",
+            BatchEnd::Failed => "failed",
+        }
+    }
+}
+
+/// Called from the writer thread with each [`CommitEvent`].
+pub type CommitObserver = Arc<dyn Fn(CommitEvent) + Send + Sync>;
 
 struct Job {
     request: Operation,
@@ -213,10 +250,14 @@ impl Committer {
             ..WriterCounts::default()
         });
         let counting = counts.clone();
-        let observer: CommitObserver = Arc::new(move |elapsed, batch| {
-            counting.transactions.fetch_add(1, Ordering::AcqRel);
-            counting.requests.fetch_add(batch as u64, Ordering::AcqRel);
-            observer(elapsed, batch)
+        let observer: CommitObserver = Arc::new(move |event| {
+            if let CommitEvent::Batch { requests, .. } = event {
+                counting.transactions.fetch_add(1, Ordering::AcqRel);
+                counting
+                    .requests
+                    .fetch_add(requests as u64, Ordering::AcqRel);
+            }
+            observer(event)
         });
         let backlog_done = Arc::new(AtomicBool::new(false));
         let ready = backlog_done.clone();
@@ -389,9 +430,13 @@ impl Writer {
                 jobs.iter_mut().filter_map(|j| j.prepacked.take()).collect();
             let requests: Vec<&Operation> = jobs.iter().map(|j| &j.request).collect();
             let result = self.commit(&requests, &prepacked);
-            self.observer.as_ref()(started.elapsed(), jobs.len());
+            self.observer.as_ref()(CommitEvent::Batch {
+                elapsed: started.elapsed(),
+                requests: jobs.len(),
+                end: result.as_ref().map_or(BatchEnd::Failed, |(_, end)| *end),
+            });
             match result {
-                Ok(outcomes) => {
+                Ok((outcomes, _)) => {
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
                         let _ = job.reply.send(Ok(outcome));
                     }
@@ -430,7 +475,7 @@ impl Writer {
         &mut self,
         requests: &[&Operation],
         prepacked: &[super::codec::Prepacked],
-    ) -> Result<Vec<OpOutcome>, StoreError> {
+    ) -> Result<(Vec<OpOutcome>, BatchEnd), StoreError> {
         if let Some(j) = self.journal.as_mut()
             && j.enabled
             && !j.on
@@ -449,7 +494,7 @@ impl Writer {
             if let Some(j) = self.journal.as_mut().filter(|j| j.on) {
                 j.checkpointed();
             }
-            return Ok(outcomes);
+            return Ok((outcomes, BatchEnd::Store));
         };
         let last_seq = j.journal.next_seq() + entries.len() as u64 - 1;
         // The record goes to the disk while redb applies the batch: the
@@ -483,10 +528,24 @@ impl Writer {
                 error = %e,
                 "cannot write the commit journal; committing the batch durably in the store instead"
             );
-            self.backend.checkpoint()?;
+            self.observer.as_ref()(CommitEvent::JournalError);
+            self.checkpoint()?;
+            return Ok((outcomes, BatchEnd::Store));
+        }
+        Ok((outcomes, BatchEnd::Journal))
+    }
+
+    /// A durable commit of everything so far; the journal starts over.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.backend.checkpoint()?;
+        self.observer.as_ref()(CommitEvent::Checkpoint {
+            elapsed: started.elapsed(),
+        });
+        if let Some(j) = self.journal.as_mut() {
             j.checkpointed();
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// Checkpoints when the journal holds records and is full, or they
@@ -502,10 +561,10 @@ impl Writer {
         if !(now || j.journal.full() || j.last_checkpoint.elapsed() >= j.interval) {
             return;
         }
-        match self.backend.checkpoint() {
-            Ok(()) => j.checkpointed(),
+        if let Err(e) = self.checkpoint() {
             // The records stay; the next batch or idle moment tries again.
-            Err(e) => tracing::error!(error = %e, "store checkpoint failed"),
+            tracing::error!(error = %e, "store checkpoint failed");
+            self.observer.as_ref()(CommitEvent::JournalError);
         }
     }
 }
@@ -565,7 +624,7 @@ mod tests {
     async fn concurrent_copies_in_one_batch_make_one_message() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb")).unwrap();
-        let committer = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        let committer = Committer::start(&store, settings(), Arc::new(|_| {}));
         let m = mail("a@x.test", Some("same@x"), "s");
         let (a, b) = tokio::join!(committer.commit(request(&m)), committer.commit(request(&m)));
         let mut outcomes = [a.unwrap().remove(0), b.unwrap().remove(0)];
@@ -594,7 +653,31 @@ mod tests {
         store: &Store,
         interval: Duration,
     ) -> (Committer, WriterHandle, Vec<super::super::journal::Pending>) {
-        Committer::start_journaled(store, settings(), Arc::new(|_, _| {}), interval, true).unwrap()
+        Committer::start_journaled(store, settings(), Arc::new(|_| {}), interval, true).unwrap()
+    }
+
+    fn start_recorded(store: &Store, interval: Duration) -> (Committer, WriterHandle, Events) {
+        let (observer, events) = recorder();
+        let (committer, writer, _) =
+            Committer::start_journaled(store, settings(), observer, interval, true).unwrap();
+        (committer, writer, events)
+    }
+
+    type Events = Arc<Mutex<Vec<String>>>;
+
+    /// An observer that keeps every event but the timings.
+    fn recorder() -> (CommitObserver, Events) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let observer: CommitObserver = Arc::new(move |event| {
+            let name = match event {
+                CommitEvent::Batch { requests, end, .. } => format!("{}:{requests}", end.as_str()),
+                CommitEvent::Checkpoint { .. } => "checkpoint".to_string(),
+                CommitEvent::JournalError => "journal error".to_string(),
+            };
+            seen.lock().unwrap().push(name);
+        });
+        (observer, events)
     }
 
     fn seq_entries(backlog: &[super::super::journal::Pending]) -> Vec<(u64, &[u8])> {
@@ -681,7 +764,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         let store = Store::open(&path).unwrap();
         let interval = Duration::from_millis(50);
-        let (committer, _writer, _) = start(&store, interval);
+        let (committer, _writer, events) = start_recorded(&store, interval);
         let entry = Journaling::Entry(b"e".to_vec().into());
         let id = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -698,6 +781,12 @@ mod tests {
             assert!(Instant::now() < deadline, "no checkpoint within 20 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // ... and reported it (just after it returned).
+        while events.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "no checkpoint event");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*events.lock().unwrap(), ["journal:1", "checkpoint"]);
     }
 
     #[tokio::test]
@@ -706,7 +795,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         let store = Store::open(&path).unwrap();
         let hour = Duration::from_secs(3600);
-        let (committer, _writer, _) = start(&store, hour);
+        let (committer, _writer, events) = start_recorded(&store, hour);
         let entry = Journaling::Entry(b"journaled".to_vec().into());
         let first = stored_id(committer.commit(journaled(0, entry)).await.unwrap());
         // No entry (as for large mail): a durable commit, which carries the
@@ -717,6 +806,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
+        assert_eq!(*events.lock().unwrap(), ["journal:1", "store:1"]);
         let crashed = crash_copy(&store, &path);
         let copy = Store::open(&crashed.path().join("db.redb")).unwrap();
         assert!(copy.message(first).unwrap().is_some());
@@ -773,7 +863,7 @@ mod tests {
             fail: AtomicBool::new(false),
         });
         let hour = Duration::from_secs(3600);
-        let observer: CommitObserver = Arc::new(|_, _| {});
+        let (observer, events) = recorder();
         let (committer, _writer, backlog) = Committer::start_journaled_on(
             backend.clone(),
             &store.journal_path(),
@@ -798,6 +888,10 @@ mod tests {
             .commit(journaled(2, entry("after")))
             .await
             .unwrap();
+        assert_eq!(
+            *events.lock().unwrap(),
+            ["journal:1", "failed:1", "journal:1"]
+        );
         // ... so a crash does not ingest it after all; the next record took
         // its place and its number.
         let crashed = crash_copy(&store, &path);
@@ -878,7 +972,11 @@ mod tests {
         let (committer, writer) = Committer::start_on(
             backend.clone(),
             settings(),
-            Arc::new(move |_, n| seen.lock().unwrap().push(n)),
+            Arc::new(move |event| {
+                if let CommitEvent::Batch { requests, .. } = event {
+                    seen.lock().unwrap().push(requests)
+                }
+            }),
         );
         Rig {
             committer,
@@ -1026,7 +1124,7 @@ mod tests {
         let m = mail("a@x.test", Some("p@x"), "s");
         {
             let store = Store::open(&path).unwrap();
-            let c = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+            let c = Committer::start(&store, settings(), Arc::new(|_| {}));
             c.commit(request(&m)).await.unwrap();
         }
         // The writer thread holds the database until its channel closes.
@@ -1041,7 +1139,7 @@ mod tests {
             store.message_raw(1).unwrap().unwrap(),
             b"From: a@x.test\r\nSubject: s\r\nMessage-ID: <p@x>\r\n\r\nbody\r\n"
         );
-        let c = Committer::start(&store, settings(), Arc::new(|_, _| {}));
+        let c = Committer::start(&store, settings(), Arc::new(|_| {}));
         let again = c.commit(request(&m)).await.unwrap();
         assert_eq!(again[0], Outcome::Duplicate(Earlier::Message(1)));
     }

@@ -32,6 +32,9 @@ def test_sigkill_before_the_checkpoint_replays_the_journal_once(make_gateway):
     g = make_gateway({"store": {"checkpoint_interval": "1h"}})
     sent = _send_thread(g, 6)
     assert len({o.ticket for _, o in sent}) == 1, "the replies did not thread"
+    m = g.metrics()
+    assert m.get("mailgate_store_commits_total", durability="journal") == 6, m.text
+    assert m.get("mailgate_store_checkpoints_total") == 0, m.text
     journal = g.workdir / "data" / "mailgate.redb.journal"
     assert journal.exists(), list((g.workdir / "data").iterdir())
     g.kill()
@@ -39,6 +42,9 @@ def test_sigkill_before_the_checkpoint_replays_the_journal_once(make_gateway):
     g.start()
     lines, text = g.wait_log("commit journal ingested again")
     assert lines and "messages=6" in lines[0], text
+    m = g.metrics()
+    assert m.get("mailgate_store_journal_replayed_total") == 6, m.text
+    assert m.get("mailgate_store_journal_errors_total") == 0, m.text
     _assert_stored_as_acknowledged(g, sent)
     assert g.store_counts() == (6, 0)
     # Mail after the replay gets ids of its own.
@@ -47,6 +53,7 @@ def test_sigkill_before_the_checkpoint_replays_the_journal_once(make_gateway):
 
     g.restart()
     assert "ingesting again" not in g.log_text(), g.log_text()
+    assert g.metrics().get("mailgate_store_journal_replayed_total") == 0
     _assert_stored_as_acknowledged(g, sent + later)
     assert g.store_counts() == (8, 0)
 
@@ -55,6 +62,9 @@ def test_an_idle_checkpoint_leaves_nothing_to_replay(make_gateway):
     g = make_gateway({"store": {"checkpoint_interval": "200ms"}})
     sent = _send_thread(g, 3)
     time.sleep(1.5)  # idle past the interval: the writer checkpoints by itself
+    m = g.metrics()
+    assert m.get("mailgate_store_checkpoints_total") >= 1, m.text
+    assert m.get("mailgate_store_checkpoint_seconds_count") >= 1, m.text
     g.kill()
     g.start()
     assert "ingesting again" not in g.log_text(), g.log_text()
@@ -64,6 +74,9 @@ def test_an_idle_checkpoint_leaves_nothing_to_replay(make_gateway):
 def test_with_the_journal_off_every_commit_is_durable_and_no_journal_is_made(make_gateway):
     g = make_gateway({"store": {"journal": False, "checkpoint_interval": "1h"}})
     sent = _send_thread(g, 3)
+    m = g.metrics()
+    assert m.get("mailgate_store_commits_total", durability="store") >= 3, m.text
+    assert m.get("mailgate_store_commits_total", durability="journal") == 0, m.text
     g.kill()
     g.start()
     assert "ingesting again" not in g.log_text(), g.log_text()

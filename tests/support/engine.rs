@@ -41,7 +41,7 @@ pub fn context(
             categories: Vec::new(),
             notify: None,
         },
-        Arc::new(|_, _| {}),
+        Arc::new(|_| {}),
     );
     SyncContext {
         mailbox: "support".into(),

@@ -522,7 +522,7 @@ pub(crate) mod tests {
                 categories: Vec::new(),
                 notify: None,
             },
-            Arc::new(|_, _| {}),
+            Arc::new(|_| {}),
         );
         SyncContext {
             mailbox: "support".into(),
