@@ -11,6 +11,7 @@ pub mod classify;
 pub mod journal_entry;
 pub mod offload;
 pub mod parse;
+mod replay_journal;
 pub mod route;
 pub mod rules;
 
@@ -23,7 +24,6 @@ use crate::mail::{Origin, RejectReason};
 use crate::metrics::{MailboxLabel, Metrics, SourceMailbox};
 use crate::store::StoreError;
 use crate::store::commit::Committer;
-use crate::store::journal::Pending;
 use crate::tickets::dedup::Digests;
 use crate::tickets::model::{Earlier, Outcome};
 use crate::tickets::trace::{Automatic, Classification, DecisionTrace};
@@ -104,34 +104,6 @@ impl Ingestor {
         let mut request = self.prepare(inbound, &mailboxes, false).await;
         request.journal = journal;
         self.commit_and_report(request, &mailboxes).await
-    }
-
-    /// Ingests again, in order and each durably, the commit journal's
-    /// entries that the store did not hold at start (a crash came after
-    /// their acknowledgement and before a checkpoint); then lets the writer
-    /// journal new batches. Returns how many were ingested.
-    pub async fn replay_journal(&self, backlog: Vec<Pending>) -> Result<usize, StoreError> {
-        let mut done = 0;
-        for pending in backlog {
-            match journal_entry::decode(&pending.entry) {
-                Ok(inbound) => {
-                    self.ingest_as(inbound, Journaling::Replayed(pending.seq))
-                        .await?;
-                    done += 1;
-                }
-                // Checksummed on disk, so only a different version's entry.
-                Err(e) => {
-                    tracing::error!(
-                        seq = pending.seq,
-                        error = %e,
-                        "a commit journal entry cannot be read; it is not ingested"
-                    );
-                    self.metrics.journal.errors.inc();
-                }
-            }
-        }
-        self.committer.backlog_done();
-        Ok(done)
     }
 
     /// Runs a rejection's kept bytes through the pipeline again, as
@@ -316,16 +288,7 @@ impl Ingestor {
         notice: OversizeNotice,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mailboxes = self.resolve(&notice.mailboxes);
-        let head = mail_parser::MessageParser::default().parse_headers(&notice.head);
-        let field = |f: fn(&mail_parser::Message<'_>) -> Option<String>| head.as_ref().and_then(f);
-        let message_id = field(parse::message_id);
-        let from = field(|m| {
-            m.from()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(str::to_string)
-        });
-        let subject = field(|m| m.subject().map(str::to_string));
+        let (message_id, from, subject) = header_summary(&notice.head);
         let detail = format!(
             "message of at least {} bytes exceeds the limit of {} bytes; not kept",
             notice.size, notice.limit
@@ -485,6 +448,22 @@ fn describe_earlier(earlier: &Earlier) -> String {
 }
 
 /// The text after "250 2.0.0 Ok: " telling the client what became of its message.
+/// Message-ID, From address and Subject from a message's header block,
+/// for a rejection record of mail that is not parsed whole.
+fn header_summary(head: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
+    let head = mail_parser::MessageParser::default().parse_headers(head);
+    let field = |f: fn(&mail_parser::Message<'_>) -> Option<String>| head.as_ref().and_then(f);
+    let message_id = field(parse::message_id);
+    let from = field(|m| {
+        m.from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string)
+    });
+    let subject = field(|m| m.subject().map(str::to_string));
+    (message_id, from, subject)
+}
+
 pub fn describe_outcomes(outcomes: &[Outcome]) -> String {
     let parts: Vec<String> = outcomes
         .iter()

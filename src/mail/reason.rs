@@ -28,10 +28,13 @@ pub enum RejectReason {
     InternalUnthreaded,
     /// Mail to a BCC importer from outside the internal domains.
     ImporterExternalSender,
+    /// Acknowledged, then a crash before its checkpoint, and at the restart
+    /// no configured mailbox takes it any more (kept, raw included).
+    MailboxGone,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::NoSender,
         RejectReason::Unparseable,
         RejectReason::AutoSubmitted,
@@ -43,6 +46,7 @@ impl RejectReason {
         RejectReason::Rule,
         RejectReason::InternalUnthreaded,
         RejectReason::ImporterExternalSender,
+        RejectReason::MailboxGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl RejectReason {
             RejectReason::Rule => "rule",
             RejectReason::InternalUnthreaded => "internal_unthreaded",
             RejectReason::ImporterExternalSender => "importer_external_sender",
+            RejectReason::MailboxGone => "mailbox_gone",
         }
     }
 

@@ -4,6 +4,7 @@ same message ids and tickets as its 250 said, and only once."""
 
 import time
 
+from harness import SUPPORT, to_toml
 from mailmsg import make_msg, new_msgid
 
 
@@ -82,3 +83,55 @@ def test_with_the_journal_off_every_commit_is_durable_and_no_journal_is_made(mak
     assert "ingesting again" not in g.log_text(), g.log_text()
     _assert_stored_as_acknowledged(g, sent)
     assert not (g.workdir / "data" / "mailgate.redb.journal").exists()
+
+
+def _kill_with_sales_mail_in_the_journal(g):
+    """Two messages to sales and one to support acknowledged from the
+    journal, then SIGKILL; returns [(Message-ID, outcome, recipient)]."""
+    sent = []
+    for to in ["sales@example.test", "sales@example.test", "support@example.test"]:
+        mid = new_msgid()
+        reply = g.send(make_msg(f"for {to}", msgid=mid, to=to), rcpts=(to,))
+        assert reply.code == 250, reply
+        sent.append((mid, reply.message(), to))
+    g.kill()
+    return sent
+
+
+def _restart_with_mailboxes(g, mailboxes):
+    g.config["mailbox"] = mailboxes
+    g.config_path.write_text(to_toml(g.config))
+    g.start()
+
+
+def test_journaled_mail_for_a_removed_mailbox_goes_where_its_recipients_route_now(make_gateway):
+    g = make_gateway({"store": {"checkpoint_interval": "1h"}})
+    sent = _kill_with_sales_mail_in_the_journal(g)
+    # The sales mailbox is gone; support is the default mailbox.
+    _restart_with_mailboxes(g, [dict(SUPPORT)])
+    lines, text = g.wait_log("commit journal ingested again")
+    assert lines and "messages=3" in lines[0], text
+    assert "filed where its recipients route now" in text, text
+    for mid, _, _ in sent:
+        [t] = [t for t in g.tickets() if any(m["message_id"] == mid for m in g.ticket(t["id"])["messages"])]
+        assert t["mailbox"] == "support", t
+    assert g.store_counts() == (3, 0)
+
+
+def test_journaled_mail_no_mailbox_takes_any_more_is_kept_as_a_rejection(make_gateway):
+    g = make_gateway({"store": {"checkpoint_interval": "1h"}})
+    sent = _kill_with_sales_mail_in_the_journal(g)
+    # No default mailbox now: sales@ routes nowhere.
+    _restart_with_mailboxes(g, [dict(SUPPORT, default=False)])
+    lines, text = g.wait_log("commit journal ingested again")
+    assert lines and "messages=3" in lines[0], text
+    rejections = g.rejections(reason="mailbox_gone")
+    assert len(rejections) == 2, rejections
+    for mid, _, to in sent[:2]:
+        [r] = [r for r in rejections if r["message_id"] == mid]
+        assert r["mailbox"] is None and "sales" in r["detail"], r
+        raw = g.raw("rejections", r["id"])
+        assert raw.status == 200 and mid.encode() in raw.body, raw
+    # The message for support went there as before.
+    assert g.store_counts() == (1, 2)
+    assert g.metrics().get("mailgate_messages_rejected_total", reason="mailbox_gone") == 2
